@@ -1,0 +1,21 @@
+"""User-facing errors. Each message says what went wrong and how to fix it."""
+
+
+class Mnv2BenchError(Exception):
+    """Base class: the harness reports these without a traceback."""
+
+
+class ConfigError(Mnv2BenchError):
+    """A profile, option or name is invalid."""
+
+
+class DataNotFoundError(Mnv2BenchError):
+    """A dataset is not on disk and cannot be downloaded."""
+
+
+class WeightsUnavailableError(Mnv2BenchError):
+    """Pretrained weights cannot be found or loaded."""
+
+
+class TrainingDivergedError(Mnv2BenchError):
+    """The loss became NaN or infinite."""
