@@ -1,0 +1,123 @@
+"""Datasets of the grid: load by profile entry, decoded once, with their provenance."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..cache import ArtifactCache
+from ..errors import ConfigError
+from ..profiles import DATA_SOURCES, DatasetConfig
+from . import sources, synthetic
+from .tensors import ImageSet, eval_batches, random_crop_flip, to_float, train_batches
+
+__all__ = ["DatasetSplits", "ImageSet", "load_dataset", "parse_source_override", "eval_batches",
+           "train_batches", "random_crop_flip", "to_float", "synthetic"]
+
+
+@dataclass(frozen=True)
+class DatasetSplits:
+    name: str
+    train: ImageSet
+    test: ImageSet
+    classes: tuple[str, ...]
+    provenance: dict[str, Any]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def at_size(self, size: int, device: torch.device | str) -> "DatasetSplits":
+        """Both splits resized to ``size`` px and moved to ``device``."""
+        train, test = self.train.to(device).resized(size), self.test.to(device).resized(size)
+        return dataclasses.replace(self, train=train, test=test)
+
+
+def parse_source_override(text: str) -> tuple[str, str, str | None]:
+    """``NAME=SOURCE`` or ``NAME=imagefolder:PATH`` -> (name, source, path)."""
+    name, sep, spec = text.partition("=")
+    source, _, path = spec.partition(":")
+    if not sep or not name or source not in DATA_SOURCES or (source == "imagefolder") != bool(path):
+        raise ConfigError(
+            f"bad --data-source {text!r}: use NAME=SOURCE with SOURCE one of {list(DATA_SOURCES)}, "
+            "and NAME=imagefolder:PATH for an image folder"
+        )
+    return name, source, path or None
+
+
+def apply_source_override(config: DatasetConfig, source: str, path: str | None) -> DatasetConfig:
+    note = f"profile source '{config.source}' replaced by '{source}{':' + path if path else ''}'"
+    return dataclasses.replace(config, source=source, path=path, stand_in=True,
+                               note="; ".join(filter(None, [config.note, note])))
+
+
+def load_dataset(config: DatasetConfig, *, data_root: Path, download: bool, seed: int,
+                 cache: ArtifactCache | None = None) -> DatasetSplits:
+    """Read the dataset at its native size, on the CPU."""
+    raw = _read(config, Path(data_root), download, seed, cache)
+    train = raw.train.subset(config.train_size, seed) if config.source != "synthetic" else raw.train
+    test = raw.test.subset(config.test_size, seed) if config.source != "synthetic" else raw.test
+    provenance = {
+        "dataset": config.name,
+        "source": config.source,
+        "location": raw.location,
+        "fingerprint": _fingerprint(train, test),
+        "native_size": config.native_size,
+        "train_images": len(train),
+        "test_images": len(test),
+        "stand_in": config.stand_in or config.source == "synthetic",
+        "note": config.note or _default_note(config),
+    }
+    return DatasetSplits(config.name, train, test, raw.classes, provenance)
+
+
+def _read(config: DatasetConfig, data_root: Path, download: bool, seed: int,
+          cache: ArtifactCache | None) -> sources.RawSplits:
+    if config.source == "synthetic":
+        if not config.train_size or not config.test_size:
+            raise ConfigError(f"synthetic dataset {config.name!r} needs train_size and test_size")
+        return sources.read_synthetic(config.native_size, config.train_size, config.test_size, seed)
+    if config.source == "cifar10":
+        return _checked_size(sources.read_cifar10(data_root, download), config)
+    if config.source == "stl10":
+        return _checked_size(sources.read_stl10(data_root, download), config)
+    return _read_image_folder_cached(Path(config.path).expanduser(), config.native_size, cache)
+
+
+def _read_image_folder_cached(path: Path, native_size: int, cache: ArtifactCache | None) -> sources.RawSplits:
+    if cache is None:
+        return sources.read_image_folder(path, native_size)
+    sources._list_split(path, "train", None)  # fail fast with the layout error
+    spec = {"kind": "decoded-image-folder", "content": sources.image_folder_fingerprint(path),
+            "native_size": native_size}
+
+    def build():
+        raw = sources.read_image_folder(path, native_size)
+        return {"train_images": raw.train.images, "train_labels": raw.train.labels,
+                "test_images": raw.test.images, "test_labels": raw.test.labels, "classes": list(raw.classes)}
+
+    payload = cache.fetch(f"data-{path.name}", spec, build).payload
+    return sources.RawSplits(ImageSet(payload["train_images"], payload["train_labels"]),
+                             ImageSet(payload["test_images"], payload["test_labels"]),
+                             tuple(payload["classes"]), str(path))
+
+
+def _checked_size(raw: sources.RawSplits, config: DatasetConfig) -> sources.RawSplits:
+    if raw.train.size != config.native_size:
+        raise ConfigError(f"dataset {config.name!r}: images are {raw.train.size} px but the profile "
+                          f"says native_size = {config.native_size}")
+    return raw
+
+
+def _fingerprint(train: ImageSet, test: ImageSet) -> str:
+    return hashlib.sha256((train.fingerprint() + test.fingerprint()).encode()).hexdigest()
+
+
+def _default_note(config: DatasetConfig) -> str:
+    if config.source == "synthetic":
+        return "synthetic data generated by the harness (offline stand-in, not a real dataset)"
+    return ""

@@ -1,0 +1,106 @@
+"""Decoded images held as one uint8 tensor, batching and tensor augmentation."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+
+RESIZE_CHUNK = 2048
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """``images``: uint8 (N, 3, H, W); ``labels``: int64 (N,)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __post_init__(self):
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
+            raise ValueError(f"images must be uint8 (N, 3, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.labels.shape != (self.images.shape[0],):
+            raise ValueError("labels must have one entry per image")
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def size(self) -> int:
+        return self.images.shape[-1]
+
+    def to(self, device: torch.device | str) -> "ImageSet":
+        return ImageSet(self.images.to(device), self.labels.to(device))
+
+    def resized(self, size: int) -> "ImageSet":
+        """Bilinear (antialiased) resize to ``size`` x ``size``, still uint8."""
+        if self.images.shape[-2:] == (size, size):
+            return self
+        chunks = [_resize_uint8(chunk, size) for chunk in self.images.split(RESIZE_CHUNK)]
+        return ImageSet(torch.cat(chunks), self.labels)
+
+    def head(self, count: int) -> "ImageSet":
+        return ImageSet(self.images[:count], self.labels[:count])
+
+    def subset(self, count: int | None, seed: int) -> "ImageSet":
+        """``count`` images drawn at random (fixed by ``seed``); all of them if None."""
+        if count is None or count >= len(self):
+            return self
+        index = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:count]
+        index = index.sort().values.to(self.images.device)
+        return ImageSet(self.images[index], self.labels[index])
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        digest.update(self.images.cpu().contiguous().numpy().tobytes())
+        digest.update(self.labels.cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
+
+
+def _resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
+    resized = F.interpolate(images.float(), size=(size, size), mode="bilinear",
+                            align_corners=False, antialias=True)
+    return resized.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels to float in [0, 1] (models normalise internally)."""
+    return images.float().div_(255.0)
+
+
+def random_crop_flip(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """Per-image random crop (zero padding) and horizontal flip, all on the images' device."""
+    n, _, h, w = images.shape
+    device = images.device
+    padded = F.pad(images, (padding, padding, padding, padding))
+    offset_y = torch.randint(0, 2 * padding + 1, (n, 1, 1, 1), device=device, generator=generator)
+    offset_x = torch.randint(0, 2 * padding + 1, (n, 1, 1, 1), device=device, generator=generator)
+    rows = offset_y + torch.arange(h, device=device).view(1, 1, h, 1)
+    cols = offset_x + torch.arange(w, device=device).view(1, 1, 1, w)
+    flip = torch.rand((n, 1, 1, 1), device=device, generator=generator) < 0.5
+    cols = torch.where(flip, offset_x + (w - 1) - torch.arange(w, device=device).view(1, 1, 1, w), cols)
+    batch = torch.arange(n, device=device).view(n, 1, 1, 1)
+    channel = torch.arange(images.shape[1], device=device).view(1, -1, 1, 1)
+    return padded[batch, channel, rows, cols]
+
+
+def train_batches(data: ImageSet, batch_size: int, augment: bool,
+                  generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of shuffled batches as (float images in [0, 1], labels). The last partial
+    batch is dropped so every step sees ``batch_size`` images (no tiny noisy steps)."""
+    order = torch.randperm(len(data), device=data.images.device, generator=generator)
+    usable = max(len(data) - len(data) % batch_size, min(len(data), batch_size))
+    padding = max(1, data.size // 8)
+    for start in range(0, usable, batch_size):
+        index = order[start:start + batch_size]
+        images = data.images[index]
+        if augment:
+            images = random_crop_flip(images, padding, generator)
+        yield to_float(images), data.labels[index]
+
+
+def eval_batches(data: ImageSet, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    for start in range(0, len(data), batch_size):
+        yield to_float(data.images[start:start + batch_size]), data.labels[start:start + batch_size]

@@ -1,0 +1,181 @@
+import pickle
+import urllib.error
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mnv2core.datasets import (ImageSet, load_dataset, parse_source_override, random_crop_flip, synthetic,
+                               train_batches)
+from mnv2core.datasets import sources
+from mnv2core.errors import ConfigError, DataNotFoundError
+from mnv2core.profiles import DatasetConfig
+
+
+def config(source, **kw):
+    return DatasetConfig(name="ds", source=source, native_size=kw.pop("native_size", 32),
+                         input_size=kw.pop("input_size", 32), **kw)
+
+
+# synthetic ----------------------------------------------------------------
+@pytest.mark.parametrize("size", [32, 96])
+def test_synthetic_is_deterministic_balanced_uint8(size):
+    a, b = synthetic.generate(100, size, seed=3), synthetic.generate(100, size, seed=3)
+    assert a.images.shape == (100, 3, size, size) and a.images.dtype == torch.uint8
+    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    assert torch.bincount(a.labels, minlength=10).tolist() == [10] * 10
+    assert not torch.equal(a.images, synthetic.generate(100, size, seed=4).images)
+
+
+def test_synthetic_classes_differ_in_colour():
+    """Learnable: the mean colour of each class's object pixels is distinct."""
+    data = synthetic.generate(400, 32, seed=0)
+    saturation = data.images.float().amax(1) - data.images.float().amin(1)
+    object_pixels = saturation > 120
+    means = torch.stack([(data.images[data.labels == c].float() * object_pixels[data.labels == c, None]).sum((0, 2, 3))
+                         / object_pixels[data.labels == c].sum() for c in range(10)])
+    distances = torch.cdist(means, means) + torch.eye(10) * 1e9
+    assert distances.min() > 30
+
+
+def test_load_synthetic_records_stand_in_provenance(tmp_path):
+    splits = load_dataset(config("synthetic", train_size=40, test_size=20), data_root=tmp_path,
+                          download=False, seed=0)
+    assert (len(splits.train), len(splits.test), splits.num_classes) == (40, 20, 10)
+    assert splits.provenance["stand_in"] is True and len(splits.provenance["fingerprint"]) == 64
+
+
+# torchvision sources -----------------------------------------------------------
+def test_missing_cifar10_names_files_and_fixes(tmp_path):
+    with pytest.raises(DataNotFoundError) as error:
+        load_dataset(config("cifar10"), data_root=tmp_path, download=False, seed=0)
+    message = str(error.value)
+    assert "data_batch_1" in message and "test_batch" in message
+    assert "--download" in message and "--data-root" in message and "imagefolder" in message
+    assert str(tmp_path) in message
+
+
+def test_missing_stl10_names_files_and_fixes(tmp_path):
+    with pytest.raises(DataNotFoundError, match="train_X.bin.*--download"):
+        load_dataset(config("stl10", native_size=96, input_size=96), data_root=tmp_path, download=False, seed=0)
+
+
+def test_failed_download_says_so(tmp_path, monkeypatch):
+    from torchvision.datasets import CIFAR10
+
+    def offline(self):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(CIFAR10, "download", offline)
+    with pytest.raises(DataNotFoundError, match="downloading it failed"):
+        load_dataset(config("cifar10"), data_root=tmp_path, download=True, seed=0)
+
+
+def write_fake_cifar10(root, per_batch=4):
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                 "labels": [int(x) for x in rng.integers(0, 10, per_batch)]}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}))
+    return folder
+
+
+def test_cifar10_reader_converts_to_nchw(tmp_path, monkeypatch):
+    import torchvision.datasets.cifar
+
+    # fake files (their md5 cannot match), torchvision's real reader
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *args: True)
+    folder = write_fake_cifar10(tmp_path)
+    splits = load_dataset(config("cifar10"), data_root=tmp_path, download=False, seed=0)
+    first = pickle.loads((folder / "data_batch_1").read_bytes())
+    assert splits.train.images.shape == (20, 3, 32, 32) and len(splits.test) == 4
+    assert torch.equal(splits.train.images[0].flatten(), torch.from_numpy(first["data"][0]))
+    assert splits.train.labels[:4].tolist() == first["labels"]
+    assert splits.classes == tuple(f"c{i}" for i in range(10))
+
+
+# image folders --------------------------------------------------------------
+def write_image_folder(root, sizes=(32,), per_class=3, classes=("cat", "dog")):
+    g = torch.Generator().manual_seed(0)
+    for split in ("train", "test"):
+        for name in classes:
+            (root / split / name).mkdir(parents=True)
+            for i in range(per_class):
+                size = sizes[i % len(sizes)]
+                pixels = torch.randint(0, 256, (size, size, 3), dtype=torch.uint8, generator=g)
+                Image.fromarray(pixels.numpy()).save(root / split / name / f"{i}.png")
+
+
+def test_image_folder_loads_and_resizes(tmp_path):
+    write_image_folder(tmp_path, sizes=(32, 48))
+    splits = load_dataset(config("imagefolder", path=str(tmp_path)), data_root=tmp_path, download=False, seed=0)
+    assert splits.classes == ("cat", "dog")
+    assert splits.train.images.shape == (6, 3, 32, 32)
+    assert splits.train.labels.tolist() == [0, 0, 0, 1, 1, 1]
+
+
+def test_image_folder_is_decoded_once_through_the_cache(tmp_path, monkeypatch):
+    from mnv2core.cache import ArtifactCache
+
+    write_image_folder(tmp_path / "data")
+    cache = ArtifactCache(tmp_path / "cache")
+    cfg = config("imagefolder", path=str(tmp_path / "data"))
+    first = load_dataset(cfg, data_root=tmp_path, download=False, seed=0, cache=cache)
+    monkeypatch.setattr(sources, "read_image_folder", lambda *a: pytest.fail("decoded twice"))
+    second = load_dataset(cfg, data_root=tmp_path, download=False, seed=0, cache=cache)
+    assert torch.equal(first.train.images, second.train.images)
+    assert first.provenance["fingerprint"] == second.provenance["fingerprint"]
+
+
+def test_missing_image_folder_explains_layout(tmp_path):
+    with pytest.raises(DataNotFoundError, match=r"train/<class>/<image>"):
+        load_dataset(config("imagefolder", path=str(tmp_path / "nowhere")), data_root=tmp_path,
+                     download=False, seed=0)
+
+
+def test_undecodable_image_is_named(tmp_path):
+    write_image_folder(tmp_path)
+    bad = tmp_path / "train" / "cat" / "0.png"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(DataNotFoundError, match="0.png"):
+        load_dataset(config("imagefolder", path=str(tmp_path)), data_root=tmp_path, download=False, seed=0)
+
+
+# overrides, tensors and augmentation ---------------------------------------
+def test_source_override_parsing():
+    assert parse_source_override("stl10=imagefolder:/d/x") == ("stl10", "imagefolder", "/d/x")
+    assert parse_source_override("cifar10=synthetic") == ("cifar10", "synthetic", None)
+    for bad in ["stl10", "stl10=nope", "stl10=imagefolder", "=cifar10"]:
+        with pytest.raises(ConfigError):
+            parse_source_override(bad)
+
+
+def test_resize_keeps_uint8_and_labels():
+    data = synthetic.generate(8, 32, seed=0)
+    big = data.resized(96)
+    assert big.images.shape == (8, 3, 96, 96) and big.images.dtype == torch.uint8
+    assert torch.equal(big.labels, data.labels)
+    assert abs(big.images.float().mean() - data.images.float().mean()) < 2
+
+
+def test_random_crop_flip_is_a_shifted_or_mirrored_copy():
+    images = torch.arange(2 * 3 * 8 * 8, dtype=torch.int64).view(2, 3, 8, 8).to(torch.uint8)
+    g = torch.Generator().manual_seed(0)
+    out = random_crop_flip(images, padding=0, generator=g)
+    for original, augmented in zip(images, out):
+        assert torch.equal(augmented, original) or torch.equal(augmented, original.flip(-1))
+    padded = random_crop_flip(images, padding=2, generator=torch.Generator().manual_seed(1))
+    assert padded.shape == images.shape and padded.dtype == torch.uint8
+
+
+def test_train_batches_cover_each_image_once_per_epoch():
+    data = ImageSet(torch.zeros(10, 3, 4, 4, dtype=torch.uint8), torch.arange(10))
+    labels = torch.cat([y for _, y in train_batches(data, 5, False, torch.Generator().manual_seed(0))])
+    assert sorted(labels.tolist()) == list(range(10))
+    batches = list(train_batches(data, 4, True, torch.Generator().manual_seed(0)))
+    assert [len(y) for _, y in batches] == [4, 4]  # partial last batch dropped
+    assert batches[0][0].dtype == torch.float32 and batches[0][0].max() <= 1.0
