@@ -1,0 +1,63 @@
+import pytest
+import torch
+
+from mnv2core.errors import ConfigError, WeightsUnavailableError
+from mnv2core.models import build_model, build_network, from_pretrained
+from mnv2core.weights import file_sha256, load_pretrained_state, parse_weights, resolve_weights_spec
+
+
+def test_normalisation_is_inside_the_model():
+    model = build_model("mobilenet_v2", 10).eval()
+    pixels = torch.rand(2, 3, 32, 32)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        assert torch.allclose(model(pixels), model.net((pixels - mean) / std))
+
+
+def test_unknown_model_name():
+    with pytest.raises(ConfigError, match="mobilenet_v2"):
+        build_model("vgg16", 10)
+
+
+def test_weights_file_loads_with_provenance_and_fresh_head(tmp_path):
+    net = build_network("mobilenet_v2", 1000)
+    path = tmp_path / "w.pth"
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()}, path)
+    state, provenance = load_pretrained_state("mobilenet_v2", parse_weights(str(path)))
+    assert provenance["sha256"] == file_sha256(path) and provenance["source"] == f"file:{path}"
+    model = from_pretrained("mobilenet_v2", state, 10)
+    assert model.head.out_features == 10
+    assert torch.allclose(model.net.features[0][0].weight, net.features[0][0].weight.half().float())
+
+
+def test_missing_weights_file_names_the_fix(tmp_path):
+    with pytest.raises(WeightsUnavailableError, match="MNV2BENCH_WEIGHTS_MOBILENET_V2"):
+        load_pretrained_state("mobilenet_v2", parse_weights(str(tmp_path / "none.pth")))
+
+
+def test_wrong_weights_file_is_reported(tmp_path):
+    path = tmp_path / "bad.pth"
+    torch.save({"something": torch.zeros(2)}, path)
+    state, _ = load_pretrained_state("mobilenet_v2", parse_weights(str(path)))
+    with pytest.raises(ConfigError, match="classifier.1.weight"):
+        from_pretrained("mobilenet_v2", state, 10)
+
+
+def test_imagenet_weights_offline_explain_the_local_alternative(monkeypatch):
+    import torchvision.models as tv
+
+    def offline(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(tv.MobileNet_V2_Weights.IMAGENET1K_V1.__class__, "get_state_dict", offline)
+    with pytest.raises(WeightsUnavailableError, match="--weights mobilenet_v2=PATH"):
+        load_pretrained_state("mobilenet_v2", parse_weights("imagenet"))
+
+
+def test_weights_precedence(monkeypatch):
+    monkeypatch.setenv("MNV2BENCH_WEIGHTS_RESNET50", "/env/path.pth")
+    assert resolve_weights_spec("resnet50", "imagenet", {}).path.as_posix() == "/env/path.pth"
+    assert resolve_weights_spec("resnet50", "imagenet", {"resnet50": "none"}).kind == "none"
+    monkeypatch.delenv("MNV2BENCH_WEIGHTS_RESNET50")
+    assert resolve_weights_spec("resnet50", "imagenet", {}).kind == "imagenet"
