@@ -1,0 +1,145 @@
+"""The training loop and evaluation shared by every strategy."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+from .datasets import DatasetSplits, ImageSet, eval_batches, train_batches
+from .errors import TrainingDivergedError
+from .profiles import TrainConfig
+
+log = logging.getLogger("mnv2bench.train")
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    epoch: int
+    train_loss: float
+    test_accuracy: float
+    seconds: float
+    images_per_second: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def cross_entropy_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return nn.functional.cross_entropy(model(images), labels)
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on CUDA when enabled; a no-op elsewhere."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: ImageSet, batch_size: int, amp: bool = False) -> float:
+    """Top-1 accuracy on ``data`` (model is left in eval mode)."""
+    model.eval()
+    device = data.images.device
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    for images, labels in eval_batches(data, batch_size):
+        with autocast(device, amp):
+            correct += (model(images).argmax(1) == labels).sum()
+    return correct.item() / len(data)
+
+
+@torch.no_grad()
+def recalibrate_batch_norm(model: nn.Module, data: ImageSet, images: int, batch_size: int,
+                           frozen_modules: Iterable[nn.Module] = (), amp: bool = False) -> None:
+    """Re-estimate running mean/var of every trainable batch-norm layer as a plain average over
+    the first ``images`` training images (no augmentation); frozen layers keep theirs."""
+    frozen = {id(m) for f in frozen_modules for m in f.modules()}
+    layers = [m for m in model.modules()
+              if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in frozen]
+    saved_momentum = [m.momentum for m in layers]
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None  # cumulative average
+    model.train()
+    for module in frozen_modules:
+        module.eval()
+    device = data.images.device
+    for batch, _ in eval_batches(data.head(images), batch_size):
+        with autocast(device, amp):
+            model(batch)
+    for layer, momentum in zip(layers, saved_momentum):
+        layer.momentum = momentum
+
+
+def make_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = list(params)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
+                               weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total_steps)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    return None
+
+
+def fit(model: nn.Module, data: DatasetSplits, cfg: TrainConfig, *, params: list[nn.Parameter],
+        seed: int, label: str, eval_batch_size: int, amp: bool = False,
+        loss_fn: LossFn = cross_entropy_loss, frozen_modules: Iterable[nn.Module] = ()) -> list[EpochStats]:
+    """Train ``params`` of ``model`` for ``cfg.epochs`` on ``data.train`` (already on the
+    target device and size), evaluating on ``data.test`` after every epoch.
+
+    ``frozen_modules`` stay in eval mode (batch-norm statistics do not move). The loss is
+    checked once per epoch (no host sync per step); NaN or inf raises TrainingDivergedError.
+    """
+    device = data.train.images.device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    optimizer = make_optimizer(params, cfg)
+    steps_per_epoch = max(1, len(data.train) // cfg.batch_size)
+    schedule = make_schedule(optimizer, cfg, cfg.epochs * steps_per_epoch)
+    frozen_modules = list(frozen_modules)
+    history = []
+    for epoch in range(1, cfg.epochs + 1):
+        started = time.perf_counter()
+        model.train()
+        for module in frozen_modules:
+            module.eval()
+        loss_sum = torch.zeros((), device=device)
+        seen = 0
+        for images, labels in train_batches(data.train, cfg.batch_size, cfg.augment, generator):
+            with autocast(device, amp):
+                loss = loss_fn(model, images, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if schedule is not None:
+                schedule.step()
+            loss_sum += loss.detach().float() * labels.shape[0]
+            seen += labels.shape[0]
+        train_loss = loss_sum.item() / max(seen, 1)
+        if not math.isfinite(train_loss):
+            raise TrainingDivergedError(
+                f"{label}: the training loss became {train_loss} in epoch {epoch}. Lower the learning "
+                f"rate (now {cfg.lr}) or change the optimizer in the profile, then rerun with --refresh."
+            )
+        if epoch == cfg.epochs and cfg.bn_recalibration_images:
+            recalibrate_batch_norm(model, data.train, cfg.bn_recalibration_images, eval_batch_size,
+                                   frozen_modules, amp)
+        train_seconds = time.perf_counter() - started
+        accuracy = evaluate(model, data.test, eval_batch_size, amp)
+        stats = EpochStats(epoch, train_loss, accuracy, time.perf_counter() - started, seen / train_seconds)
+        history.append(stats)
+        log.info("%s epoch %d/%d: loss %.4f, test accuracy %.4f, %.1fs (%.0f img/s)", label, epoch,
+                 cfg.epochs, train_loss, accuracy, stats.seconds, stats.images_per_second)
+    return history

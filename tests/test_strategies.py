@@ -1,0 +1,89 @@
+import pytest
+import torch
+
+from mnv2core import strategies
+from mnv2core.datasets import DatasetSplits, synthetic
+from mnv2core.errors import TrainingDivergedError
+from mnv2core.models import build_model
+from mnv2core.profiles import TrainConfig
+from mnv2core.training import fit
+
+FIT = dict(seed=0, label="test", eval_batch_size=64)
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    train, test = synthetic.generate(64, 32, seed=0), synthetic.generate(32, 32, seed=1)
+    return DatasetSplits("tiny", train, test, synthetic.CLASS_NAMES, {})
+
+
+def snapshot(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def changed(before, after):
+    return {k for k in before if not torch.equal(before[k], after[k])}
+
+
+def test_partial_finetune_changes_only_the_head(tiny_data):
+    model = build_model("mobilenet_v2", 10)
+    before = snapshot(model)
+    strategies.partial_finetune(model, tiny_data, TrainConfig(epochs=1, batch_size=16, lr=1e-2), **FIT)
+    moved = changed(before, snapshot(model))
+    assert moved == {"net.classifier.1.weight", "net.classifier.1.bias"}
+    assert all(not p.requires_grad for p in model.feature_parameters())
+
+
+def test_partial_finetune_keeps_frozen_batch_norm_with_recalibration(tiny_data):
+    model = build_model("resnet50", 10)
+    before = snapshot(model)
+    cfg = TrainConfig(epochs=1, batch_size=16, bn_recalibration_images=32)
+    strategies.partial_finetune(model, tiny_data, cfg, **FIT)
+    assert changed(before, snapshot(model)) == {"net.fc.weight", "net.fc.bias"}
+
+
+def test_full_finetune_trains_every_layer(tiny_data):
+    model = build_model("mobilenet_v2", 10)
+    for p in model.feature_parameters():
+        p.requires_grad_(False)  # as left by a partial fine-tune
+    before = snapshot(model)
+    strategies.full_finetune(model, tiny_data, TrainConfig(epochs=1, batch_size=16, lr=1e-3), **FIT)
+    moved = changed(before, snapshot(model))
+    assert "net.features.0.0.weight" in moved and "net.classifier.1.weight" in moved
+
+
+def test_distill_trains_student_and_leaves_teacher_alone(tiny_data):
+    teacher, student = build_model("resnet50", 10), build_model("mobilenet_v2", 10)
+    teacher_before, student_before = snapshot(teacher), snapshot(student)
+    cfg = TrainConfig(epochs=1, batch_size=16, temperature=4.0, alpha=0.9)
+    history = strategies.distill(student, teacher, tiny_data, cfg, **FIT)
+    assert not changed(teacher_before, snapshot(teacher))
+    assert changed(student_before, snapshot(student))
+    assert len(history) == 1 and 0.0 <= history[0].test_accuracy <= 1.0
+
+
+def test_history_has_one_entry_per_epoch(tiny_data):
+    model = build_model("mobilenet_v2", 10)
+    history = strategies.train_from_scratch(model, tiny_data, TrainConfig(epochs=2, batch_size=32), **FIT)
+    assert [h.epoch for h in history] == [1, 2]
+    assert all(h.images_per_second > 0 and h.train_loss > 0 for h in history)
+
+
+def test_nan_loss_raises_a_clear_error(tiny_data):
+    model = build_model("mobilenet_v2", 10)
+    nan_loss = lambda m, images, labels: m(images).sum() * float("nan")
+    with pytest.raises(TrainingDivergedError, match="Lower the learning rate"):
+        fit(model, tiny_data, TrainConfig(epochs=1, batch_size=32), params=list(model.parameters()),
+            loss_fn=nan_loss, **FIT)
+
+
+def test_recalibration_sets_statistics_from_data(tiny_data):
+    model = build_model("mobilenet_v2", 10)
+    first_bn = model.net.features[0][1]
+    from mnv2core.training import recalibrate_batch_norm
+    recalibrate_batch_norm(model, tiny_data.train, 64, 32)
+    with torch.no_grad():
+        conv_out = model.net.features[0][0](model.normalize(tiny_data.train.images.float() / 255))
+    expected_mean = conv_out.mean(dim=(0, 2, 3))
+    assert torch.allclose(first_bn.running_mean, expected_mean, atol=1e-4)
+    assert first_bn.momentum == 0.1
