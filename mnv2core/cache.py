@@ -1,0 +1,153 @@
+"""On-disk cache of built artifacts (trained models, decoded datasets).
+
+An entry is keyed by a hash of everything that determines it (its *spec*). Under
+``pytest -n 4`` one process builds an entry while the others wait on a file lock and then
+load it. Writes go to a temporary file that is renamed into place, so a crash never
+leaves a half-written entry; each entry carries a digest of its contents, so a corrupt or
+truncated file is detected on load and rebuilt.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from filelock import FileLock, Timeout
+
+log = logging.getLogger("mnv2bench.cache")
+
+# Bump when the meaning of a cached entry changes (training code, payload layout).
+CACHE_FORMAT = 1
+WAIT_LOG_INTERVAL_S = 30.0
+
+
+@dataclass(frozen=True)
+class CacheResult:
+    payload: dict[str, Any]
+    key: str
+    status: str  # "built" or "loaded"
+    path: Path
+
+
+@dataclass
+class ArtifactCache:
+    """``run_id`` names the current run: with ``refresh``, an entry built earlier by another
+    run is rebuilt, while one built during this run (by any worker) is reused."""
+
+    root: Path
+    run_id: str = "local"
+    refresh: bool = False
+    events: list[tuple[str, str]] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.root = Path(self.root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def key(spec: dict[str, Any]) -> str:
+        text = json.dumps({"format": CACHE_FORMAT, "spec": spec}, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+    def path_for(self, name: str, spec: dict[str, Any]) -> Path:
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+        return self.root / f"{safe}-{self.key(spec)}.pt"
+
+    def fetch(self, name: str, spec: dict[str, Any], build: Callable[[], dict[str, Any]]) -> CacheResult:
+        """Load the entry for ``spec``, or build, save and return it. ``build`` returns a dict
+        of tensors and JSON-like values."""
+        key, path = self.key(spec), self.path_for(name, spec)
+        with self._locked(path, name):
+            entry = self._load(path, key)
+            if entry is not None and not (self.refresh and entry["run_id"] != self.run_id):
+                self.events.append((name, "loaded"))
+                return CacheResult(entry["payload"], key, "loaded", path)
+            started = time.perf_counter()
+            payload = build()
+            self._save(path, {"format": CACHE_FORMAT, "key": key, "spec": spec, "run_id": self.run_id,
+                              "payload": payload, "digest": payload_digest(payload)})
+            log.info("built %s in %.1fs -> %s", name, time.perf_counter() - started, path.name)
+            self.events.append((name, "built"))
+            return CacheResult(payload, key, "built", path)
+
+    def _locked(self, path: Path, name: str):
+        """Acquire the entry's lock (a context manager that releases it), logging while waiting."""
+        lock = FileLock(str(path) + ".lock")
+        waited = 0.0
+        while True:
+            try:
+                return lock.acquire(timeout=WAIT_LOG_INTERVAL_S if waited else 0)
+            except Timeout:
+                if not waited:
+                    log.info("waiting for another process to build %s", name)
+                waited += WAIT_LOG_INTERVAL_S
+                if waited > WAIT_LOG_INTERVAL_S:
+                    log.info("still waiting for %s (%.0fs)", name, waited)
+
+    def _load(self, path: Path, key: str) -> dict[str, Any] | None:
+        if not path.exists():
+            return None
+        try:
+            entry = torch.load(path, map_location="cpu", weights_only=True)
+            problem = _entry_problem(entry, key)
+        except Exception as exc:  # any unreadable file is a corrupt entry
+            problem = f"unreadable ({type(exc).__name__}: {str(exc)[:200]})"
+        if problem:
+            log.warning("cache entry %s is corrupt (%s); rebuilding it", path.name, problem)
+            return None
+        return entry
+
+    def _save(self, path: Path, entry: dict[str, Any]) -> None:
+        handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                torch.save(entry, out)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temp_name, path)
+        except BaseException:
+            Path(temp_name).unlink(missing_ok=True)
+            raise
+
+
+def _entry_problem(entry: Any, key: str) -> str | None:
+    if not isinstance(entry, dict) or not {"key", "payload", "digest", "run_id"} <= set(entry):
+        return "missing fields"
+    if entry.get("format") != CACHE_FORMAT or entry["key"] != key:
+        return "written for another key or format"
+    if payload_digest(entry["payload"]) != entry["digest"]:
+        return "contents do not match their digest"
+    return None
+
+
+def payload_digest(value: Any) -> str:
+    digest = hashlib.sha256()
+    _feed(digest, value)
+    return digest.hexdigest()
+
+
+def _feed(digest, value: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu().contiguous()
+        digest.update(f"T{tensor.dtype}{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    elif isinstance(value, dict):
+        digest.update(b"{")
+        for k in sorted(value, key=str):
+            digest.update(repr(k).encode())
+            _feed(digest, value[k])
+        digest.update(b"}")
+    elif isinstance(value, (list, tuple)):
+        digest.update(b"[")
+        for item in value:
+            _feed(digest, item)
+        digest.update(b"]")
+    else:
+        digest.update(repr(value).encode())

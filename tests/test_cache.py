@@ -1,0 +1,125 @@
+import multiprocessing
+import os
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from mnv2core.cache import ArtifactCache
+
+SPEC = {"kind": "toy", "lr": 0.1, "upstream": {"a": "k1"}}
+
+
+def payload(value=1.0):
+    return {"weights": torch.full((3, 4), value), "history": [{"epoch": 1, "acc": 0.5}]}
+
+
+def counting_build(counter: list, value=1.0):
+    def build():
+        counter.append(1)
+        return payload(value)
+    return build
+
+
+def test_second_fetch_loads_without_building(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    built = []
+    first = cache.fetch("toy", SPEC, counting_build(built))
+    second = ArtifactCache(tmp_path).fetch("toy", SPEC, counting_build(built))
+    assert (first.status, second.status, len(built)) == ("built", "loaded", 1)
+    assert torch.equal(second.payload["weights"], payload()["weights"])
+    assert second.payload["history"] == payload()["history"]
+
+
+def test_key_depends_on_every_field_but_not_on_order():
+    reordered = {"upstream": {"a": "k1"}, "lr": 0.1, "kind": "toy"}
+    assert ArtifactCache.key(SPEC) == ArtifactCache.key(reordered)
+    changed = [dict(SPEC, lr=0.2), dict(SPEC, upstream={"a": "k2"}), dict(SPEC, seed=1)]
+    keys = {ArtifactCache.key(spec) for spec in changed} | {ArtifactCache.key(SPEC)}
+    assert len(keys) == 4
+
+
+def test_config_change_builds_a_new_entry(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    built = []
+    cache.fetch("toy", SPEC, counting_build(built))
+    result = cache.fetch("toy", dict(SPEC, lr=0.01), counting_build(built, 2.0))
+    assert result.status == "built" and len(built) == 2
+    assert result.payload["weights"][0, 0] == 2.0
+
+
+def corrupt_truncate(path: Path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def corrupt_garbage(path: Path):
+    path.write_bytes(os.urandom(200))
+
+
+def corrupt_tensor_bytes(path: Path):
+    """Flip one stored tensor value while keeping a valid file: only the digest catches it."""
+    entry = torch.load(path, weights_only=True)
+    entry["payload"]["weights"][0, 0] += 1
+    torch.save(entry, path)
+
+
+@pytest.mark.parametrize("corrupt", [corrupt_truncate, corrupt_garbage, corrupt_tensor_bytes])
+def test_corrupt_entry_is_rebuilt(tmp_path, corrupt, caplog):
+    cache = ArtifactCache(tmp_path)
+    built = []
+    path = cache.fetch("toy", SPEC, counting_build(built)).path
+    corrupt(path)
+    result = ArtifactCache(tmp_path).fetch("toy", SPEC, counting_build(built))
+    assert result.status == "built" and len(built) == 2
+    assert "corrupt" in caplog.text
+    assert ArtifactCache(tmp_path).fetch("toy", SPEC, counting_build(built)).status == "loaded"
+
+
+def test_failed_build_leaves_nothing_behind(tmp_path):
+    cache = ArtifactCache(tmp_path)
+
+    def broken():
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        cache.fetch("toy", SPEC, broken)
+    assert not [p for p in tmp_path.iterdir() if not p.name.endswith(".lock")]
+
+
+def test_refresh_rebuilds_once_per_run(tmp_path):
+    built = []
+    ArtifactCache(tmp_path, run_id="old").fetch("toy", SPEC, counting_build(built))
+    refreshing = ArtifactCache(tmp_path, run_id="new", refresh=True)
+    assert refreshing.fetch("toy", SPEC, counting_build(built)).status == "built"
+    # another worker of the same run reuses what this run built
+    again = ArtifactCache(tmp_path, run_id="new", refresh=True).fetch("toy", SPEC, counting_build(built))
+    assert again.status == "loaded" and len(built) == 2
+
+
+def _worker(root: str, marker_dir: str, queue) -> None:
+    def build():
+        Path(marker_dir, f"built-{os.getpid()}").touch()
+        time.sleep(1.0)  # long enough for the others to hit the lock
+        return payload(7.0)
+
+    result = ArtifactCache(Path(root)).fetch("toy", SPEC, build)
+    queue.put((result.status, float(result.payload["weights"].sum())))
+
+
+def test_concurrent_workers_build_once(tmp_path):
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    workers = [context.Process(target=_worker, args=(str(tmp_path / "cache"), str(markers), queue))
+               for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    results = [queue.get(timeout=120) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+    assert len(list(markers.iterdir())) == 1
+    assert sorted(status for status, _ in results) == ["built", "loaded", "loaded", "loaded"]
+    assert {total for _, total in results} == {7.0 * 12}
