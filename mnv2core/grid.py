@@ -1,0 +1,52 @@
+"""The benchmark grid: dataset x model x technique."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import ConfigError
+from .profiles import Profile
+
+# technique -> the model it trains
+TECHNIQUE_MODELS = {
+    "partial_ft": "mobilenet_v2",
+    "full_ft": "mobilenet_v2",
+    "scratch": "mobilenet_v2",
+    "kd": "mobilenet_v2",
+    "teacher": "resnet50",
+}
+TECHNIQUE_TITLES = {
+    "partial_ft": "Partial Tuning",
+    "full_ft": "Full Fine-Tuning",
+    "scratch": "From scratch (no KD)",
+    "kd": "Distillation",
+    "teacher": "Teacher",
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    dataset: str
+    model: str
+    technique: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.dataset}-{self.model}-{self.technique}"
+
+
+def build_grid(profile: Profile, datasets: list[str] | None = None,
+               techniques: list[str] | None = None) -> list[Case]:
+    """Every (dataset, technique) of the profile, optionally narrowed to some datasets or
+    techniques; unknown names raise ConfigError listing the valid ones."""
+    chosen_datasets = _choose(datasets, list(profile.datasets), "dataset", profile.name)
+    chosen_techniques = _choose(techniques, list(profile.techniques), "technique", profile.name)
+    return [Case(ds, TECHNIQUE_MODELS[tech], tech) for ds in chosen_datasets for tech in chosen_techniques]
+
+
+def _choose(wanted: list[str] | None, available: list[str], kind: str, profile: str) -> list[str]:
+    if not wanted:
+        return available
+    unknown = [name for name in wanted if name not in available]
+    if unknown:
+        raise ConfigError(f"unknown {kind} {unknown} for profile {profile!r}; choose from {available}")
+    return [name for name in available if name in wanted]

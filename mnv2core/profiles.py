@@ -1,0 +1,221 @@
+"""Profiles: the data that says what a run trains, how long, and what it must reach.
+
+A profile is one TOML file in ``mnv2core/profiles/`` (or any path). It holds the datasets,
+the weights each model starts from, the training recipe of each technique (with optional
+per-dataset overrides) and the accuracy floor each case asserts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+PROFILE_DIR = Path(__file__).parent / "profiles"
+DATA_SOURCES = ("synthetic", "cifar10", "stl10", "imagefolder")
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("constant", "onecycle", "cosine")
+INPUT_MODES = ("upscaled", "native")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one technique trains. ``input`` picks the dataset's input size or its native size.
+    ``bn_recalibration_images`` > 0 re-estimates batch-norm statistics on that many training
+    images after the last epoch (precise BN; short runs leave them behind the weights)."""
+
+    epochs: int
+    batch_size: int
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    schedule: str = "constant"
+    augment: bool = True
+    input: str = "upscaled"
+    temperature: float = 4.0
+    alpha: float = 0.9
+    bn_recalibration_images: int = 0
+
+    def validate(self, where: str) -> None:
+        _check_choice(self.optimizer, OPTIMIZERS, f"{where}.optimizer")
+        _check_choice(self.schedule, SCHEDULES, f"{where}.schedule")
+        _check_choice(self.input, INPUT_MODES, f"{where}.input")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError(f"{where}: epochs and batch_size must be >= 1")
+        if self.lr <= 0 or self.temperature <= 0 or not 0.0 <= self.alpha <= 1.0:
+            raise ConfigError(f"{where}: need lr > 0, temperature > 0 and 0 <= alpha <= 1")
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """One dataset of the grid. ``native_size`` is the stored resolution; ``input_size``
+    the resolution models see (larger means upscaled)."""
+
+    name: str
+    source: str
+    native_size: int
+    input_size: int
+    path: str | None = None
+    train_size: int | None = None
+    test_size: int | None = None
+    note: str = ""
+    stand_in: bool = False
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def size_for(self, train: TrainConfig) -> int:
+        return self.native_size if train.input == "native" else self.input_size
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    device: str
+    seed: int
+    eval_batch_size: int
+    amp: bool
+    datasets: dict[str, DatasetConfig]
+    weights: dict[str, str]
+    techniques: dict[str, TrainConfig]
+    floors: dict[str, dict[str, float]]
+    pretext: dict[str, Any]
+
+    def train_config(self, technique: str, dataset: str) -> TrainConfig:
+        """The technique's recipe with the dataset's overrides applied."""
+        base = self.techniques[technique]
+        overrides = self.datasets[dataset].overrides.get(technique, {})
+        return dataclasses.replace(base, **overrides)
+
+    def floor(self, dataset: str, technique: str) -> float:
+        return self.floors[dataset][technique]
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.toml"))
+
+
+def load_profile(name_or_path: str, known_techniques: dict[str, str]) -> Profile:
+    """Load a profile by name (``smoke``, ``full``) or by path to a TOML file.
+
+    ``known_techniques`` maps each technique the harness implements to its model.
+    """
+    path = _resolve(name_or_path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"profile {path} is not valid TOML: {exc}") from None
+    return _parse(path.stem, raw, known_techniques, where=str(path))
+
+
+def _resolve(name_or_path: str) -> Path:
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".toml":
+        if not candidate.is_file():
+            raise ConfigError(f"profile file {candidate} does not exist")
+        return candidate
+    builtin = PROFILE_DIR / f"{name_or_path}.toml"
+    if not builtin.is_file():
+        raise ConfigError(
+            f"unknown profile {name_or_path!r}: choose one of {available_profiles()} "
+            "or give the path to a .toml file"
+        )
+    return builtin
+
+
+def _parse(name: str, raw: dict, known_techniques: dict[str, str], where: str) -> Profile:
+    _check_keys(raw, {"description", "device", "seed", "eval_batch_size", "amp", "datasets",
+                      "weights", "techniques", "floors", "pretext"}, where)
+    techniques = {tech: _train_config(cfg, f"{where}: techniques.{tech}")
+                  for tech, cfg in _table(raw, "techniques", where).items()}
+    for tech in techniques:
+        if tech not in known_techniques:
+            raise ConfigError(f"{where}: unknown technique {tech!r}; known: {sorted(known_techniques)}")
+    datasets = {ds: _dataset_config(ds, cfg, techniques, where)
+                for ds, cfg in _table(raw, "datasets", where).items()}
+    if not datasets or not techniques:
+        raise ConfigError(f"{where}: a profile needs at least one dataset and one technique")
+    weights = dict(_table(raw, "weights", where))
+    for model in sorted(set(known_techniques[t] for t in techniques)):
+        if model not in weights:
+            raise ConfigError(f"{where}: weights.{model} is missing (imagenet, none, pretext or a path)")
+    floors = _floors(_table(raw, "floors", where), datasets, techniques, where)
+    pretext = dict(raw.get("pretext", {}))
+    if "pretext" in weights.values():
+        if "train_size" not in pretext:
+            raise ConfigError(f"{where}: weights use 'pretext', so [pretext] needs train_size and a recipe")
+        _train_config({k: v for k, v in pretext.items() if k != "train_size"}, f"{where}: pretext")
+    device = raw.get("device", "auto")
+    _check_choice(device, ("auto", "cpu", "cuda"), f"{where}: device")
+    return Profile(
+        name=name,
+        description=raw.get("description", ""),
+        device=device,
+        seed=int(raw.get("seed", 0)),
+        eval_batch_size=int(raw.get("eval_batch_size", 256)),
+        amp=bool(raw.get("amp", False)),
+        datasets=datasets,
+        weights=weights,
+        techniques=techniques,
+        floors=floors,
+        pretext=pretext,
+    )
+
+
+def _train_config(cfg: dict, where: str) -> TrainConfig:
+    _check_keys(cfg, {f.name for f in dataclasses.fields(TrainConfig)}, where)
+    try:
+        train = TrainConfig(**cfg)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    train.validate(where)
+    return train
+
+
+def _dataset_config(name: str, cfg: dict, techniques: dict[str, TrainConfig], where: str) -> DatasetConfig:
+    here = f"{where}: datasets.{name}"
+    _check_keys(cfg, {f.name for f in dataclasses.fields(DatasetConfig)} - {"name"}, here)
+    for key in ("source", "native_size", "input_size"):
+        if key not in cfg:
+            raise ConfigError(f"{here}: missing {key!r}")
+    _check_choice(cfg["source"], DATA_SOURCES, f"{here}.source")
+    if cfg["source"] == "imagefolder" and not cfg.get("path"):
+        raise ConfigError(f"{here}: an imagefolder dataset needs a path")
+    overrides = cfg.get("overrides", {})
+    for tech, values in overrides.items():
+        if tech not in techniques:
+            raise ConfigError(f"{here}.overrides: {tech!r} is not a technique of this profile")
+        dataclasses.replace(techniques[tech], **values).validate(f"{here}.overrides.{tech}")
+    return DatasetConfig(name=name, **cfg)
+
+
+def _floors(raw: dict, datasets: dict, techniques: dict, where: str) -> dict[str, dict[str, float]]:
+    floors = {}
+    for ds in datasets:
+        per_dataset = raw.get(ds, {})
+        missing = sorted(set(techniques) - set(per_dataset))
+        if missing:
+            raise ConfigError(f"{where}: floors.{ds} has no accuracy floor for {missing}")
+        floors[ds] = {tech: float(per_dataset[tech]) for tech in techniques}
+    return floors
+
+
+def _table(raw: dict, key: str, where: str) -> dict:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: {key} must be a table")
+    return value
+
+
+def _check_keys(cfg: dict, allowed: set[str], where: str) -> None:
+    unknown = sorted(set(cfg) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+
+
+def _check_choice(value: str, choices: tuple[str, ...], where: str) -> None:
+    if value not in choices:
+        raise ConfigError(f"{where} is {value!r}; choose one of {list(choices)}")
