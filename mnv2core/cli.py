@@ -1,0 +1,88 @@
+"""Command line: ``python -m mnv2core report|gate|merge``."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .errors import Mnv2BenchError
+from .gate import Tolerances, compare
+from .grid import TECHNIQUE_MODELS
+from .profiles import load_profile
+from .report import FORMATS, render_report
+from .results import build_results, load_results, read_records, write_json_atomic
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    args = _parser().parse_args(argv)
+    try:
+        return args.command(args)
+    except Mnv2BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def report(args) -> int:
+    text = render_report(load_results(args.results), args.format)
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        print(text, end="")
+    return 0
+
+
+def gate(args) -> int:
+    baseline = load_results(args.baseline)
+    tolerances = _tolerances(baseline, args)
+    outcome = compare(baseline, load_results(args.results), tolerances)
+    print(outcome.render())
+    return 0 if outcome.passed else 1
+
+
+def merge(args) -> int:
+    """Rebuild a results file from a run's records (for a run that was killed)."""
+    from pytest_benchmark.plugin import pytest_benchmark_generate_machine_info
+    from pytest_benchmark.utils import get_commit_info
+
+    entries = read_records(args.records)
+    run = {"run_id": Path(args.records).stem.removeprefix("records-"), "rebuilt_from": str(args.records)}
+    document = build_results(entries, machine_info=pytest_benchmark_generate_machine_info(),
+                             commit_info=get_commit_info(), run=run)
+    write_json_atomic(Path(args.output), document)
+    print(f"{len(document['benchmarks'])} case(s) from {args.records} written to {args.output}")
+    return 0
+
+
+def _tolerances(baseline: dict, args) -> Tolerances:
+    """The baseline profile's tolerances, with the command line's on top."""
+    profile = args.profile or baseline.get("mnv2bench", {}).get("profile")
+    base = load_profile(profile, TECHNIQUE_MODELS).gate if profile else Tolerances()
+    if args.accuracy_points is None:
+        return base
+    return Tolerances(args.accuracy_points, base.speedup_ratio, base.time_ratio, base.per_metric)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m mnv2core", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    show = commands.add_parser("report", help="print the comparison tables of a results file")
+    show.add_argument("results", type=Path, help="results JSON (e.g. .mnv2results/latest.json)")
+    show.add_argument("--format", choices=sorted(FORMATS), default="terminal")
+    show.add_argument("-o", "--output", type=Path, help="write to this file instead of stdout")
+    show.set_defaults(command=report)
+
+    check = commands.add_parser("gate", help="fail (exit 1) when results regress against a baseline")
+    check.add_argument("results", type=Path)
+    check.add_argument("--baseline", type=Path, required=True)
+    check.add_argument("--profile", help="take tolerances from this profile (default: the baseline's)")
+    check.add_argument("--accuracy-points", type=float, help="allowed accuracy drop, e.g. 0.02")
+    check.set_defaults(command=gate)
+
+    rebuild = commands.add_parser("merge", help="rebuild a results file from a run's records-*.jsonl")
+    rebuild.add_argument("records", type=Path)
+    rebuild.add_argument("-o", "--output", type=Path, required=True)
+    rebuild.set_defaults(command=merge)
+    return parser

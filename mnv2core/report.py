@@ -1,0 +1,164 @@
+"""The comparison tables, rendered with tabulate from a results document."""
+from __future__ import annotations
+
+from typing import Any
+
+from tabulate import tabulate
+
+from .results import case_items
+
+FORMATS = {"md": "github", "terminal": "simple"}
+# The study's headline table: one row per training method...
+SUMMARY_ROWS = [("Partial Tuning", "partial_ft"), ("Full Fine-Tuning", "full_ft"), ("Distillation", "kd")]
+# ...and, per column, the metric and where it lives: the method's own case, or a case
+# derived from it (a later technique whose extra_info names the method as its "base").
+SUMMARY_COLUMNS = [("base acc", None, "accuracy"), ("acc after pruning", "pruning", "accuracy"),
+                   ("int8 acc", "int8", "accuracy"), ("FGSM acc", "fgsm", "accuracy")]
+
+
+def render_report(document: dict[str, Any], fmt: str = "terminal") -> str:
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown report format {fmt!r}; choose from {sorted(FORMATS)}")
+    items = case_items(document)
+    run = document.get("mnv2bench", {})
+    expected = run.get("cases") or list(items)
+    sections = [_heading(f"mnv2bench results: profile {run.get('profile', '?')}", 1, fmt), _run_line(document)]
+    for dataset in _ordered_datasets(expected, items):
+        sections += [_heading(dataset, 2, fmt),
+                     _table("Study summary", _summary(dataset, items), fmt),
+                     _table("Training", _training(dataset, items, expected), fmt),
+                     _table("Convergence: test accuracy per epoch", _convergence(dataset, items, expected), fmt)]
+    sections.append(_table("Cases that did not pass", _problems(items), fmt))
+    sections.append(_provenance(items, fmt))
+    return "\n\n".join(s for s in sections if s) + "\n"
+
+
+def _summary(dataset: str, items: dict) -> list[dict[str, str]]:
+    rows = []
+    for title, technique in SUMMARY_ROWS:
+        case = _case_id(dataset, "mobilenet_v2", technique)
+        row = {"method": title}
+        for column, derived, metric in SUMMARY_COLUMNS:
+            source = case if derived is None else _derived_case(items, dataset, technique, derived)
+            row[column] = _metric_cell(items, source, metric)
+        rows.append(row)
+    return rows
+
+
+def _training(dataset: str, items: dict, expected: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    for case in [c for c in _in_order(expected, items) if _dataset_of(c) == dataset]:
+        extra = items.get(case, {})
+        metrics = extra.get("metrics", {})
+        weights = extra.get("provenance", {}).get("weights", {})
+        rows.append({
+            "case": case.removeprefix(dataset + "-"),
+            "accuracy": _metric_cell(items, case, "accuracy"),
+            "floor": metrics.get("floor", ""),
+            "input px": metrics.get("input_size", ""),
+            "params (M)": f"{metrics['parameters'] / 1e6:.2f}" if "parameters" in metrics else "",
+            "train s": f"{metrics['train_seconds']:.0f}" if "train_seconds" in metrics else "",
+            "cache": extra.get("cache", {}).get("status", ""),
+            "start weights": weights.get("source", ""),
+        })
+    return rows
+
+
+def _convergence(dataset: str, items: dict, expected: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    for case in _in_order(expected, items):
+        history = items.get(case, {}).get("metrics", {}).get("epochs")
+        if _dataset_of(case) != dataset or not history:
+            continue
+        row = {"case": case.removeprefix(dataset + "-")}
+        row.update({f"ep {h['epoch']}": f"{h['test_accuracy']:.3f}" for h in history})
+        rows.append(row)
+    return rows
+
+
+def _problems(items: dict) -> list[dict[str, str]]:
+    return [{"case": case, "outcome": extra["outcome"], "why": _first_line(extra.get("error"))}
+            for case, extra in items.items() if extra.get("outcome", "passed") != "passed"]
+
+
+def _first_line(text: str | None, limit: int = 100) -> str:
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    line = lines[-1] if lines else ""  # pytest puts the exception's message last
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _provenance(items: dict, fmt: str) -> str:
+    """Where the data and the starting weights came from; stand-ins are named as such."""
+    lines = set()
+    for extra in items.values():
+        provenance = extra.get("provenance", {})
+        data, weights = provenance.get("data"), provenance.get("weights")
+        if data:
+            lines.add(f"data {data['dataset']}: {data['source']} from {data['location']} "
+                      f"({data['train_images']} train / {data['test_images']} test)"
+                      + (f"; STAND-IN: {data['note']}" if data.get("stand_in") else ""))
+        if weights and weights.get("source") != "none":
+            lines.add(f"weights {weights['model']}: {weights['source']} sha256 {str(weights.get('sha256'))[:12]}"
+                      + (f"; STAND-IN: {weights['note']}" if weights.get("stand_in") else ""))
+    if not lines:
+        return ""
+    bullet = "- " if fmt == "md" else "  "
+    return _heading("Provenance", 2, fmt) + "\n\n" + "\n".join(bullet + line for line in sorted(lines))
+
+
+def _metric_cell(items: dict, case: str | None, metric: str) -> str:
+    """A number, or why there is none: not run, skipped, failed (before recording)."""
+    extra = items.get(case) if case else None
+    if extra is None:
+        return "not run"
+    value = extra.get("metrics", {}).get(metric)
+    if value is None:
+        return extra.get("outcome", "not recorded")
+    text = f"{value:.3f}"
+    return text if extra.get("outcome") == "passed" else f"{text} ({extra.get('outcome')})"
+
+
+def _derived_case(items: dict, dataset: str, base: str, derived: str) -> str | None:
+    for case, extra in items.items():
+        if _dataset_of(case) == dataset and extra.get("base") == base and extra.get("derived") == derived:
+            return case
+    return None
+
+
+def _table(title: str, rows: list[dict[str, Any]], fmt: str) -> str:
+    if not rows:
+        return ""
+    return f"{title}\n\n{tabulate(rows, headers='keys', tablefmt=FORMATS[fmt], disable_numparse=True)}"
+
+
+def _heading(text: str, level: int, fmt: str) -> str:
+    if fmt == "md":
+        return "#" * level + " " + text
+    return f"{text}\n{('=' if level == 1 else '-') * len(text)}"
+
+
+def _run_line(document: dict[str, Any]) -> str:
+    run = document.get("mnv2bench", {})
+    commit = document.get("commit_info", {})
+    machine = document.get("machine_info", {})
+    cpu = (machine.get("cpu") or {}).get("brand_raw", machine.get("processor", "?"))
+    return (f"run {run.get('run_id', '?')}, seed {run.get('seed', '?')}, commit {str(commit.get('id'))[:10]}"
+            f"{' (dirty)' if commit.get('dirty') else ''}, {machine.get('node', '?')} ({cpu}), "
+            f"{document.get('datetime', '?')[:19]}")
+
+
+def _in_order(expected: list[str], items: dict) -> list[str]:
+    """The grid's cases in grid order, then any other case that has a result."""
+    return list(dict.fromkeys([*expected, *items]))
+
+
+def _ordered_datasets(expected: list[str], items: dict) -> list[str]:
+    return list(dict.fromkeys(_dataset_of(c) for c in _in_order(expected, items)))
+
+
+def _dataset_of(case: str) -> str:
+    return case.rsplit("-", 2)[0]
+
+
+def _case_id(dataset: str, model: str, technique: str) -> str:
+    return f"{dataset}-{model}-{technique}"
