@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .gate import Tolerances
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 DATA_SOURCES = ("synthetic", "cifar10", "stl10", "imagefolder")
@@ -83,6 +84,7 @@ class Profile:
     techniques: dict[str, TrainConfig]
     floors: dict[str, dict[str, float]]
     pretext: dict[str, Any]
+    gate: Tolerances = Tolerances()
 
     def train_config(self, technique: str, dataset: str) -> TrainConfig:
         """The technique's recipe with the dataset's overrides applied."""
@@ -128,7 +130,7 @@ def _resolve(name_or_path: str) -> Path:
 
 def _parse(name: str, raw: dict, known_techniques: dict[str, str], where: str) -> Profile:
     _check_keys(raw, {"description", "device", "seed", "eval_batch_size", "amp", "datasets",
-                      "weights", "techniques", "floors", "pretext"}, where)
+                      "weights", "techniques", "floors", "pretext", "gate"}, where)
     techniques = {tech: _train_config(cfg, f"{where}: techniques.{tech}")
                   for tech, cfg in _table(raw, "techniques", where).items()}
     for tech in techniques:
@@ -162,6 +164,7 @@ def _parse(name: str, raw: dict, known_techniques: dict[str, str], where: str) -
         techniques=techniques,
         floors=floors,
         pretext=pretext,
+        gate=_gate_tolerances(_table(raw, "gate", where), where),
     )
 
 
@@ -201,6 +204,16 @@ def _floors(raw: dict, datasets: dict, techniques: dict, where: str) -> dict[str
             raise ConfigError(f"{where}: floors.{ds} has no accuracy floor for {missing}")
         floors[ds] = {tech: float(per_dataset[tech]) for tech in techniques}
     return floors
+
+
+def _gate_tolerances(raw: dict, where: str) -> Tolerances:
+    """[gate]: accuracy_points, speedup_ratio, time_ratio, and [gate.per_metric] NAME = tol."""
+    _check_keys(raw, {f.name for f in dataclasses.fields(Tolerances)}, f"{where}: gate")
+    values = {**raw, "per_metric": dict(raw.get("per_metric", {}))}
+    numbers = [v for k, v in values.items() if k != "per_metric"] + list(values["per_metric"].values())
+    if any(not isinstance(v, (int, float)) or v < 0 for v in numbers):
+        raise ConfigError(f"{where}: gate tolerances must be numbers >= 0")
+    return Tolerances(**values)
 
 
 def _table(raw: dict, key: str, where: str) -> dict:

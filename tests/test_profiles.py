@@ -89,3 +89,15 @@ def test_unknown_dataset_or_technique_selection(tmp_path):
         build_grid(profile, ["cifar100"])
     with pytest.raises(ConfigError, match="technique"):
         build_grid(profile, None, ["prune"])
+
+
+def test_gate_tolerances_come_from_the_profile(tmp_path):
+    text = MINIMAL.format(dataset_extra="", technique_extra="") + (
+        "\n[gate]\naccuracy_points = 0.05\n[gate.per_metric]\nint8_accuracy = 0.08\n")
+    gate = load_profile(write(tmp_path, text=text), TECHNIQUE_MODELS).gate
+    assert gate.accuracy_points == 0.05 and gate.for_metric("int8_accuracy", "accuracy") == 0.08
+    assert gate.for_metric("accuracy", "accuracy") == 0.05
+    with pytest.raises(ConfigError, match="gate tolerances must be numbers >= 0"):
+        load_profile(write(tmp_path, text=text.replace("0.05", "-1")), TECHNIQUE_MODELS)
+    with pytest.raises(ConfigError, match="unknown key.*accuracy"):
+        load_profile(write(tmp_path, text=text.replace("accuracy_points", "accuracy")), TECHNIQUE_MODELS)

@@ -1,0 +1,126 @@
+"""The regression gate: compare a run's results with a stored baseline.
+
+Which way a metric may move is read from its name: ``accuracy`` / ``*_accuracy`` (higher is
+better, tolerance in accuracy points), ``*_speedup`` (a ratio, higher is better, relative
+tolerance), ``*_ms`` and ``*_per_second`` (absolute times, relative tolerance; only a warning
+when the two runs come from different machines). Other metrics are not gated.
+Improvements never fail; a baseline case missing from the results does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .results import case_items
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    accuracy_points: float = 0.02   # allowed drop in accuracy (0.02 = 2 points)
+    speedup_ratio: float = 0.10     # allowed relative drop of a speed-up ratio
+    time_ratio: float = 0.25        # allowed relative slowdown of an absolute time
+    per_metric: dict[str, float] = field(default_factory=dict)  # metric name -> its own tolerance
+
+    def for_metric(self, name: str, kind: str) -> float:
+        if name in self.per_metric:
+            return self.per_metric[name]
+        return {"accuracy": self.accuracy_points, "speedup": self.speedup_ratio}.get(kind, self.time_ratio)
+
+
+@dataclass
+class GateReport:
+    failures: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    compared: int = 0
+    improved: int = 0
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def render(self) -> str:
+        verdict = "PASSED" if self.passed else f"FAILED ({len(self.failures)} regression(s))"
+        lines = [f"regression gate {verdict}: {self.compared} metric(s) compared, {self.improved} improved"]
+        lines += [f"  FAIL {line}" for line in self.failures]
+        lines += [f"  warn {line}" for line in self.warnings]
+        return "\n".join(lines)
+
+
+def metric_kind(name: str) -> str | None:
+    leaf = name.rsplit(".", 1)[-1]
+    if leaf == "accuracy" or leaf.endswith("_accuracy"):
+        return "accuracy"
+    if leaf.endswith("_speedup"):
+        return "speedup"
+    if leaf.endswith("_ms"):
+        return "time_lower_is_better"
+    if leaf.endswith("_per_second"):
+        return "time_higher_is_better"
+    return None
+
+
+def gated_metrics(extra_info: dict[str, Any]) -> dict[str, float]:
+    """The case's gated metrics; nested tables are flattened to dotted names."""
+    found: dict[str, float] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(f"{prefix}.{key}" if prefix else key, inner)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and metric_kind(prefix):
+            found[prefix] = float(value)
+
+    walk("", extra_info.get("metrics") or {})
+    return found
+
+
+def compare(baseline: dict[str, Any], results: dict[str, Any], tolerances: Tolerances) -> GateReport:
+    report = GateReport()
+    same_machine = _machine(baseline) == _machine(results)
+    current = case_items(results)
+    for case, base_extra in case_items(baseline).items():
+        expected = gated_metrics(base_extra)
+        if not expected:
+            continue
+        extra = current.get(case)
+        measured = gated_metrics(extra) if extra else {}
+        if not measured:
+            why = "not in the results" if extra is None else f"{extra.get('outcome', '?')} without metrics"
+            report.failures.append(f"{case}: missing ({why}); the baseline has {sorted(expected)}")
+            continue
+        for name, old in expected.items():
+            _check(report, case, name, old, measured.get(name), tolerances, same_machine)
+    return report
+
+
+def _check(report: GateReport, case: str, name: str, old: float, new: float | None,
+           tolerances: Tolerances, same_machine: bool) -> None:
+    if new is None:
+        report.failures.append(f"{case}: metric {name} is missing from the results")
+        return
+    kind = metric_kind(name)
+    tolerance = tolerances.for_metric(name, kind)
+    report.compared += 1
+    if kind == "accuracy":
+        worse, improved = old - new > tolerance, new > old
+        change = f"{old:.4f} -> {new:.4f} ({(new - old) * 100:+.1f} points, tolerance {tolerance * 100:.1f})"
+    else:
+        lower_is_better = kind == "time_lower_is_better"
+        ratio = new / old if old else float("inf")
+        worse = ratio > 1 + tolerance if lower_is_better else ratio < 1 - tolerance
+        improved = ratio < 1 if lower_is_better else ratio > 1
+        change = f"{old:.4g} -> {new:.4g} (x{ratio:.2f}, tolerance {tolerance:.0%})"
+    report.improved += improved
+    if not worse:
+        return
+    line = f"{case}: {name} {change}"
+    if kind.startswith("time_") and not same_machine:
+        report.warnings.append(line + " [different machine: absolute times are not gated]")
+    else:
+        report.failures.append(line)
+
+
+def _machine(document: dict[str, Any]) -> tuple:
+    info = document.get("machine_info") or {}
+    cpu = info.get("cpu") or {}
+    return info.get("node"), cpu.get("brand_raw"), cpu.get("count"), info.get("machine")

@@ -1,0 +1,69 @@
+from results_factory import MACHINE, document, entry
+
+from mnv2core.gate import Tolerances, compare, gated_metrics
+
+TOLERANCES = Tolerances(accuracy_points=0.02, speedup_ratio=0.10, time_ratio=0.25)
+KD, FT = "ds-mobilenet_v2-kd", "ds-mobilenet_v2-full_ft"
+
+
+def gate(baseline_entries, result_entries, tolerances=TOLERANCES, machine=None):
+    return compare(document(baseline_entries), document(result_entries, machine=machine), tolerances)
+
+
+def test_within_tolerance_and_improvements_pass():
+    report = gate([entry(KD, 0.60), entry(FT, 0.80)], [entry(KD, 0.585), entry(FT, 0.95)])
+    assert report.passed and report.compared == 2 and report.improved == 1
+    assert "PASSED" in report.render()
+
+
+def test_an_accuracy_drop_beyond_tolerance_fails_with_a_readable_line():
+    report = gate([entry(KD, 0.60), entry(FT, 0.80)], [entry(KD, 0.50), entry(FT, 0.80)])
+    assert not report.passed
+    assert report.failures == [f"{KD}: accuracy 0.6000 -> 0.5000 (-10.0 points, tolerance 2.0)"]
+
+
+def test_a_missing_case_or_metric_fails():
+    report = gate([entry(KD, 0.60), entry(FT, 0.80, metrics={"int8_accuracy": 0.79})],
+                  [entry(KD, outcome="failed", error="DataNotFoundError"), entry(FT, 0.80)])
+    assert len(report.failures) == 2
+    assert report.failures[0].startswith(f"{KD}: missing (failed without metrics)")
+    assert report.failures[1] == f"{FT}: metric int8_accuracy is missing from the results"
+    assert not gate([entry(KD, 0.6)], []).passed
+
+
+def test_per_metric_tolerance_overrides_the_default():
+    loose = Tolerances(accuracy_points=0.02, per_metric={"accuracy": 0.2})
+    assert gate([entry(KD, 0.60)], [entry(KD, 0.45)], loose).passed
+
+
+def test_latency_regresses_on_the_same_machine_but_only_warns_across_machines():
+    base = [entry(FT, 0.8, metrics={"latency": {"onnx_b1_ms": 2.0}, "int8_speedup": 2.0})]
+    slower = [entry(FT, 0.8, metrics={"latency": {"onnx_b1_ms": 3.0}, "int8_speedup": 2.0})]
+    same = gate(base, slower)
+    assert same.failures == [f"{FT}: latency.onnx_b1_ms 2 -> 3 (x1.50, tolerance 25%)"]
+    other = gate(base, slower, machine={**MACHINE, "node": "laptop"})
+    assert other.passed and "different machine" in other.warnings[0]
+
+
+def test_a_speedup_ratio_is_gated_on_any_machine():
+    base = [entry(FT, 0.8, metrics={"int8_speedup": 2.0})]
+    report = gate(base, [entry(FT, 0.8, metrics={"int8_speedup": 1.5})], machine={**MACHINE, "node": "x"})
+    assert not report.passed and "int8_speedup" in report.failures[0]
+
+
+def test_only_named_metric_kinds_are_gated():
+    extra = {"metrics": {"accuracy": 0.5, "floor": 0.3, "train_seconds": 9.0, "epochs": [{"a": 1}],
+                         "latency": {"ort_b1_ms": 1.0, "batch": 1}, "throughput_per_second": 5, "ok": True}}
+    assert gated_metrics(extra) == {"accuracy": 0.5, "latency.ort_b1_ms": 1.0, "throughput_per_second": 5.0}
+
+
+def test_cli_gate_uses_the_baseline_profile_tolerance_and_exits_1_on_regression(tmp_path, capsys):
+    import json
+
+    from mnv2core.cli import main
+    baseline, results = tmp_path / "base.json", tmp_path / "run.json"
+    baseline.write_text(json.dumps(document([entry(KD, 0.60)])))  # profile "smoke": 10 points allowed
+    results.write_text(json.dumps(document([entry(KD, 0.52)])))
+    assert main(["gate", "--baseline", str(baseline), str(results)]) == 0
+    assert main(["gate", "--baseline", str(baseline), str(results), "--accuracy-points", "0.05"]) == 1
+    assert "FAIL ds-mobilenet_v2-kd: accuracy 0.6000 -> 0.5200" in capsys.readouterr().out
