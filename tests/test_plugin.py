@@ -80,7 +80,7 @@ def latest_records(tmp_path):
 
 
 def test_grid_runs_records_and_reuses_the_cache(grid, tmp_path):
-    first = grid("-v")
+    first = grid("-v", "--benchmark-json", str(tmp_path / "bench.json"))
     first.assert_outcomes(passed=5)
     first.stdout.fnmatch_lines(["*test_training?tiny-mobilenet_v2-full_ft?*PASSED*"])
     entries = latest_records(tmp_path)
@@ -91,16 +91,34 @@ def test_grid_runs_records_and_reuses_the_cache(grid, tmp_path):
     assert record["provenance"]["data"]["stand_in"] is True
     assert len(record["metrics"]["epochs"]) == 1 and record["seed"] == 0
 
-    second = grid()
+    written = json.loads((tmp_path / "bench.json").read_text())
+    assert {b["param"] for b in written["benchmarks"]} == CASES and written["mnv2bench"]["complete"]
+
+    second = grid("--gate-baseline", str(tmp_path / "bench.json"))
     second.assert_outcomes(passed=5)
-    second.stdout.fnmatch_lines(["*artifacts built: 0, loaded from cache: *"])
+    second.stdout.fnmatch_lines(["*artifacts built: 0, loaded from cache: *",
+                                 "*regression gate PASSED: 5 metric(s) compared*"])
     assert all(e["records"][0]["cache"]["status"] == "loaded" for e in latest_records(tmp_path))
 
 
-def test_grid_under_xdist_records_every_case(grid, tmp_path):
-    result = grid("-n", "2")
+def test_grid_under_xdist_writes_results_and_a_worse_run_fails_the_gate(grid, tmp_path):
+    bench = tmp_path / "bench.json"
+    result = grid("-n", "2", "--benchmark-json", str(bench))
     result.assert_outcomes(passed=5)
+    result.stdout.fnmatch_lines(["*Study summary*", "*Full Fine-Tuning*"])
     assert {e["case"] for e in latest_records(tmp_path)} == CASES
+    document = json.loads(bench.read_text())
+    assert {b["param"] for b in document["benchmarks"]} == CASES
+    assert document == json.loads((tmp_path / "results" / "latest.json").read_text())
+
+    # A baseline 10 points better than this run: this run is now a regression.
+    for item in document["benchmarks"]:
+        item["extra_info"]["metrics"]["accuracy"] += 0.10
+    baseline = tmp_path / "better.json"
+    baseline.write_text(json.dumps(document))
+    gated = grid("-n", "2", "--gate-baseline", str(baseline))
+    assert gated.ret == pytest.ExitCode.TESTS_FAILED
+    gated.stdout.fnmatch_lines(["*regression gate FAILED (5 regression(s))*", "*FAIL tiny-*-10.0 points*"])
 
 
 def test_failed_floor_still_records_the_metrics(grid, tmp_path):
