@@ -96,6 +96,7 @@ def write_json_atomic(path: Path, document: dict[str, Any]) -> None:
         with os.fdopen(handle, "w") as out:
             json.dump(document, out, indent=1, sort_keys=False)
             out.write("\n")
+        os.chmod(temp_name, 0o666 & ~_umask())  # mkstemp makes it private; results are shared
         os.replace(temp_name, path)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
@@ -126,6 +127,12 @@ def case_items(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
         if "case" in extra:
             items[extra["case"]] = extra
     return items
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _pytest_benchmark_version() -> str:
