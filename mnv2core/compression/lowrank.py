@@ -1,0 +1,65 @@
+"""Low-rank factorisation of a Linear layer by SVD, and per-layer singular-value spectra."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+
+
+class LowRankLinear(nn.Sequential):
+    """``x -> second(first(x))`` with ``first``: n -> rank (no bias), ``second``: rank -> m.
+    Stands in for an m x n ``nn.Linear`` with k(n + m) + m parameters instead of mn + m."""
+
+    def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True):
+        super().__init__(nn.Linear(in_features, rank, bias=False), nn.Linear(rank, out_features, bias=bias))
+        self.in_features, self.out_features, self.rank = in_features, out_features, rank
+
+
+def factorize_linear(linear: nn.Linear, rank: int) -> LowRankLinear:
+    """The best rank-``rank`` approximation of ``linear`` (truncated SVD, the singular values
+    split evenly between the two factors). At full rank it reproduces the layer."""
+    out_features, in_features = linear.weight.shape
+    if not 1 <= rank <= min(out_features, in_features):
+        raise ConfigError(f"rank must be in [1, {min(out_features, in_features)}], got {rank}")
+    u, s, vh = torch.linalg.svd(linear.weight.detach().double(), full_matrices=False)
+    root = s[:rank].sqrt()
+    low_rank = LowRankLinear(in_features, out_features, rank, bias=linear.bias is not None)
+    low_rank.to(linear.weight.device)
+    with torch.no_grad():
+        low_rank[0].weight.copy_((root[:, None] * vh[:rank]).float())
+        low_rank[1].weight.copy_((u[:, :rank] * root).float())
+        if linear.bias is not None:
+            low_rank[1].bias.copy_(linear.bias)
+    return low_rank
+
+
+def energy_rank(singular_values: torch.Tensor, energy: float = 0.95) -> int:
+    """Fewest components whose squared singular values hold ``energy`` of the total."""
+    if not 0 < energy <= 1:
+        raise ConfigError(f"energy must be in (0, 1], got {energy}")
+    squared = singular_values.double().pow(2)
+    cumulative = squared.cumsum(0) / squared.sum()
+    return min(int((cumulative < energy - 1e-12).sum()) + 1, len(singular_values))
+
+
+def ratio_rank(linear: nn.Linear, keep: float) -> int:
+    """Rank keeping the fraction ``keep`` of the layer's full rank (at least 1)."""
+    return max(1, math.floor(min(linear.weight.shape) * keep))
+
+
+def layer_spectra(model: nn.Module, energy: float = 0.95) -> list[dict]:
+    """For every conv and linear layer: its weight as a matrix (out x in*kh*kw), singular
+    values, and k95 (components holding ``energy`` of the spectrum) as count and fraction."""
+    spectra = []
+    for name, module in model.named_modules():
+        if not isinstance(module, (nn.Conv2d, nn.Linear)):
+            continue
+        matrix = module.weight.detach().flatten(1).double().cpu()
+        values = torch.linalg.svdvals(matrix)
+        k = energy_rank(values, energy)
+        spectra.append({"layer": name, "shape": list(matrix.shape), "rank": len(values), "k95": k,
+                        "k95_fraction": k / len(values), "singular_values": values.float().tolist()})
+    return spectra

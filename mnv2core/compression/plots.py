@@ -1,0 +1,27 @@
+"""PNG plots of compression results (matplotlib, headless)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (backend first)
+import numpy as np  # noqa: E402
+
+
+def plot_cumulative_energy(spectra: list[dict], path: Path, title: str, energy: float = 0.95) -> Path:
+    """One curve per layer: cumulative spectral energy against the fraction of components."""
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    colours = plt.cm.viridis(np.linspace(0, 1, max(len(spectra), 1)))
+    for colour, layer in zip(colours, spectra):
+        squared = np.square(np.asarray(layer["singular_values"], dtype=np.float64))
+        cumulative = np.cumsum(squared) / squared.sum()
+        axis.plot(np.arange(1, len(cumulative) + 1) / len(cumulative), cumulative, color=colour, linewidth=0.8)
+    axis.axhline(energy, color="red", linestyle="--", linewidth=0.8, label=f"{energy:.0%} energy")
+    axis.set(xlabel="fraction of singular values kept", ylabel="cumulative energy", title=title, ylim=(0, 1.01))
+    axis.legend(loc="lower right")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    return path

@@ -1,0 +1,129 @@
+import pytest
+import torch
+from torch import nn
+
+from mnv2core.compression.channels import count_macs, prune_last_conv_channels, resize_last_conv, state_dict_bytes
+from mnv2core.compression.lowrank import energy_rank, factorize_linear, layer_spectra, ratio_rank
+from mnv2core.compression.plots import plot_cumulative_energy
+from mnv2core.compression.unstructured import (apply_masks, make_permanent, masks_of, measured_sparsity,
+                                               prune_global_magnitude, rewind)
+from mnv2core.errors import ConfigError
+from mnv2core.models import build_model, count_parameters
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return build_model("mobilenet_v2", 10)
+
+
+def test_three_rounds_of_20_percent_leave_0_8_cubed(model):
+    for _ in range(3):
+        prune_global_magnitude(model, 0.2)
+        with torch.no_grad():  # training between rounds moves the surviving weights
+            for param in model.parameters():
+                param.add_(torch.randn_like(param) * 1e-3)
+    make_permanent(model)
+    assert measured_sparsity(model) == pytest.approx(1 - 0.8 ** 3, abs=0.005)
+    assert not any(name.endswith("_orig") for name in model.state_dict())
+
+
+def test_held_masks_survive_training_steps(model):
+    masks = {name: torch.rand_like(m.weight) > 0.5 for name, m in model.named_modules()
+             if isinstance(m, (nn.Conv2d, nn.Linear))}
+    apply_masks(model, masks)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(2):
+        model(torch.rand(4, 3, 32, 32)).sum().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    make_permanent(model)
+    kept = masks_of(model)
+    assert all(not kept[name][~mask].any() for name, mask in masks.items())
+
+
+def test_rewind_restores_the_saved_init_exactly_on_surviving_weights(model):
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for param in model.parameters():
+            param.mul_(3).add_(1)  # "training"
+    prune_global_magnitude(model, 0.5)
+    make_permanent(model)
+    masks = masks_of(model)
+
+    ticket = build_model("mobilenet_v2", 10)
+    rewind(ticket, start, masks)
+    make_permanent(ticket)
+    for name, module in ticket.named_modules():
+        if name in masks:
+            weight, initial, mask = module.weight, start[f"{name}.weight"], masks[name]
+            assert torch.equal(weight[mask], initial[mask]) and not weight[~mask].any()
+
+
+def test_structured_pruning_shrinks_the_last_conv_and_classifier(model):
+    model.eval()
+    pruned = prune_last_conv_channels(model, 0.4)
+    conv, bn = pruned.net.features[18][0], pruned.net.features[18][1]
+    assert conv.weight.shape == (768, 320, 1, 1) and bn.num_features == 768
+    assert pruned.head.weight.shape == (10, 768)
+    assert count_parameters(model) - count_parameters(pruned) == 512 * 320 + 512 * 2 + 512 * 10
+    assert pruned(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    assert count_macs(pruned, 32) < count_macs(model, 32)
+    assert state_dict_bytes(pruned) < state_dict_bytes(model)
+
+
+def test_structured_pruning_keeps_the_most_important_channels(model):
+    conv = model.net.features[18][0]
+    with torch.no_grad():
+        conv.weight.mul_(0.01)
+        conv.weight[:5].fill_(1.0)  # five clearly important channels
+    pruned = prune_last_conv_channels(model, 0.99)
+    assert pruned.net.features[18][0].out_channels == 13
+    assert torch.equal(pruned.net.features[18][0].weight[:5], conv.weight[:5])
+
+
+def test_a_pruned_state_dict_loads_into_a_resized_model(model):
+    pruned = prune_last_conv_channels(model, 0.4)
+    fresh = build_model("mobilenet_v2", 10)
+    resize_last_conv(fresh, 768)
+    fresh.load_state_dict(pruned.state_dict())
+    with pytest.raises(ConfigError, match="ratio"):
+        prune_last_conv_channels(model, 1.0)
+
+
+def test_svd_at_full_rank_reproduces_the_layer():
+    torch.manual_seed(0)
+    linear = nn.Linear(1280, 10)
+    low_rank = factorize_linear(linear, 10)
+    inputs = torch.randn(16, 1280)
+    assert torch.allclose(low_rank(inputs), linear(inputs), atol=1e-5)
+    assert sum(p.numel() for p in low_rank.parameters()) == 10 * 1290 + 10
+
+
+def test_truncated_svd_is_the_best_low_rank_approximation():
+    torch.manual_seed(0)
+    linear = nn.Linear(64, 32)
+    singular = torch.linalg.svdvals(linear.weight.detach())
+    low_rank = factorize_linear(linear, 8)
+    product = low_rank[1].weight @ low_rank[0].weight
+    error = float(torch.linalg.matrix_norm(product - linear.weight).detach())
+    assert error == pytest.approx(float(singular[8:].pow(2).sum().sqrt()), rel=1e-4)
+    assert ratio_rank(linear, 0.5) == 16 and ratio_rank(linear, 0.2) == 6
+
+
+def test_energy_rank_counts_components():
+    values = torch.tensor([3.0, 2.0, 1.0, 0.0])  # energies 9, 4, 1: 9/14=0.64, 13/14=0.93, 1.0
+    assert energy_rank(values, 0.95) == 3
+    assert energy_rank(values, 0.9) == 2
+    assert energy_rank(values, 0.5) == 1
+
+
+def test_spectra_cover_every_layer_and_plot(model, tmp_path):
+    spectra = layer_spectra(model)
+    layers = [s["layer"] for s in spectra]
+    assert len(layers) == 53 and layers[-1] == "net.classifier.1"
+    head = spectra[-1]
+    assert head["shape"] == [10, 1280] and head["rank"] == 10 and 1 <= head["k95"] <= 10
+    assert head["k95_fraction"] == head["k95"] / 10
+    path = plot_cumulative_energy(spectra, tmp_path / "spectra.png", "test")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
