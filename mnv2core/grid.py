@@ -39,8 +39,16 @@ def build_grid(profile: Profile, datasets: list[str] | None = None,
     """Every (dataset, technique) of the profile, optionally narrowed to some datasets or
     techniques; unknown names raise ConfigError listing the valid ones."""
     chosen_datasets = _choose(datasets, list(profile.datasets), "dataset", profile.name)
-    chosen_techniques = _choose(techniques, list(profile.techniques), "technique", profile.name)
-    return [Case(ds, TECHNIQUE_MODELS[tech], tech) for ds in chosen_datasets for tech in chosen_techniques]
+    models = technique_models(profile)
+    chosen_techniques = _choose(techniques, list(models), "technique", profile.name)
+    return [Case(ds, models[tech], tech) for ds in chosen_datasets for tech in chosen_techniques]
+
+
+def technique_models(profile: Profile) -> dict[str, str]:
+    """Every technique of the profile (trained, then compressed) and the model it yields."""
+    models = {tech: TECHNIQUE_MODELS[tech] for tech in profile.techniques}
+    models.update({tech: TECHNIQUE_MODELS[base] for tech, base, _ in profile.compressed_cases()})
+    return models
 
 
 def _choose(wanted: list[str] | None, available: list[str], kind: str, profile: str) -> list[str]:

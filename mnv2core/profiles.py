@@ -20,6 +20,15 @@ DATA_SOURCES = ("synthetic", "cifar10", "stl10", "imagefolder")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "onecycle", "cosine")
 INPUT_MODES = ("upscaled", "native")
+# compression technique -> its parameters and their defaults
+COMPRESSIONS: dict[str, dict[str, Any]] = {
+    "prune": {"rounds": 3, "amount": 0.2},
+    "structured": {"ratio": 0.4, "criterion": "l1"},
+    "lottery": {},
+    "svd": {"energy": 0.95, "keep_ratios": [0.5, 0.2]},
+    "spectra": {"energy": 0.95},
+}
+UNTRAINED_COMPRESSIONS = ("spectra",)  # analyses: no retraining, no accuracy floor
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,24 @@ class DatasetConfig:
 
 
 @dataclass(frozen=True)
+class Compression:
+    """One compression technique: its parameters, and the changes its retraining makes to
+    the recipe of the model it compresses (the "base")."""
+
+    name: str
+    params: dict[str, Any]
+    retrain: dict[str, Any]
+
+    def technique(self, base: str) -> str:
+        return compressed_technique(base, self.name)
+
+
+def compressed_technique(base: str, compression: str) -> str:
+    """The grid's name for ``compression`` applied to the model of technique ``base``."""
+    return f"{base}_{compression}"
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     description: str
@@ -85,6 +112,15 @@ class Profile:
     floors: dict[str, dict[str, float]]
     pretext: dict[str, Any]
     gate: Tolerances = Tolerances()
+    compression_bases: tuple[str, ...] = ()
+    compressions: dict[str, Compression] = field(default_factory=dict)
+
+    def compressed_cases(self) -> list[tuple[str, str, Compression]]:
+        """(technique, base, compression) for every compression of every base."""
+        return [(c.technique(base), base, c) for base in self.compression_bases for c in self.compressions.values()]
+
+    def retrain_config(self, compression: Compression, base: str, dataset: str) -> TrainConfig:
+        return dataclasses.replace(self.train_config(base, dataset), **compression.retrain)
 
     def train_config(self, technique: str, dataset: str) -> TrainConfig:
         """The technique's recipe with the dataset's overrides applied."""
@@ -92,8 +128,9 @@ class Profile:
         overrides = self.datasets[dataset].overrides.get(technique, {})
         return dataclasses.replace(base, **overrides)
 
-    def floor(self, dataset: str, technique: str) -> float:
-        return self.floors[dataset][technique]
+    def floor(self, dataset: str, technique: str) -> float | None:
+        """The accuracy a case must reach; None for analyses that train nothing (spectra)."""
+        return self.floors[dataset].get(technique)
 
 
 def available_profiles() -> list[str]:
@@ -130,7 +167,7 @@ def _resolve(name_or_path: str) -> Path:
 
 def _parse(name: str, raw: dict, known_techniques: dict[str, str], where: str) -> Profile:
     _check_keys(raw, {"description", "device", "seed", "eval_batch_size", "amp", "datasets",
-                      "weights", "techniques", "floors", "pretext", "gate"}, where)
+                      "weights", "techniques", "floors", "pretext", "gate", "compression"}, where)
     techniques = {tech: _train_config(cfg, f"{where}: techniques.{tech}")
                   for tech, cfg in _table(raw, "techniques", where).items()}
     for tech in techniques:
@@ -144,7 +181,10 @@ def _parse(name: str, raw: dict, known_techniques: dict[str, str], where: str) -
     for model in sorted(set(known_techniques[t] for t in techniques)):
         if model not in weights:
             raise ConfigError(f"{where}: weights.{model} is missing (imagenet, none, pretext or a path)")
-    floors = _floors(_table(raw, "floors", where), datasets, techniques, where)
+    bases, compressions = _compressions(_table(raw, "compression", where), techniques, where)
+    floored = list(techniques) + [c.technique(b) for b in bases for c in compressions.values()
+                                  if c.name not in UNTRAINED_COMPRESSIONS]
+    floors = _floors(_table(raw, "floors", where), datasets, floored, where)
     pretext = dict(raw.get("pretext", {}))
     if "pretext" in weights.values():
         if "train_size" not in pretext:
@@ -165,6 +205,8 @@ def _parse(name: str, raw: dict, known_techniques: dict[str, str], where: str) -
         floors=floors,
         pretext=pretext,
         gate=_gate_tolerances(_table(raw, "gate", where), where),
+        compression_bases=bases,
+        compressions=compressions,
     )
 
 
@@ -195,7 +237,33 @@ def _dataset_config(name: str, cfg: dict, techniques: dict[str, TrainConfig], wh
     return DatasetConfig(name=name, **cfg)
 
 
-def _floors(raw: dict, datasets: dict, techniques: dict, where: str) -> dict[str, dict[str, float]]:
+def _compressions(raw: dict, techniques: dict[str, TrainConfig], where: str):
+    """[compression]: ``bases`` (techniques whose models get compressed) and one table per
+    compression technique: its parameters plus retraining overrides of the base's recipe."""
+    bases = tuple(raw.get("bases", ()))
+    for base in bases:
+        if base not in techniques:
+            raise ConfigError(f"{where}: compression.bases names {base!r}, not a technique of this profile")
+    compressions = {}
+    train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
+    for name, table in raw.items():
+        if name == "bases":
+            continue
+        if name not in COMPRESSIONS:
+            raise ConfigError(f"{where}: unknown compression technique {name!r}; known: {sorted(COMPRESSIONS)}")
+        here = f"{where}: compression.{name}"
+        _check_keys(table, set(COMPRESSIONS[name]) | train_keys, here)
+        retrain = {k: v for k, v in table.items() if k in train_keys}
+        for base in bases:
+            dataclasses.replace(techniques[base], **retrain).validate(here)
+        params = {**COMPRESSIONS[name], **{k: v for k, v in table.items() if k not in train_keys}}
+        compressions[name] = Compression(name, params, retrain)
+    if compressions and not bases:
+        raise ConfigError(f"{where}: [compression] needs bases = [...] (e.g. [\"full_ft\", \"kd\"])")
+    return bases, compressions
+
+
+def _floors(raw: dict, datasets: dict, techniques: list[str], where: str) -> dict[str, dict[str, float]]:
     floors = {}
     for ds in datasets:
         per_dataset = raw.get(ds, {})

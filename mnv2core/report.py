@@ -12,7 +12,7 @@ FORMATS = {"md": "github", "terminal": "simple"}
 SUMMARY_ROWS = [("Partial Tuning", "partial_ft"), ("Full Fine-Tuning", "full_ft"), ("Distillation", "kd")]
 # ...and, per column, the metric and where it lives: the method's own case, or a case
 # derived from it (a later technique whose extra_info names the method as its "base").
-SUMMARY_COLUMNS = [("base acc", None, "accuracy"), ("acc after pruning", "pruning", "accuracy"),
+SUMMARY_COLUMNS = [("base acc", None, "accuracy"), ("acc after pruning", "prune", "accuracy"),
                    ("int8 acc", "int8", "accuracy"), ("FGSM acc", "fgsm", "accuracy")]
 
 
@@ -28,6 +28,8 @@ def render_report(document: dict[str, Any], fmt: str = "terminal") -> str:
                      _table("Study summary", _summary(dataset, items), fmt),
                      _table("Training", _training(dataset, items, expected), fmt),
                      _table("Convergence: test accuracy per epoch", _convergence(dataset, items, expected), fmt)]
+        sections += [_table(title, rows(_derived(dataset, items, name)), fmt)
+                     for name, (title, rows) in COMPRESSION_TABLES.items()]
     sections.append(_table("Cases that did not pass", _problems(items), fmt))
     sections.append(_provenance(items, fmt))
     return "\n\n".join(s for s in sections if s) + "\n"
@@ -74,6 +76,60 @@ def _convergence(dataset: str, items: dict, expected: list[str]) -> list[dict[st
         row.update({f"ep {h['epoch']}": f"{h['test_accuracy']:.3f}" for h in history})
         rows.append(row)
     return rows
+
+
+def _derived(dataset: str, items: dict, derived: str) -> list[tuple[str, dict]]:
+    """(base technique, metrics) of the dataset's cases derived by ``derived``."""
+    return [(extra["base"], extra.get("metrics", {})) for case, extra in items.items()
+            if _dataset_of(case) == dataset and extra.get("derived") == derived]
+
+
+def _pruning_rows(found) -> list[dict]:
+    return [{"base": base, "round": r["round"], "sparsity": f"{r['sparsity']:.3f}",
+             "acc pruned": f"{r['accuracy_before_retrain']:.3f}", "acc retrained": f"{r['accuracy']:.3f}"}
+            for base, m in found for r in m.get("rounds", [])]
+
+
+def _structured_rows(found) -> list[dict]:
+    return [{"base": base, "channels": f"{m['channels_before']} -> {m['channels_after']}",
+             "params (M)": f"{m['params_before'] / 1e6:.2f} -> {m['params_after'] / 1e6:.2f}",
+             "size (MB)": f"{m['bytes_before'] / 1e6:.2f} -> {m['bytes_after'] / 1e6:.2f}",
+             "MACs (M)": f"{m['macs_before'] / 1e6:.1f} -> {m['macs_after'] / 1e6:.1f}",
+             "acc dense": f"{m['dense_accuracy']:.3f}", "acc pruned": f"{m['accuracy_before_retrain']:.3f}",
+             "acc retrained": f"{m['accuracy']:.3f}"} for base, m in found if "channels_after" in m]
+
+
+def _lottery_rows(found) -> list[dict]:
+    return [{"base": base, "sparsity": f"{m['sparsity']:.3f}", "acc dense": f"{m['dense_accuracy']:.3f}",
+             "acc pruned": f"{m['pruned_accuracy']:.3f}", "acc ticket": f"{m['ticket_accuracy']:.3f}",
+             "acc random reinit": f"{m['control_accuracy']:.3f}",
+             "reaches dense": "yes" if m["reaches_dense"] else "no"} for base, m in found if "ticket_accuracy" in m]
+
+
+def _svd_rows(found) -> list[dict]:
+    rows = []
+    for base, m in found:
+        rows.append({"base": base, "head": f"{m['head_shape'][0]}x{m['head_shape'][1]} (dense)", "rank": "",
+                     "head params": m["head_params_before"], "size (MB)": f"{m['bytes_before'] / 1e6:.3f}",
+                     "acc before": "", "acc recovered": f"{m['dense_accuracy']:.3f}"})
+        rows += [{"base": base, "head": v["variant"], "rank": v["rank"], "head params": v["head_params"],
+                  "size (MB)": f"{v['bytes'] / 1e6:.3f}", "acc before": f"{v['accuracy_before_recovery']:.3f}",
+                  "acc recovered": f"{v['accuracy']:.3f}"} for v in m.get("variants", [])]
+    return rows
+
+
+def _spectra_rows(found) -> list[dict]:
+    return [{"base": base, "layers": m["layers"], "mean k95 fraction": f"{m['mean_k95_fraction']:.3f}",
+             "classifier k95": m["head_k95"], "plot": m["plot"]} for base, m in found if "layers" in m]
+
+
+COMPRESSION_TABLES = {
+    "prune": ("Iterative magnitude pruning (20% of the remaining weights per round)", _pruning_rows),
+    "structured": ("Structured pruning of the last conv", _structured_rows),
+    "lottery": ("Lottery ticket (rewound to the saved start weights) vs random reinit", _lottery_rows),
+    "svd": ("SVD low-rank classifier", _svd_rows),
+    "spectra": ("Singular-value spectra (k95: components holding 95% of the energy)", _spectra_rows),
+}
 
 
 def _problems(items: dict) -> list[dict[str, str]]:

@@ -2,8 +2,8 @@
 and returns their records. Plain library code: the pytest plugin only wires it up."""
 from __future__ import annotations
 
+import copy
 import dataclasses
-import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -14,11 +14,14 @@ import torch
 
 from . import strategies
 from .cache import ArtifactCache, payload_digest
+from .compression.architecture import restore_model
+from .compression.cases import CompressionCases
+from .seeding import derive_seed
 from .datasets import DatasetSplits, apply_source_override, load_dataset, parse_source_override
 from .datasets.sources import read_synthetic
 from .datasets.synthetic import GENERATOR_VERSION
 from .errors import ConfigError
-from .grid import TECHNIQUE_MODELS, Case
+from .grid import TECHNIQUE_MODELS, Case, technique_models
 from .models import ImageClassifier, build_model, count_parameters, from_pretrained
 from .profiles import Profile, TrainConfig
 from .training import evaluate
@@ -50,6 +53,7 @@ class Artifact:
     key: str
     status: str
     meta: dict[str, Any]
+    start_state: dict[str, torch.Tensor] | None = None  # the exact weights training began from
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -59,10 +63,6 @@ def resolve_device(requested: str) -> torch.device:
         raise ConfigError(f"device {requested!r} was asked for but no CUDA GPU is visible; "
                           "use --device cpu (the smoke profile runs on the CPU)")
     return torch.device(requested)
-
-
-def derive_seed(*parts: Any) -> int:
-    return int(hashlib.sha256(repr(parts).encode()).hexdigest()[:8], 16) % (2 ** 31)
 
 
 class Study:
@@ -87,6 +87,7 @@ class Study:
             "partial_ft": self._partial_ft, "full_ft": self._full_ft, "scratch": self._scratch,
             "kd": self._kd, "teacher": self._teacher,
         }
+        self._compressions = CompressionCases(self)
 
     # data -----------------------------------------------------------------
     def dataset(self, name: str) -> DatasetSplits:
@@ -117,9 +118,10 @@ class Study:
         accuracy = evaluate(artifact.model, data.test, self.profile.eval_batch_size, self.amp)
         return {
             "case": case.id, "dataset": case.dataset, "model": case.model, "technique": case.technique,
-            "profile": self.profile.name, "seed": self.profile.seed,
+            "profile": self.profile.name, "seed": self.profile.seed, **artifact.meta.get("record", {}),
             "metrics": {
                 "accuracy": accuracy,
+                **artifact.meta.get("metrics", {}),
                 "floor": self.profile.floor(case.dataset, case.technique),
                 "input_size": size,
                 "parameters": count_parameters(artifact.model),
@@ -140,12 +142,20 @@ class Study:
         disk cache, or trained now."""
         if dataset not in self.datasets:
             raise ConfigError(f"unknown dataset {dataset!r}; profile datasets: {sorted(self.datasets)}")
+        if (dataset, technique) not in self._artifacts:
+            self._artifacts[dataset, technique] = self._build(dataset, technique)
+        return self._artifacts[dataset, technique]
+
+    def _build(self, dataset: str, technique: str) -> Artifact:
+        if self._compressions.handles(technique):
+            return self._compressions.artifact(dataset, technique)
         if technique not in self._builders or technique not in self.profile.techniques:
             raise ConfigError(f"technique {technique!r} is not in profile {self.profile.name!r}: "
-                              f"{sorted(self.profile.techniques)}")
-        if (dataset, technique) not in self._artifacts:
-            self._artifacts[dataset, technique] = self._builders[technique](dataset)
-        return self._artifacts[dataset, technique]
+                              f"{sorted(technique_models(self.profile))}")
+        return self._builders[technique](dataset)
+
+    def seed_for(self, dataset: str, technique: str) -> int:
+        return derive_seed(self.profile.seed, dataset, technique)
 
     def _partial_ft(self, dataset: str) -> Artifact:
         return self._train("partial_ft", dataset, strategies.partial_finetune, self._pretrained_init)
@@ -177,30 +187,37 @@ class Study:
         cfg = self.profile.train_config(technique, dataset)
         size = self.input_size(dataset, technique)
         splits = self.dataset(dataset)
-        seed = derive_seed(self.profile.seed, dataset, technique)
+        seed = self.seed_for(dataset, technique)
         start_weights = self._weights_fingerprint(init, model_name, size)
         spec = {"kind": technique, "model": model_name, "data": splits.provenance["fingerprint"],
                 "classes": splits.num_classes, "input_size": size, "train": dataclasses.asdict(cfg),
-                "seed": seed, "amp": self.amp, "weights": start_weights, "upstream": upstream or {}}
+                "seed": seed, "amp": self.amp, "weights": start_weights, "upstream": upstream or {},
+                "payload": "with-start-state"}
         label = f"{dataset}-{model_name}-{technique}"
 
         def build() -> dict[str, Any]:
             torch.manual_seed(seed)
             model, weights = init(model_name, splits.num_classes, size)
             model = model.to(self.device)
+            start_state = cpu_state(model)
             started = time.perf_counter()
             history = strategy(model, self.data_at(dataset, size), cfg, seed=seed, label=label,
                                eval_batch_size=self.profile.eval_batch_size, amp=self.amp)
-            return {"model": model_name, "num_classes": splits.num_classes,
-                    "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            return {"model": model_name, "num_classes": splits.num_classes, "state_dict": cpu_state(model),
+                    "start_state": start_state,
                     "meta": {"history": [h.as_dict() for h in history], "weights": weights,
                              "train_seconds": time.perf_counter() - started, "input_size": size,
                              "upstream": upstream or {}, "train": dataclasses.asdict(cfg)}}
 
+        return self.cached(label, spec, build)
+
+    def cached(self, label: str, spec: dict[str, Any], build: Callable[[], dict[str, Any]]) -> Artifact:
+        """Fetch or build a model payload through the cache and restore it on the device."""
         result = self.cache.fetch(label, spec, build)
         payload = result.payload
-        model = build_model(payload["model"], payload["num_classes"], payload["state_dict"]).to(self.device)
-        return Artifact(model, result.key, result.status, payload["meta"])
+        model = restore_model(payload["model"], payload["num_classes"], payload["state_dict"],
+                              payload.get("arch")).to(self.device)
+        return Artifact(model, result.key, result.status, payload["meta"], payload.get("start_state"))
 
     # starting weights -------------------------------------------------------
     def _random_init(self, model_name: str, num_classes: int, size: int):
@@ -262,6 +279,9 @@ class Study:
         return self._start_weights[memo_key]
 
 
+def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
 def _copy_model(model: ImageClassifier) -> ImageClassifier:
-    return build_model(model.name, model.head.out_features,
-                       {k: v.detach().clone() for k, v in model.state_dict().items()})
+    return copy.deepcopy(model)

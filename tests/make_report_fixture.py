@@ -24,7 +24,7 @@ def fixture_document():
               metrics={"input_size": 96, "parameters": 2236682, "train_seconds": 40.0}, provenance=prov),
         entry(GRID[2], outcome="skipped", when="setup", error="no GPU"),
         entry(GRID[4], outcome="failed", error="DataNotFoundError: CIFAR-10 not found"),
-        entry("cifar10-mobilenet_v2-full_ft_pruned", 0.781, base="full_ft", derived="pruning"),
+        entry("cifar10-mobilenet_v2-full_ft_pruned", 0.781, base="full_ft", derived="prune"),
     ]
     result = document(entries, cases=GRID)
     result["datetime"] = "2026-11-23T12:00:00+00:00"

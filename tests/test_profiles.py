@@ -37,8 +37,12 @@ def test_builtin_profiles_load_and_cover_the_grid(name):
     assert name in available_profiles()
     profile = load_profile(name, TECHNIQUE_MODELS)
     cases = build_grid(profile)
-    assert {c.technique for c in cases} == {"partial_ft", "full_ft", "scratch", "kd", "teacher"}
-    assert all(0.0 <= profile.floor(c.dataset, c.technique) <= 1.0 for c in cases)
+    trained = {"partial_ft", "full_ft", "scratch", "kd", "teacher"}
+    compressed = {f"{base}_{c}" for base in ("full_ft", "kd")
+                  for c in ("prune", "structured", "lottery", "svd", "spectra")}
+    assert {c.technique for c in cases} == trained | compressed
+    floors = [profile.floor(c.dataset, c.technique) for c in cases if not c.technique.endswith("_spectra")]
+    assert all(0.0 <= floor <= 1.0 for floor in floors)
 
 
 def test_smoke_is_the_offline_synthetic_cpu_profile():
@@ -101,3 +105,37 @@ def test_gate_tolerances_come_from_the_profile(tmp_path):
         load_profile(write(tmp_path, text=text.replace("0.05", "-1")), TECHNIQUE_MODELS)
     with pytest.raises(ConfigError, match="unknown key.*accuracy"):
         load_profile(write(tmp_path, text=text.replace("accuracy_points", "accuracy")), TECHNIQUE_MODELS)
+
+COMPRESSION = """
+[compression]
+bases = ["scratch"]
+[compression.prune]
+rounds = 2
+epochs = 3
+lr = 0.5
+"""
+
+
+def test_compression_cases_need_floors_and_retrain_from_the_base_recipe(tmp_path):
+    text = MINIMAL.format(dataset_extra="", technique_extra="") + COMPRESSION
+    with pytest.raises(ConfigError, match=r"floors.tiny has no accuracy floor for \['scratch_prune'\]"):
+        load_profile(write(tmp_path, text=text), TECHNIQUE_MODELS)
+    text = text.replace("scratch = 0.0", "scratch = 0.0\nscratch_prune = 0.1")
+    profile = load_profile(write(tmp_path, text=text), TECHNIQUE_MODELS)
+    (technique, base, compression), = profile.compressed_cases()
+    assert (technique, base) == ("scratch_prune", "scratch")
+    assert compression.params == {"rounds": 2, "amount": 0.2}
+    retrain = profile.retrain_config(compression, base, "tiny")
+    assert (retrain.epochs, retrain.lr, retrain.batch_size) == (3, 0.5, 16)
+    assert [c.technique for c in build_grid(profile)] == ["scratch", "scratch_prune"]
+
+
+@pytest.mark.parametrize("change, message", [
+    (('bases = ["scratch"]', 'bases = ["kd"]'), "compression.bases names 'kd'"),
+    (("[compression.prune]", "[compression.quantize]"), "unknown compression technique 'quantize'"),
+    (("rounds = 2", "round = 2"), r"unknown key\(s\) \['round'\]"),
+])
+def test_bad_compression_tables_are_named(tmp_path, change, message):
+    text = (MINIMAL.format(dataset_extra="", technique_extra="") + COMPRESSION).replace(*change)
+    with pytest.raises(ConfigError, match=message):
+        load_profile(write(tmp_path, text=text), TECHNIQUE_MODELS)

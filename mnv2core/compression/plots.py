@@ -19,7 +19,8 @@ def plot_cumulative_energy(spectra: list[dict], path: Path, title: str, energy: 
         cumulative = np.cumsum(squared) / squared.sum()
         axis.plot(np.arange(1, len(cumulative) + 1) / len(cumulative), cumulative, color=colour, linewidth=0.8)
     axis.axhline(energy, color="red", linestyle="--", linewidth=0.8, label=f"{energy:.0%} energy")
-    axis.set(xlabel="fraction of singular values kept", ylabel="cumulative energy", title=title, ylim=(0, 1.01))
+    axis.set(xlabel="fraction of singular values kept", ylabel="cumulative energy", ylim=(0, 1.01),
+             title=f"{title}\n(one curve per layer; dark = first layers, light = last)")
     axis.legend(loc="lower right")
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100, bbox_inches="tight")
