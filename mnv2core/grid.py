@@ -41,7 +41,9 @@ def build_grid(profile: Profile, datasets: list[str] | None = None,
     chosen_datasets = _choose(datasets, list(profile.datasets), "dataset", profile.name)
     models = technique_models(profile)
     chosen_techniques = _choose(techniques, list(models), "technique", profile.name)
-    return [Case(ds, models[tech], tech) for ds in chosen_datasets for tech in chosen_techniques]
+    compressed = {tech for tech, _, _ in profile.compressed_cases()}
+    return [Case(ds, models[tech], tech) for ds in chosen_datasets for tech in chosen_techniques
+            if profile.datasets[ds].compress or tech not in compressed]
 
 
 def technique_models(profile: Profile) -> dict[str, str]:

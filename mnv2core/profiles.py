@@ -74,6 +74,7 @@ class DatasetConfig:
     test_size: int | None = None
     note: str = ""
     stand_in: bool = False
+    compress: bool = True  # run the profile's compression techniques on this dataset
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def size_for(self, train: TrainConfig) -> int:
@@ -182,9 +183,8 @@ def _parse(name: str, raw: dict, known_techniques: dict[str, str], where: str) -
         if model not in weights:
             raise ConfigError(f"{where}: weights.{model} is missing (imagenet, none, pretext or a path)")
     bases, compressions = _compressions(_table(raw, "compression", where), techniques, where)
-    floored = list(techniques) + [c.technique(b) for b in bases for c in compressions.values()
-                                  if c.name not in UNTRAINED_COMPRESSIONS]
-    floors = _floors(_table(raw, "floors", where), datasets, floored, where)
+    compressed = [c.technique(b) for b in bases for c in compressions.values() if c.name not in UNTRAINED_COMPRESSIONS]
+    floors = _floors(_table(raw, "floors", where), datasets, techniques, compressed, where)
     pretext = dict(raw.get("pretext", {}))
     if "pretext" in weights.values():
         if "train_size" not in pretext:
@@ -263,14 +263,16 @@ def _compressions(raw: dict, techniques: dict[str, TrainConfig], where: str):
     return bases, compressions
 
 
-def _floors(raw: dict, datasets: dict, techniques: list[str], where: str) -> dict[str, dict[str, float]]:
+def _floors(raw: dict, datasets: dict, techniques: list[str], compressed: list[str],
+            where: str) -> dict[str, dict[str, float]]:
     floors = {}
-    for ds in datasets:
+    for ds, config in datasets.items():
         per_dataset = raw.get(ds, {})
-        missing = sorted(set(techniques) - set(per_dataset))
+        required = [*techniques, *(compressed if config.compress else [])]
+        missing = [t for t in required if t not in per_dataset]
         if missing:
             raise ConfigError(f"{where}: floors.{ds} has no accuracy floor for {missing}")
-        floors[ds] = {tech: float(per_dataset[tech]) for tech in techniques}
+        floors[ds] = {tech: float(per_dataset[tech]) for tech in required}
     return floors
 
 

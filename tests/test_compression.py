@@ -127,3 +127,18 @@ def test_spectra_cover_every_layer_and_plot(model, tmp_path):
     assert head["k95_fraction"] == head["k95"] / 10
     path = plot_cumulative_energy(spectra, tmp_path / "spectra.png", "test")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_a_channel_pruned_model_still_exports_to_onnx(model):
+    import io
+
+    import onnxruntime
+    pruned = prune_last_conv_channels(model, 0.4).eval()
+    images = torch.rand(2, 3, 32, 32)
+    exported = io.BytesIO()
+    torch.onnx.export(pruned, (images,), exported, dynamo=False, input_names=["images"])
+    session = onnxruntime.InferenceSession(exported.getvalue(), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {"images": images.numpy()})
+    assert logits.shape == (2, 10)
+    assert torch.allclose(torch.from_numpy(logits), pruned(images), atol=1e-4)

@@ -125,21 +125,22 @@ class CompressionCases:
         singular = torch.linalg.svdvals(head.weight.detach().double())
         ranks = {f"energy {params['energy']:.0%}": energy_rank(singular, params["energy"])}
         ranks.update({f"keep {keep:g}": ratio_rank(head, keep) for keep in params["keep_ratios"]})
-        variants, models, history = [], [], []
+        variants, models = [], []
         for name, rank in ranks.items():
             model = copy.deepcopy(dense)
             model.set_head(factorize_linear(head, rank))
             before = job.evaluate(model)
             epochs = job.retrain(model, f"rank {rank}")
-            history += epochs if not models else []
             models.append(model)
             variants.append({"variant": name, "rank": rank, "head_params": count_parameters(model.head),
                              "params": count_parameters(model), "bytes": state_dict_bytes(model),
-                             "accuracy_before_recovery": before, "accuracy": epochs[-1]["test_accuracy"]})
+                             "accuracy_before_recovery": before, "accuracy": epochs[-1]["test_accuracy"],
+                             "epochs": epochs})
         metrics = {"dense_accuracy": job.base_accuracy(), "head_shape": list(head.weight.shape),
                    "head_params_before": count_parameters(head), "params_before": count_parameters(dense),
                    "bytes_before": state_dict_bytes(dense), "variants": variants}
-        return models[0], {"head_rank": variants[0]["rank"]}, metrics, history
+        # the case's model is the first variant: the rank holding the profile's energy
+        return models[0], {"head_rank": variants[0]["rank"]}, metrics, variants[0]["epochs"]
 
     def _spectra(self, job: "Job", params: dict) -> tuple:
         spectra = layer_spectra(job.base.model, params["energy"])
