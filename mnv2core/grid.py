@@ -42,6 +42,7 @@ def build_grid(profile: Profile, datasets: list[str] | None = None,
     models = technique_models(profile)
     chosen_techniques = _choose(techniques, list(models), "technique", profile.name)
     compressed = {tech for tech, _, _ in profile.compressed_cases()}
+    compressed |= {tech for tech, base, _, _ in profile.deployment_cases() if base in compressed}
     return [Case(ds, models[tech], tech) for ds in chosen_datasets for tech in chosen_techniques
             if profile.datasets[ds].compress or tech not in compressed]
 
@@ -50,6 +51,7 @@ def technique_models(profile: Profile) -> dict[str, str]:
     """Every technique of the profile (trained, then compressed) and the model it yields."""
     models = {tech: TECHNIQUE_MODELS[tech] for tech in profile.techniques}
     models.update({tech: TECHNIQUE_MODELS[base] for tech, base, _ in profile.compressed_cases()})
+    models.update({tech: models[base] for tech, base, _, _ in profile.deployment_cases()})
     return models
 
 

@@ -29,6 +29,15 @@ COMPRESSIONS: dict[str, dict[str, Any]] = {
     "spectra": {"energy": 0.95},
 }
 UNTRAINED_COMPRESSIONS = ("spectra",)  # analyses: no retraining, no accuracy floor
+# deployment/security technique -> its parameters and their defaults (measurements of a
+# trained or compressed model: nothing is trained, nothing cached, no accuracy floor)
+DEPLOYMENTS: dict[str, dict[str, Any]] = {
+    "int8": {"calibration_batches": 8, "max_drop": 0.05},
+    "onnx": {"min_top1_agreement": 0.999},
+    "latency": {"batch_sizes": [1, 32], "warmup": 3, "rounds": 20, "threads": 1},
+    "fgsm": {"epsilon": 0.05},
+    "robustness": {"blur_sigmas": [0.5, 1.0, 2.0], "noise_sigmas": [0.05, 0.1, 0.2]},
+}
 
 
 @dataclass(frozen=True)
@@ -115,6 +124,13 @@ class Profile:
     gate: Tolerances = Tolerances()
     compression_bases: tuple[str, ...] = ()
     compressions: dict[str, Compression] = field(default_factory=dict)
+    deployment_bases: tuple[str, ...] = ()
+    deployments: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def deployment_cases(self) -> list[tuple[str, str, str, dict[str, Any]]]:
+        """(technique, base, deployment, params) for every deployment of every base."""
+        return [(f"{base}_{name}", base, name, params)
+                for base in self.deployment_bases for name, params in self.deployments.items()]
 
     def compressed_cases(self) -> list[tuple[str, str, Compression]]:
         """(technique, base, compression) for every compression of every base."""
@@ -168,7 +184,8 @@ def _resolve(name_or_path: str) -> Path:
 
 def _parse(name: str, raw: dict, known_techniques: dict[str, str], where: str) -> Profile:
     _check_keys(raw, {"description", "device", "seed", "eval_batch_size", "amp", "datasets",
-                      "weights", "techniques", "floors", "pretext", "gate", "compression"}, where)
+                      "weights", "techniques", "floors", "pretext", "gate", "compression",
+                      "deployment"}, where)
     techniques = {tech: _train_config(cfg, f"{where}: techniques.{tech}")
                   for tech, cfg in _table(raw, "techniques", where).items()}
     for tech in techniques:
@@ -183,6 +200,7 @@ def _parse(name: str, raw: dict, known_techniques: dict[str, str], where: str) -
         if model not in weights:
             raise ConfigError(f"{where}: weights.{model} is missing (imagenet, none, pretext or a path)")
     bases, compressions = _compressions(_table(raw, "compression", where), techniques, where)
+    compressed_names = [c.technique(b) for b in bases for c in compressions.values()]
     compressed = [c.technique(b) for b in bases for c in compressions.values() if c.name not in UNTRAINED_COMPRESSIONS]
     floors = _floors(_table(raw, "floors", where), datasets, techniques, compressed, where)
     pretext = dict(raw.get("pretext", {}))
@@ -207,6 +225,7 @@ def _parse(name: str, raw: dict, known_techniques: dict[str, str], where: str) -
         gate=_gate_tolerances(_table(raw, "gate", where), where),
         compression_bases=bases,
         compressions=compressions,
+        **_deployments(_table(raw, "deployment", where), list(techniques) + compressed_names, where),
     )
 
 
@@ -261,6 +280,26 @@ def _compressions(raw: dict, techniques: dict[str, TrainConfig], where: str):
     if compressions and not bases:
         raise ConfigError(f"{where}: [compression] needs bases = [...] (e.g. [\"full_ft\", \"kd\"])")
     return bases, compressions
+
+
+def _deployments(raw: dict, models: list[str], where: str) -> dict[str, Any]:
+    """[deployment]: ``bases`` (trained or compressed techniques to measure) and one table
+    per deployment technique with its parameters."""
+    bases = tuple(raw.get("bases", ()))
+    unknown = [b for b in bases if b not in models]
+    if unknown:
+        raise ConfigError(f"{where}: deployment.bases names {unknown}, not techniques of this profile: {models}")
+    deployments = {}
+    for name, table in raw.items():
+        if name == "bases":
+            continue
+        if name not in DEPLOYMENTS:
+            raise ConfigError(f"{where}: unknown deployment technique {name!r}; known: {sorted(DEPLOYMENTS)}")
+        _check_keys(table, set(DEPLOYMENTS[name]), f"{where}: deployment.{name}")
+        deployments[name] = {**DEPLOYMENTS[name], **table}
+    if deployments and not bases:
+        raise ConfigError(f"{where}: [deployment] needs bases = [...] (e.g. [\"full_ft\", \"kd\"])")
+    return {"deployment_bases": bases, "deployments": deployments}
 
 
 def _floors(raw: dict, datasets: dict, techniques: list[str], compressed: list[str],

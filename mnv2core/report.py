@@ -29,7 +29,8 @@ def render_report(document: dict[str, Any], fmt: str = "terminal") -> str:
                      _table("Training", _training(dataset, items, expected), fmt),
                      _table("Convergence: test accuracy per epoch", _convergence(dataset, items, expected), fmt)]
         sections += [_table(title, rows(_derived(dataset, items, name)), fmt)
-                     for name, (title, rows) in COMPRESSION_TABLES.items()]
+                     for name, (title, rows) in {**COMPRESSION_TABLES, **DEPLOYMENT_TABLES}.items()]
+        sections.append(_int8_verdict(_derived(dataset, items, "int8")))
     sections.append(_table("Cases that did not pass", _problems(items), fmt))
     sections.append(_provenance(items, fmt))
     return "\n\n".join(s for s in sections if s) + "\n"
@@ -129,6 +130,70 @@ COMPRESSION_TABLES = {
     "lottery": ("Lottery ticket (rewound to the saved start weights) vs random reinit", _lottery_rows),
     "svd": ("SVD low-rank classifier", _svd_rows),
     "spectra": ("Singular-value spectra (k95: components holding 95% of the energy)", _spectra_rows),
+}
+
+
+def _int8_rows(found) -> list[dict]:
+    return [{"model": base, "fp32 acc": f"{m['fp32_accuracy']:.3f}", "int8 acc": f"{m['accuracy']:.3f}",
+             "int8 - fp32 (points)": f"{-m['int8_drop'] * 100:+.1f}", "calibration images": m["calibration_images"]}
+            for base, m in found if "fp32_accuracy" in m]
+
+
+def _int8_verdict(found) -> str:
+    """The study's question: is the full fine-tuned or the distilled model more stable under int8?"""
+    drops = {base: m["int8_drop"] for base, m in found if base in ("full_ft", "kd")}
+    if len(drops) < 2:
+        return ""
+    steadier = min(drops, key=drops.get)
+    other = "kd" if steadier == "full_ft" else "full_ft"
+    names = {"full_ft": "the full fine-tuned model", "kd": "the distilled model"}
+    return (f"More stable under int8: {names[steadier]} (accuracy change {-drops[steadier] * 100:+.1f} points "
+            f"against {-drops[other] * 100:+.1f} for {names[other]}).")
+
+
+def _onnx_rows(found) -> list[dict]:
+    return [{"model": base, "ONNX acc": f"{m['accuracy']:.3f}", "top-1 agreement": f"{m['top1_agreement']:.4f}",
+             "max abs logit diff": f"{m['max_abs_logit_diff']:.2e}", "size (MB)": f"{m['onnx_bytes'] / 1e6:.2f}"}
+            for base, m in found if "top1_agreement" in m]
+
+
+def _latency_rows(found) -> list[dict]:
+    rows = []
+    for base, m in found:
+        for key, value in m.get("latency", {}).items():
+            runner, batch, _ = key.rsplit("_", 2)
+            speedup = m["speedup"].get(f"{runner}_{batch}_speedup")
+            rows.append({"model": base, "runtime": runner, "batch": batch.removeprefix("b"),
+                         "median ms": f"{value:.2f}", "IQR ms": f"{m['latency_iqr'][f'{runner}_{batch}_iqr']:.2f}",
+                         "speed-up vs eager": f"{speedup:.2f}x" if speedup else "1.00x",
+                         "fastest": "*" if m["fastest"].get(batch) == runner else ""})
+    return rows
+
+
+def _fgsm_rows(found) -> list[dict]:
+    return [{"model": base, "epsilon": m["epsilon"], "clean acc": f"{m['clean_accuracy']:.3f}",
+             "FGSM acc": f"{m['accuracy']:.3f}",
+             "int8 clean": f"{m['int8_clean_accuracy']:.3f}" if "int8_clean_accuracy" in m else "not run",
+             "int8 FGSM*": f"{m['int8_fgsm_accuracy']:.3f}" if "int8_fgsm_accuracy" in m else "not run"}
+            for base, m in found if "clean_accuracy" in m]
+
+
+def _robustness_rows(found) -> list[dict]:
+    rows = []
+    for base, m in found:
+        row = {"model": base, "clean": f"{m['accuracy']:.3f}"}
+        for kind in ("blur", "noise"):
+            row.update({f"{kind} {k.split('_')[1]}": f"{v:.3f}" for k, v in m.get(kind, {}).items()})
+        rows.append(row)
+    return rows
+
+
+DEPLOYMENT_TABLES = {
+    "int8": ("Int8 post-training quantization (FX, x86)", _int8_rows),
+    "onnx": ("ONNX Runtime (fp32) against PyTorch", _onnx_rows),
+    "latency": ("CPU latency (1 thread; speed-ups measured back to back in one process)", _latency_rows),
+    "fgsm": ("FGSM (* int8 attacked with the gradients of its fp32 twin)", _fgsm_rows),
+    "robustness": ("Robustness: accuracy under Gaussian blur and noise (sigma)", _robustness_rows),
 }
 
 

@@ -16,6 +16,7 @@ from . import strategies
 from .cache import ArtifactCache, payload_digest
 from .compression.architecture import restore_model
 from .compression.cases import CompressionCases
+from .deploy.cases import DeploymentCases
 from .seeding import derive_seed
 from .datasets import DatasetSplits, apply_source_override, load_dataset, parse_source_override
 from .datasets.sources import read_synthetic
@@ -88,6 +89,7 @@ class Study:
             "kd": self._kd, "teacher": self._teacher,
         }
         self._compressions = CompressionCases(self)
+        self._deployments = DeploymentCases(self)
 
     # data -----------------------------------------------------------------
     def dataset(self, name: str) -> DatasetSplits:
@@ -111,23 +113,29 @@ class Study:
     def run_case(self, case: Case) -> dict[str, Any]:
         """Train (or load) the case's model, evaluate it, and return its record."""
         events_before = len(self.cache.events)
-        artifact = self.artifact(case.dataset, case.technique)
-        size = artifact.meta["input_size"]
-        data = self.data_at(case.dataset, size)
-        started = time.perf_counter()
-        accuracy = evaluate(artifact.model, data.test, self.profile.eval_batch_size, self.amp)
+        if self._deployments.handles(case.technique):
+            artifact = self._deployments.base_artifact(case.dataset, case.technique)
+            started = time.perf_counter()
+            measured, tags = self._deployments.measure(case.dataset, case.technique)
+            history = []  # nothing trained: the base's epochs belong to the base's case
+        else:
+            artifact = self.artifact(case.dataset, case.technique)
+            started = time.perf_counter()
+            data = self.data_at(case.dataset, artifact.meta["input_size"])
+            accuracy = evaluate(artifact.model, data.test, self.profile.eval_batch_size, self.amp)
+            measured, tags = {"accuracy": accuracy, **artifact.meta.get("metrics", {})}, artifact.meta.get("record", {})
+            history = artifact.meta["history"]
         return {
             "case": case.id, "dataset": case.dataset, "model": case.model, "technique": case.technique,
-            "profile": self.profile.name, "seed": self.profile.seed, **artifact.meta.get("record", {}),
+            "profile": self.profile.name, "seed": self.profile.seed, **tags,
             "metrics": {
-                "accuracy": accuracy,
-                **artifact.meta.get("metrics", {}),
+                **measured,
                 "floor": self.profile.floor(case.dataset, case.technique),
-                "input_size": size,
+                "input_size": artifact.meta["input_size"],
                 "parameters": count_parameters(artifact.model),
-                "epochs": artifact.meta["history"],
+                "epochs": history,
                 "train_seconds": artifact.meta["train_seconds"],
-                "eval_seconds": time.perf_counter() - started,
+                "eval_seconds": time.perf_counter() - started,  # evaluation or measurement
             },
             "provenance": {"data": self.dataset(case.dataset).provenance, "weights": artifact.meta["weights"],
                            "upstream": artifact.meta.get("upstream", {}), "train": artifact.meta["train"]},

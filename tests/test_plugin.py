@@ -81,7 +81,7 @@ def latest_records(tmp_path):
 
 def test_grid_runs_records_and_reuses_the_cache(grid, tmp_path):
     first = grid("-v", "--benchmark-json", str(tmp_path / "bench.json"))
-    first.assert_outcomes(passed=5, skipped=1)
+    first.assert_outcomes(passed=5, skipped=2)
     first.stdout.fnmatch_lines(["*test_training?tiny-mobilenet_v2-full_ft?*PASSED*"])
     entries = latest_records(tmp_path)
     assert {e["case"] for e in entries} == CASES
@@ -95,7 +95,7 @@ def test_grid_runs_records_and_reuses_the_cache(grid, tmp_path):
     assert {b["param"] for b in written["benchmarks"]} == CASES and written["mnv2bench"]["complete"]
 
     second = grid("--gate-baseline", str(tmp_path / "bench.json"))
-    second.assert_outcomes(passed=5, skipped=1)
+    second.assert_outcomes(passed=5, skipped=2)
     second.stdout.fnmatch_lines(["*artifacts built: 0, loaded from cache: *",
                                  "*regression gate PASSED: 5 metric(s) compared*"])
     assert all(e["records"][0]["cache"]["status"] == "loaded" for e in latest_records(tmp_path))
@@ -104,7 +104,7 @@ def test_grid_runs_records_and_reuses_the_cache(grid, tmp_path):
 def test_grid_under_xdist_writes_results_and_a_worse_run_fails_the_gate(grid, tmp_path):
     bench = tmp_path / "bench.json"
     result = grid("-n", "2", "--benchmark-json", str(bench))
-    result.assert_outcomes(passed=5, skipped=1)
+    result.assert_outcomes(passed=5, skipped=2)
     result.stdout.fnmatch_lines(["*Study summary*", "*Full Fine-Tuning*"])
     assert {e["case"] for e in latest_records(tmp_path)} == CASES
     document = json.loads(bench.read_text())
@@ -123,7 +123,7 @@ def test_grid_under_xdist_writes_results_and_a_worse_run_fails_the_gate(grid, tm
 
 def test_failed_floor_still_records_the_metrics(grid, tmp_path):
     result = grid("-k", "kd", kd_floor="1.01")
-    result.assert_outcomes(failed=1, deselected=5)
+    result.assert_outcomes(failed=1, deselected=6)
     result.stdout.fnmatch_lines(["*below the floor 1.01*"])
     (entry,) = latest_records(tmp_path)
     assert entry["outcome"] == "failed" and entry["records"][0]["metrics"]["accuracy"] < 1.01
@@ -137,6 +137,6 @@ def test_unknown_dataset_is_a_usage_error(grid):
 
 def test_missing_real_data_fails_with_a_readable_message(grid, tmp_path):
     result = grid("--data-source", "tiny=cifar10", "--data-root", str(tmp_path / "empty"), "-k", "scratch")
-    result.assert_outcomes(failed=1, deselected=5)
+    result.assert_outcomes(failed=1, deselected=6)
     result.stdout.fnmatch_lines(["*DataNotFoundError: CIFAR-10 not found*--download*"])
     assert "Traceback" not in result.stdout.str()

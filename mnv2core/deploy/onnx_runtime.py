@@ -1,0 +1,48 @@
+"""ONNX export (fp32, dynamic batch), checking, and inference with ONNX Runtime."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+import torch
+from torch import nn
+
+from ..errors import Mnv2BenchError
+
+
+class ExportError(Mnv2BenchError):
+    """A model that could not be exported to ONNX or failed the checker."""
+
+
+def export_onnx(model: nn.Module, input_size: int, path: Path) -> Path:
+    """Write ``model`` (taking raw [0, 1] pixels) as ONNX with a dynamic batch axis and check it."""
+    model = model.cpu().eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.rand(1, 3, input_size, input_size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter needs no onnxscript
+        try:
+            torch.onnx.export(model, (example,), str(path), dynamo=False, input_names=["images"],
+                              output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+        except Exception as exc:
+            raise ExportError(f"ONNX export failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+    try:
+        onnx.checker.check_model(str(path))
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"{path}: the exported model fails onnx.checker: {exc}") from exc
+    return path
+
+
+def ort_session(path: Path, threads: int = 1) -> onnxruntime.InferenceSession:
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def ort_logits(session: onnxruntime.InferenceSession, images: torch.Tensor) -> torch.Tensor:
+    (logits,) = session.run(None, {"images": np.ascontiguousarray(images.cpu().numpy())})
+    return torch.from_numpy(logits)

@@ -1,0 +1,82 @@
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from mnv2core.deploy.attacks import fgsm
+from mnv2core.deploy.int8_fx import QuantizationError, quantize_fx
+from mnv2core.deploy.latency import measure_latency
+from mnv2core.deploy.onnx_runtime import export_onnx, ort_logits, ort_session
+from mnv2core.deploy.robustness import blur_kernel_size, gaussian_blur, gaussian_noise
+from mnv2core.models import build_model
+
+
+def test_fgsm_step_is_epsilon_times_the_gradient_sign_and_hurts_accuracy():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    images = torch.rand(64, 3, 2, 2) * 0.5 + 0.25  # far enough from 0 and 1 that nothing clamps
+    labels = model(images).argmax(1)  # clean accuracy 1.0 by construction
+    x = images.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(nn.functional.cross_entropy(model(x), labels), x)
+    attacked = fgsm(model, images, labels, 0.05)
+    assert torch.equal(attacked - images, (0.05 * grad.sign() + images) - images)
+    clean = (model(images).argmax(1) == labels).float().mean()
+    assert (model(attacked).argmax(1) == labels).float().mean() <= clean
+    assert fgsm(model, images, labels, 10.0).min() >= 0 and fgsm(model, images, labels, 10.0).max() <= 1
+
+
+@pytest.fixture(scope="module")
+def mobilenet():
+    torch.manual_seed(0)
+    model = build_model("mobilenet_v2", 10).eval()
+    with torch.no_grad():  # give the batch norms realistic statistics
+        model.train()
+        model(torch.rand(64, 3, 32, 32))
+        model.eval()
+    return model
+
+
+def test_fx_int8_quantizes_mobilenet_and_tracks_fp32(mobilenet):
+    images = torch.rand(32, 3, 32, 32)
+    int8 = quantize_fx(mobilenet, [images[:16], images[16:]], 32)
+    kinds = {type(m).__module__ for m in int8.modules()}
+    assert any("quantized" in kind for kind in kinds)
+    with torch.no_grad():
+        reference, quantized = mobilenet(images), int8(images)
+    assert quantized.shape == (32, 10)
+    assert torch.corrcoef(torch.stack([reference.flatten(), quantized.flatten()]))[0, 1] > 0.9
+
+
+def test_an_untraceable_model_is_a_quantization_error():
+    class DataDependent(nn.Module):
+        def forward(self, x):
+            return x * 2 if x.sum() > 0 else x
+
+    with pytest.raises(QuantizationError, match="FX could not trace"):
+        quantize_fx(DataDependent(), [torch.rand(1, 3, 8, 8)], 8)
+
+
+def test_onnx_export_matches_pytorch_with_a_dynamic_batch(mobilenet, tmp_path):
+    path = export_onnx(mobilenet, 32, tmp_path / "model.onnx")
+    session = ort_session(path)
+    images = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(ort_logits(session, images), mobilenet(images), atol=1e-4)
+
+
+def test_latency_reports_median_and_iqr_in_milliseconds():
+    stats = measure_latency(lambda: time.sleep(0.002), warmup=1, rounds=5)
+    assert stats["rounds"] == 5 and stats["median_ms"] >= 2.0 and stats["iqr_ms"] >= 0
+    assert stats["min_ms"] <= stats["median_ms"]
+
+
+def test_blur_and_noise():
+    flat = torch.full((2, 3, 16, 16), 0.5)
+    assert torch.allclose(gaussian_blur(flat, 1.5), flat)
+    stripes = torch.zeros(1, 3, 16, 16)
+    stripes[..., ::2] = 1
+    assert gaussian_blur(stripes, 1.0).std() < stripes.std() / 4
+    assert blur_kernel_size(0.5) == 5 and blur_kernel_size(2) == 13
+    noisy = gaussian_noise(flat, 0.1, torch.Generator().manual_seed(0))
+    assert 0.08 < (noisy - flat).std() < 0.12 and noisy.min() >= 0
