@@ -1,6 +1,6 @@
 """Phase 3 of the study: deploying and attacking the models (FX int8, ONNX Runtime, CPU
 latency, FGSM, blur and noise). Each case measures its base model in this run."""
-import pytest
+from pathlib import Path
 
 
 def check_int8(m):
@@ -14,7 +14,7 @@ def check_onnx(m):
 def check_latency(m):
     eager = [key for key in m["latency"] if key.startswith("eager_fp32_")]
     assert eager and all(value > 0 for value in m["latency"].values())
-    assert len(m["speedup"]) == 2 * len(eager) and all(value > 0 for value in m["speedup"].values())
+    assert len(m["speedup"]) == 3 * len(eager) and all(value > 0 for value in m["speedup"].values())
 
 
 def check_fgsm(m):
@@ -27,10 +27,17 @@ def check_robustness(m):
     strongest_blur = list(m["blur"].values())[-1]
     strongest_noise = list(m["noise"].values())[-1]
     assert strongest_blur <= m["accuracy"] + 0.02 and strongest_noise <= m["accuracy"] + 0.02
+    assert Path(m["plot"]).read_bytes()[:4] == b"\x89PNG"
+
+
+def check_gradcam(m):
+    assert m["feature_map"][0] >= 1 and 0 <= m["entropy"] <= 1 and 0 < m["top10_mass_share"] <= 1
+    assert 0 <= m["deletion_auc"] <= 1 and 0 <= m["insertion_auc"] <= 1
+    assert Path(m["plot"]).read_bytes()[:4] == b"\x89PNG"
 
 
 CHECKS = {"int8": check_int8, "onnx": check_onnx, "latency": check_latency, "fgsm": check_fgsm,
-          "robustness": check_robustness}
+          "robustness": check_robustness, "gradcam": check_gradcam}
 
 
 def test_deployment(deployed_case, study, record_case):

@@ -37,6 +37,7 @@ DEPLOYMENTS: dict[str, dict[str, Any]] = {
     "latency": {"batch_sizes": [1, 32], "warmup": 3, "rounds": 20, "threads": 1},
     "fgsm": {"epsilon": 0.05},
     "robustness": {"blur_sigmas": [0.5, 1.0, 2.0], "noise_sigmas": [0.05, 0.1, 0.2]},
+    "gradcam": {"layer": "", "images": 64, "overlays": 4, "steps": 10},
 }
 
 
@@ -128,9 +129,10 @@ class Profile:
     deployments: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def deployment_cases(self) -> list[tuple[str, str, str, dict[str, Any]]]:
-        """(technique, base, deployment, params) for every deployment of every base."""
-        return [(f"{base}_{name}", base, name, params)
-                for base in self.deployment_bases for name, params in self.deployments.items()]
+        """(technique, base, deployment, params) for every deployment of every base (a
+        technique's own ``bases`` narrow the table's)."""
+        return [(f"{base}_{name}", base, name, params) for name, params in self.deployments.items()
+                for base in params.get("bases", self.deployment_bases)]
 
     def compressed_cases(self) -> list[tuple[str, str, Compression]]:
         """(technique, base, compression) for every compression of every base."""
@@ -295,7 +297,10 @@ def _deployments(raw: dict, models: list[str], where: str) -> dict[str, Any]:
             continue
         if name not in DEPLOYMENTS:
             raise ConfigError(f"{where}: unknown deployment technique {name!r}; known: {sorted(DEPLOYMENTS)}")
-        _check_keys(table, set(DEPLOYMENTS[name]), f"{where}: deployment.{name}")
+        _check_keys(table, set(DEPLOYMENTS[name]) | {"bases"}, f"{where}: deployment.{name}")
+        outside = [b for b in table.get("bases", ()) if b not in bases]
+        if outside:
+            raise ConfigError(f"{where}: deployment.{name}.bases {outside} are not in deployment.bases {list(bases)}")
         deployments[name] = {**DEPLOYMENTS[name], **table}
     if deployments and not bases:
         raise ConfigError(f"{where}: [deployment] needs bases = [...] (e.g. [\"full_ft\", \"kd\"])")

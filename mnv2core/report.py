@@ -31,6 +31,7 @@ def render_report(document: dict[str, Any], fmt: str = "terminal") -> str:
         sections += [_table(title, rows(_derived(dataset, items, name)), fmt)
                      for name, (title, rows) in {**COMPRESSION_TABLES, **DEPLOYMENT_TABLES}.items()]
         sections.append(_int8_verdict(_derived(dataset, items, "int8")))
+    sections.append(resolution_analysis(items))
     sections.append(_table("Cases that did not pass", _problems(items), fmt))
     sections.append(_provenance(items, fmt))
     return "\n\n".join(s for s in sections if s) + "\n"
@@ -152,8 +153,10 @@ def _int8_verdict(found) -> str:
 
 
 def _onnx_rows(found) -> list[dict]:
-    return [{"model": base, "ONNX acc": f"{m['accuracy']:.3f}", "top-1 agreement": f"{m['top1_agreement']:.4f}",
-             "max abs logit diff": f"{m['max_abs_logit_diff']:.2e}", "size (MB)": f"{m['onnx_bytes'] / 1e6:.2f}"}
+    return [{"model": base, "ONNX acc": f"{m['accuracy']:.3f}", "ORT int8 acc": f"{m['ort_int8_accuracy']:.3f}",
+             "top-1 agreement": f"{m['top1_agreement']:.4f}",
+             "max abs logit diff": f"{m['max_abs_logit_diff']:.2e}",
+             "MB fp32 / int8": f"{m['onnx_bytes'] / 1e6:.2f} / {m['onnx_int8_bytes'] / 1e6:.2f}"}
             for base, m in found if "top1_agreement" in m]
 
 
@@ -184,16 +187,49 @@ def _robustness_rows(found) -> list[dict]:
         row = {"model": base, "clean": f"{m['accuracy']:.3f}"}
         for kind in ("blur", "noise"):
             row.update({f"{kind} {k.split('_')[1]}": f"{v:.3f}" for k, v in m.get(kind, {}).items()})
+        row["plot"] = m.get("plot", "")
         rows.append(row)
     return rows
 
 
+def _gradcam_rows(found) -> list[dict]:
+    return [{"model": base, "input px": m["input_size"], "layer": m["layer"],
+             "map": "x".join(str(v) for v in m["feature_map"]), "deletion AUC (low=faithful)": f"{m['deletion_auc']:.3f}",
+             "insertion AUC (high=faithful)": f"{m['insertion_auc']:.3f}", "top-10% mass": f"{m['top10_mass_share']:.3f}",
+             "entropy": f"{m['entropy']:.3f}", "overlays": m["plot"]} for base, m in found if "deletion_auc" in m]
+
+
+def resolution_analysis(items: dict) -> str:
+    """A few sentences from the Grad-CAM numbers: which input resolution and dataset give
+    more faithful (insertion - deletion AUC) and more focused (top-10% mass) maps."""
+    rows = [(case, extra["metrics"]) for case, extra in items.items()
+            if extra.get("derived") == "gradcam" and "deletion_auc" in extra.get("metrics", {})]
+    if len(rows) < 2:
+        return ""
+    def label(case, m):
+        return f"{case.rsplit('-', 2)[0]} {m['input_size']} px ({items[case]['base']}, map {'x'.join(map(str, m['feature_map']))})"
+    def faithful(m):
+        return m["insertion_auc"] - m["deletion_auc"]
+    best = max(rows, key=lambda r: faithful(r[1]))
+    worst = min(rows, key=lambda r: faithful(r[1]))
+    focused = max(rows, key=lambda r: r[1]["top10_mass_share"])
+    flat = [label(c, m) for c, m in rows if m["feature_map"] == [1, 1]]
+    lines = [f"Most faithful maps: {label(*best)}, insertion - deletion AUC {faithful(best[1]):+.3f}; "
+             f"least: {label(*worst)}, {faithful(worst[1]):+.3f}.",
+             f"Most focused maps: {label(*focused)}, {focused[1]['top10_mass_share']:.0%} of the mass in the top 10% of pixels."]
+    if flat:
+        lines.append("At these inputs the last conv map is 1x1, so Grad-CAM cannot localise at all "
+                     f"(one value spread over the image): {', '.join(flat)}.")
+    return "Resolution study (generated from the Grad-CAM figures above)\n\n" + "\n".join(lines)
+
+
 DEPLOYMENT_TABLES = {
     "int8": ("Int8 post-training quantization (FX, x86)", _int8_rows),
-    "onnx": ("ONNX Runtime (fp32) against PyTorch", _onnx_rows),
+    "onnx": ("ONNX Runtime (fp32, and static int8 QDQ) against PyTorch", _onnx_rows),
     "latency": ("CPU latency (1 thread; speed-ups measured back to back in one process)", _latency_rows),
     "fgsm": ("FGSM (* int8 attacked with the gradients of its fp32 twin)", _fgsm_rows),
     "robustness": ("Robustness: accuracy under Gaussian blur and noise (sigma)", _robustness_rows),
+    "gradcam": ("Grad-CAM: faithfulness and focus", _gradcam_rows),
 }
 
 
@@ -203,8 +239,10 @@ def _problems(items: dict) -> list[dict[str, str]]:
 
 
 def _first_line(text: str | None, limit: int = 100) -> str:
+    """The reason of a failure: pytest's first "E" line, else the last line of the report."""
     lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
-    line = lines[-1] if lines else ""  # pytest puts the exception's message last
+    errors = [line[1:].strip() for line in lines if line.startswith("E ")]
+    line = errors[0] if errors else (lines[-1] if lines else "")
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 

@@ -40,6 +40,7 @@ class Settings:
 
     data_root: Path = Path("data")
     cache_dir: Path = Path(".mnv2cache")
+    results_dir: Path = Path(".mnv2results")  # plots made in this run go under it
     device: str | None = None
     download: bool = False
     refresh: bool = False

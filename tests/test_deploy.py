@@ -80,3 +80,15 @@ def test_blur_and_noise():
     assert blur_kernel_size(0.5) == 5 and blur_kernel_size(2) == 13
     noisy = gaussian_noise(flat, 0.1, torch.Generator().manual_seed(0))
     assert 0.08 < (noisy - flat).std() < 0.12 and noisy.min() >= 0
+
+
+def test_onnx_runtime_static_int8_tracks_fp32(mobilenet, tmp_path):
+    from mnv2core.deploy.onnx_runtime import quantize_onnx_static
+    fp32 = export_onnx(mobilenet, 32, tmp_path / "model.onnx")
+    calibration = [torch.rand(16, 3, 32, 32) for _ in range(2)]
+    int8 = quantize_onnx_static(fp32, tmp_path / "model.int8.onnx", calibration)
+    assert int8.stat().st_size < fp32.stat().st_size / 2
+    images = torch.rand(8, 3, 32, 32)
+    reference, quantized = ort_logits(ort_session(fp32), images), ort_logits(ort_session(int8), images)
+    assert quantized.shape == (8, 10)
+    assert torch.corrcoef(torch.stack([reference.flatten(), quantized.flatten()]))[0, 1] > 0.9

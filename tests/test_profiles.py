@@ -41,7 +41,7 @@ def test_builtin_profiles_load_and_cover_the_grid(name):
     compressed = {f"{base}_{c}" for base in ("full_ft", "kd")
                   for c in ("prune", "structured", "lottery", "svd", "spectra")}
     deployed = {f"{base}_{d}" for base in ("partial_ft", "full_ft", "kd", "full_ft_prune")
-                for d in ("int8", "onnx", "latency", "fgsm", "robustness")}
+                for d in ("int8", "onnx", "latency", "fgsm", "robustness")} | {"full_ft_gradcam", "kd_gradcam"}
     assert {c.technique for c in cases} == trained | compressed | deployed
     measured_only = deployed | {"full_ft_spectra", "kd_spectra"}
     floors = [profile.floor(c.dataset, c.technique) for c in cases if c.technique not in measured_only]
@@ -143,3 +143,12 @@ def test_bad_compression_tables_are_named(tmp_path, change, message):
     text = (MINIMAL.format(dataset_extra="", technique_extra="") + COMPRESSION).replace(*change)
     with pytest.raises(ConfigError, match=message):
         load_profile(write(tmp_path, text=text), TECHNIQUE_MODELS)
+
+
+def test_a_deployment_technique_can_narrow_the_bases(tmp_path):
+    text = MINIMAL.format(dataset_extra="", technique_extra="") + (
+        '\n[deployment]\nbases = ["scratch"]\n[deployment.fgsm]\n[deployment.gradcam]\nbases = []\n')
+    profile = load_profile(write(tmp_path, text=text), TECHNIQUE_MODELS)
+    assert [t for t, _, _, _ in profile.deployment_cases()] == ["scratch_fgsm"]
+    with pytest.raises(ConfigError, match=r"deployment.gradcam.bases \['kd'\] are not in deployment.bases"):
+        load_profile(write(tmp_path, text=text.replace("bases = []", 'bases = ["kd"]')), TECHNIQUE_MODELS)

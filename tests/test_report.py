@@ -38,3 +38,20 @@ def test_cli_names_a_missing_results_file(capsys, tmp_path):
 def test_unknown_format_is_refused():
     with pytest.raises(ValueError, match="unknown report format"):
         render_report(fixture_document(), "html")
+
+
+def test_resolution_analysis_names_the_most_faithful_and_the_1x1_maps():
+    from mnv2core.report import resolution_analysis
+
+    def gradcam(base, size, grid, deletion, insertion, top):
+        return {"base": base, "derived": "gradcam", "metrics": {
+            "input_size": size, "feature_map": [grid, grid], "deletion_auc": deletion,
+            "insertion_auc": insertion, "top10_mass_share": top}}
+
+    items = {"c10-mobilenet_v2-kd_gradcam": gradcam("kd", 32, 1, 0.6, 0.6, 0.10),
+             "c10-mobilenet_v2-full_ft_gradcam": gradcam("full_ft", 96, 3, 0.3, 0.7, 0.35)}
+    text = resolution_analysis(items)
+    assert "Most faithful maps: c10 96 px (full_ft, map 3x3), insertion - deletion AUC +0.400" in text
+    assert "least: c10 32 px (kd, map 1x1), +0.000" in text
+    assert "35% of the mass" in text and "map is 1x1" in text and "c10 32 px (kd, map 1x1)." in text
+    assert resolution_analysis({}) == ""

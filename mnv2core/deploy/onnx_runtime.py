@@ -46,3 +46,24 @@ def ort_session(path: Path, threads: int = 1) -> onnxruntime.InferenceSession:
 def ort_logits(session: onnxruntime.InferenceSession, images: torch.Tensor) -> torch.Tensor:
     (logits,) = session.run(None, {"images": np.ascontiguousarray(images.cpu().numpy())})
     return torch.from_numpy(logits)
+
+
+def quantize_onnx_static(fp32_path: Path, int8_path: Path, calibration: list[torch.Tensor]) -> Path:
+    """Static int8 quantization in QDQ format (per-channel weights), observers fed with the
+    same calibration batches as FX int8."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Batches(CalibrationDataReader):
+        def __init__(self):
+            self._feeds = iter([{"images": np.ascontiguousarray(b.cpu().numpy())} for b in calibration])
+
+        def get_next(self):
+            return next(self._feeds, None)
+
+    try:
+        quantize_static(str(fp32_path), str(int8_path), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    except Exception as exc:
+        raise ExportError(f"ONNX Runtime static int8 quantization of {fp32_path} failed: "
+                          f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    return int8_path

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 from torchvision.transforms.v2 import functional as TF
@@ -22,3 +23,23 @@ def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
 def gaussian_noise(images: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
     noise = torch.randn(images.shape, generator=generator, device=images.device, dtype=images.dtype)
     return (images + sigma * noise).clamp(0, 1)
+
+
+def plot_robustness(clean: float, blur_sigmas: list[float], blur_accuracy: list[float],
+                    noise_sigmas: list[float], noise_accuracy: list[float], path: Path, title: str) -> Path:
+    """Accuracy against corruption strength, blur and noise side by side (PNG)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(8, 3.2), sharey=True)
+    for axis, name, sigmas, accuracy in ((axes[0], "Gaussian blur", blur_sigmas, blur_accuracy),
+                                         (axes[1], "Gaussian noise", noise_sigmas, noise_accuracy)):
+        axis.plot([0, *sigmas], [clean, *accuracy], marker="o")
+        axis.set(title=name, xlabel="sigma", ylim=(0, 1.02))
+    axes[0].set_ylabel("test accuracy")
+    figure.suptitle(title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    return path

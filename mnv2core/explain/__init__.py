@@ -1,0 +1,1 @@
+"""Explanations: Grad-CAM heatmaps and measures of how faithful and focused they are."""

@@ -1,0 +1,76 @@
+"""Grad-CAM: weight a conv layer's activation maps by the spatial mean of the target class
+score's gradients, sum, ReLU, upsample to the input."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+
+
+def default_target_layer(model: nn.Module) -> str:
+    """The last conv block: ``net.features.18`` for MobileNetV2, ``net.layer4`` for ResNet-50."""
+    names = dict(model.named_modules())
+    for name in ("net.features.18", "net.layer4"):
+        if name in names:
+            return name
+    raise ConfigError("no default Grad-CAM layer for this model; name one (a conv module)")
+
+
+def grad_cam(model: nn.Module, images: torch.Tensor, layer: str | None = None,
+             classes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+    """Heatmaps (N, H, W) in [0, 1] for ``classes`` (default: the predicted ones), the
+    classes used, and the target layer's feature-map size. Hooks are removed on return."""
+    modules = dict(model.named_modules())
+    layer = layer or default_target_layer(model)
+    if layer not in modules:
+        raise ConfigError(f"Grad-CAM layer {layer!r} is not a module of the model")
+    captured: dict[str, torch.Tensor] = {}
+
+    def keep(module, inputs, output):
+        output.retain_grad()
+        captured["maps"] = output
+
+    handle = modules[layer].register_forward_hook(keep)
+    try:
+        model.eval()
+        with torch.enable_grad():
+            logits = model(images.detach())
+            classes = logits.argmax(1) if classes is None else classes
+            score = logits.gather(1, classes.view(-1, 1)).sum()
+            model.zero_grad(set_to_none=True)
+            score.backward()
+    finally:
+        handle.remove()
+    maps = captured["maps"]
+    weights = maps.grad.mean(dim=(2, 3), keepdim=True)
+    cam = F.relu((weights * maps).sum(1, keepdim=True)).detach()
+    cam = F.interpolate(cam, size=images.shape[-2:], mode="bilinear", align_corners=False).squeeze(1)
+    peak = cam.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)
+    return cam / peak, classes.detach(), tuple(maps.shape[-2:])
+
+
+def plot_overlays(images: torch.Tensor, heatmaps: torch.Tensor, labels: torch.Tensor, predictions: torch.Tensor,
+                  path, title: str):
+    """A grid of heatmap overlays, one column per image, marked correct or misclassified."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    count = len(images)
+    figure, axes = plt.subplots(2, count, figsize=(1.6 * count, 3.6), squeeze=False)
+    for column in range(count):
+        picture = images[column].permute(1, 2, 0).cpu().numpy()
+        axes[0, column].imshow(picture)
+        axes[1, column].imshow(picture)
+        axes[1, column].imshow(heatmaps[column].cpu().numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1)
+        verdict = "ok" if predictions[column] == labels[column] else "wrong"
+        axes[0, column].set_title(f"{verdict}: pred {int(predictions[column])}, true {int(labels[column])}", fontsize=7)
+        for row in range(2):
+            axes[row, column].axis("off")
+    figure.suptitle(title, fontsize=9)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    return path
