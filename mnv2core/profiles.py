@@ -117,6 +117,7 @@ class Profile:
     seed: int
     eval_batch_size: int
     amp: bool
+    threads: int | None  # torch CPU threads per process; None: cores / xdist workers
     datasets: dict[str, DatasetConfig]
     weights: dict[str, str]
     techniques: dict[str, TrainConfig]
@@ -185,7 +186,7 @@ def _resolve(name_or_path: str) -> Path:
 
 
 def _parse(name: str, raw: dict, known_techniques: dict[str, str], where: str) -> Profile:
-    _check_keys(raw, {"description", "device", "seed", "eval_batch_size", "amp", "datasets",
+    _check_keys(raw, {"description", "device", "seed", "eval_batch_size", "amp", "threads", "datasets",
                       "weights", "techniques", "floors", "pretext", "gate", "compression",
                       "deployment"}, where)
     techniques = {tech: _train_config(cfg, f"{where}: techniques.{tech}")
@@ -212,6 +213,9 @@ def _parse(name: str, raw: dict, known_techniques: dict[str, str], where: str) -
         _train_config({k: v for k, v in pretext.items() if k != "train_size"}, f"{where}: pretext")
     device = raw.get("device", "auto")
     _check_choice(device, ("auto", "cpu", "cuda"), f"{where}: device")
+    threads = raw.get("threads")
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"{where}: threads must be a whole number >= 1 (or absent: cores / xdist workers)")
     return Profile(
         name=name,
         description=raw.get("description", ""),
@@ -219,6 +223,7 @@ def _parse(name: str, raw: dict, known_techniques: dict[str, str], where: str) -
         seed=int(raw.get("seed", 0)),
         eval_batch_size=int(raw.get("eval_batch_size", 256)),
         amp=bool(raw.get("amp", False)),
+        threads=threads,
         datasets=datasets,
         weights=weights,
         techniques=techniques,

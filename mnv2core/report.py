@@ -19,9 +19,10 @@ SUMMARY_COLUMNS = [("base acc", None, "accuracy"), ("acc after pruning", "prune"
 def render_report(document: dict[str, Any], fmt: str = "terminal") -> str:
     if fmt not in FORMATS:
         raise ValueError(f"unknown report format {fmt!r}; choose from {sorted(FORMATS)}")
-    items = case_items(document)
     run = document.get("mnv2bench", {})
-    expected = run.get("cases") or list(items)
+    found = case_items(document)
+    expected = run.get("cases") or list(found)
+    items = {case: found[case] for case in _in_order(expected, found) if case in found}  # grid order
     sections = [_heading(f"mnv2bench results: profile {run.get('profile', '?')}", 1, fmt), _run_line(document)]
     for dataset in _ordered_datasets(expected, items):
         sections += [_heading(dataset, 2, fmt),

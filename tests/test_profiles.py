@@ -152,3 +152,11 @@ def test_a_deployment_technique_can_narrow_the_bases(tmp_path):
     assert [t for t, _, _, _ in profile.deployment_cases()] == ["scratch_fgsm"]
     with pytest.raises(ConfigError, match=r"deployment.gradcam.bases \['kd'\] are not in deployment.bases"):
         load_profile(write(tmp_path, text=text.replace("bases = []", 'bases = ["kd"]')), TECHNIQUE_MODELS)
+
+
+def test_threads_is_a_positive_whole_number(tmp_path):
+    assert load_profile("smoke", TECHNIQUE_MODELS).threads == 1
+    text = MINIMAL.format(dataset_extra="", technique_extra="")
+    assert load_profile(write(tmp_path, text=text), TECHNIQUE_MODELS).threads is None
+    with pytest.raises(ConfigError, match="threads must be a whole number"):
+        load_profile(write(tmp_path, text="threads = 0\n" + text), TECHNIQUE_MODELS)

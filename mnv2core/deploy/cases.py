@@ -4,6 +4,7 @@ is always of this machine, now."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -12,6 +13,7 @@ import torch
 from filelock import FileLock
 
 from ..datasets import ImageSet, eval_batches
+from ..profiles import DEPLOYMENTS
 from ..training import evaluate
 from ..explain.faithfulness import concentration, deletion_insertion_auc
 from ..explain.gradcam import default_target_layer, grad_cam, plot_overlays
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
     from ..study import Artifact, Study
 
 INT8_FGSM_NOTE = "int8 model attacked with the gradients of its fp32 twin (int8 has none)"
+CALIBRATION_BATCH = 32  # images per int8 calibration batch (FX and ONNX Runtime alike)
 
 
 class DeploymentCases:
@@ -160,17 +163,14 @@ class DeploymentCases:
     def _test_set(self, dataset: str, base: "Artifact", device) -> ImageSet:
         return self.study.data_at(dataset, base.meta["input_size"]).test.to(torch.device(device))
 
-    def _calibration_batch_size(self) -> int:
-        return 32
-
     def _int8_params(self) -> dict:
-        return self.study.profile.deployments.get("int8", DEFAULT_INT8)
+        return self.study.profile.deployments.get("int8", DEPLOYMENTS["int8"])
 
     def _calibration(self, dataset: str, base: "Artifact") -> list[torch.Tensor]:
         """The first training batches (no augmentation): calibration for FX and ORT int8 alike."""
         train = self.study.data_at(dataset, base.meta["input_size"]).train
         count = self._int8_params()["calibration_batches"]
-        return [images for images, _ in _first_batches(train, self._calibration_batch_size(), count)]
+        return [images for images, _ in _first_batches(train, CALIBRATION_BATCH, count)]
 
     def _int8_model(self, dataset: str, base_name: str, base: "Artifact") -> torch.nn.Module:
         """FX int8 twin of the base (made once per process)."""
@@ -194,9 +194,6 @@ class DeploymentCases:
                 os.replace(partial, int8_path)
         return fp32_path, int8_path
 
-DEFAULT_INT8 = {"calibration_batches": 8, "max_drop": 0.05}
-
-
 def _first_batches(train: ImageSet, batch_size: int, count: int):
     for index, batch in enumerate(eval_batches(train, batch_size)):
         if index == count:
@@ -216,7 +213,6 @@ def accuracy_on(model: torch.nn.Module, batches) -> float:
 
 
 def _cpu_copy(model: torch.nn.Module) -> torch.nn.Module:
-    import copy
     return copy.deepcopy(model).cpu().eval()
 
 
