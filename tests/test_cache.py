@@ -65,6 +65,7 @@ def corrupt_tensor_bytes(path: Path):
     torch.save(entry, path)
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")  # torch, reading the garbage
 @pytest.mark.parametrize("corrupt", [corrupt_truncate, corrupt_garbage, corrupt_tensor_bytes])
 def test_corrupt_entry_is_rebuilt(tmp_path, corrupt, caplog):
     cache = ArtifactCache(tmp_path)
