@@ -17,7 +17,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataNotFoundError
-from . import synthetic
+from . import digits, synthetic
 from .tensors import ImageSet
 
 log = logging.getLogger("mnv2bench.data")
@@ -25,6 +25,8 @@ log = logging.getLogger("mnv2bench.data")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 CIFAR10_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
 STL10_FILES = ["train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin", "unlabeled_X.bin"]
+MNIST_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+               "t10k-labels-idx1-ubyte"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,24 @@ def read_synthetic(native_size: int, train_size: int, test_size: int, seed: int,
     test = synthetic.generate(test_size, native_size, seed=2 * seed + 1, palette_offset=palette_offset)
     where = f"generated (synthetic v{synthetic.GENERATOR_VERSION}, seed {seed}, {native_size} px)"
     return RawSplits(train, test, synthetic.CLASS_NAMES, where)
+
+
+def read_digits(native_size: int, train_size: int, test_size: int, seed: int) -> RawSplits:
+    train = digits.generate_digits(train_size, native_size, seed=2 * seed)
+    test = digits.generate_digits(test_size, native_size, seed=2 * seed + 1)
+    where = f"generated (synthetic digits v{digits.GENERATOR_VERSION}, seed {seed}, {native_size} px)"
+    return RawSplits(train, test, digits.CLASS_NAMES, where)
+
+
+def read_mnist(root: Path, download: bool) -> RawSplits:
+    """MNIST through torchvision; the grey digits are stored as three identical channels."""
+    from torchvision.datasets import MNIST
+
+    folder = Path(root) / "MNIST" / "raw"
+    with _explain_missing("MNIST", "mnist", folder, MNIST_FILES, download):
+        train, test = MNIST(str(root), train=True, download=download), MNIST(str(root), train=False)
+    to_set = lambda ds: ImageSet(ds.data[:, None].expand(-1, 3, -1, -1).contiguous(), ds.targets.long())
+    return RawSplits(to_set(train), to_set(test), tuple(str(c) for c in range(10)), str(folder))
 
 
 def read_cifar10(root: Path, download: bool) -> RawSplits:

@@ -52,6 +52,24 @@ class ImageSet:
         index = index.sort().values.to(self.images.device)
         return ImageSet(self.images[index], self.labels[index])
 
+    def stratified_split(self, fraction: float, seed: int) -> tuple["ImageSet", "ImageSet"]:
+        """(rest, held out): ``fraction`` of every class, drawn at random (fixed by ``seed``),
+        is held out; both keep the original order."""
+        if not 0 < fraction < 1:
+            raise ValueError(f"the held-out fraction must be in (0, 1), got {fraction}")
+        generator = torch.Generator().manual_seed(seed)
+        labels = self.labels.cpu()
+        held = torch.zeros(len(self), dtype=torch.bool)
+        for label in labels.unique():
+            members = (labels == label).nonzero().flatten()
+            count = max(1, round(fraction * len(members)))
+            held[members[torch.randperm(len(members), generator=generator)[:count]]] = True
+        held = held.to(self.images.device)
+        return self._select(~held), self._select(held)
+
+    def _select(self, mask: torch.Tensor) -> "ImageSet":
+        return ImageSet(self.images[mask], self.labels[mask])
+
     def fingerprint(self) -> str:
         digest = hashlib.sha256()
         digest.update(self.images.cpu().contiguous().numpy().tobytes())
