@@ -67,3 +67,14 @@ def test_cli_gate_uses_the_baseline_profile_tolerance_and_exits_1_on_regression(
     assert main(["gate", "--baseline", str(baseline), str(results)]) == 0
     assert main(["gate", "--baseline", str(baseline), str(results), "--accuracy-points", "0.05"]) == 1
     assert "FAIL ds-mobilenet_v2-kd: accuracy 0.6000 -> 0.5200" in capsys.readouterr().out
+
+
+def test_accuracies_get_the_cross_cpu_tolerance_only_when_the_cpu_model_differs():
+    wide = Tolerances(accuracy_points=0.02, cross_cpu_accuracy_points=0.30)
+    other_cpu = {**MACHINE, "cpu": {"brand_raw": "Other CPU", "count": 2}}
+    other_node = {**MACHINE, "node": "ci-2"}
+    assert not gate([entry(KD, 0.60)], [entry(KD, 0.45)], wide, machine=other_node).passed
+    report = gate([entry(KD, 0.60)], [entry(KD, 0.45)], wide, machine=other_cpu)
+    assert report.passed and "note baseline CPU ('Test CPU', 'x86_64') differs" in report.render()
+    collapsed = gate([entry(KD, 0.60)], [entry(KD, 0.10)], wide, machine=other_cpu)
+    assert collapsed.failures == [f"{KD}: accuracy 0.6000 -> 0.1000 (-50.0 points, tolerance 30.0)"]
