@@ -40,7 +40,7 @@ CHECKS = {"int8": check_int8, "onnx": check_onnx, "latency": check_latency, "fgs
           "robustness": check_robustness, "gradcam": check_gradcam}
 
 
-def test_deployment(deployed_case, study, record_case):
+def test_deployment(deployed_case, study, latency_timer, record_case):
     record = study.run_case(deployed_case)
     record_case(record)
     CHECKS[record["derived"]](record["metrics"])

@@ -13,6 +13,16 @@ TECHNIQUE_MODELS = {
     "scratch": "mobilenet_v2",
     "kd": "mobilenet_v2",
     "teacher": "resnet50",
+    "vgg_train": "vgg16",
+    "vgg_head": "vgg16",
+    "vgg_si": "vgg16",
+    "light_cnn": "lightcnn",
+    "light_mlp": "mlp",
+    "light_lenet": "lenet",
+    "light_ultra": "ultralight",
+    "light_medium": "mediumlight",
+    "resnet_head": "resnet18",
+    "resnet_lowrank": "resnet18",
 }
 TECHNIQUE_TITLES = {
     "partial_ft": "Partial Tuning",
@@ -20,6 +30,16 @@ TECHNIQUE_TITLES = {
     "scratch": "From scratch (no KD)",
     "kd": "Distillation",
     "teacher": "Teacher",
+    "vgg_train": "VGG16 trained end to end",
+    "vgg_head": "VGG16, classifier retrained on frozen features",
+    "vgg_si": "VGG16 compressed by separation index",
+    "light_cnn": "LightCNN",
+    "light_mlp": "MLP 784-512-256-10",
+    "light_lenet": "LeNet-style CNN (large FC)",
+    "light_ultra": "Ultra-light CNN",
+    "light_medium": "Medium-light CNN",
+    "resnet_head": "ResNet-18, head on frozen backbone",
+    "resnet_lowrank": "ResNet-18, low-rank head",
 }
 
 
@@ -44,7 +64,7 @@ def build_grid(profile: Profile, datasets: list[str] | None = None,
     compressed = {tech for tech, _, _ in profile.compressed_cases()}
     compressed |= {tech for tech, base, _, _ in profile.deployment_cases() if base in compressed}
     return [Case(ds, models[tech], tech) for ds in chosen_datasets for tech in chosen_techniques
-            if profile.datasets[ds].compress or tech not in compressed]
+            if profile.datasets[ds].runs(tech) and (profile.datasets[ds].compress or tech not in compressed)]
 
 
 def technique_models(profile: Profile) -> dict[str, str]:

@@ -1,5 +1,6 @@
-"""Model construction. Every model takes raw [0, 1] RGB pixels: ImageNet normalisation is
-its first layer, so attacks, ONNX export and int8 all see the same input."""
+"""Model construction. Every model takes raw [0, 1] RGB pixels: normalisation is its first
+layer (ImageNet statistics; the digit models average the channels to grey and use MNIST's),
+so attacks, ONNX export and int8 all see the same input."""
 from __future__ import annotations
 
 import torch
@@ -7,20 +8,35 @@ from torch import nn
 from torchvision import models as tv_models
 
 from .errors import ConfigError
+from .networks import CUSTOM_NETWORKS, DIGIT_NETWORKS
 
-MODEL_NAMES = ("mobilenet_v2", "resnet50")
+TORCHVISION_NETWORKS = ("mobilenet_v2", "resnet50", "resnet18")
+MODEL_NAMES = TORCHVISION_NETWORKS + tuple(CUSTOM_NETWORKS)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+# the key of each pretrainable network's classifier weight in its torchvision state dict
+HEAD_KEYS = {"mobilenet_v2": "classifier.1.weight", "resnet50": "fc.weight", "resnet18": "fc.weight"}
 
 
 class Normalize(nn.Module):
     def __init__(self, mean=IMAGENET_MEAN, std=IMAGENET_STD):
         super().__init__()
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
+
+
+class GreyNormalize(Normalize):
+    """Grey level (mean of the three identical channels of a digit image), normalised."""
+
+    def __init__(self):
+        super().__init__((MNIST_MEAN,), (MNIST_STD,))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.mean(1, keepdim=True))
 
 
 class ImageClassifier(nn.Module):
@@ -29,7 +45,7 @@ class ImageClassifier(nn.Module):
     def __init__(self, name: str, net: nn.Module):
         super().__init__()
         self.name = name
-        self.normalize = Normalize()
+        self.normalize = GreyNormalize() if name in DIGIT_NETWORKS else Normalize()
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -37,13 +53,18 @@ class ImageClassifier(nn.Module):
 
     @property
     def head(self) -> nn.Linear:
-        return self.net.classifier[-1] if self.name == "mobilenet_v2" else self.net.fc
+        """The last Linear layer (ResNet's ``fc``, else the classifier's last)."""
+        return self.net.fc if self._is_resnet else self.net.classifier[-1]
 
     def set_head(self, head: nn.Module) -> None:
-        if self.name == "mobilenet_v2":
-            self.net.classifier[-1] = head
-        else:
+        if self._is_resnet:
             self.net.fc = head
+        else:
+            self.net.classifier[-1] = head
+
+    @property
+    def _is_resnet(self) -> bool:
+        return self.name.startswith("resnet")
 
     def feature_parameters(self) -> list[nn.Parameter]:
         head_ids = {id(p) for p in self.head.parameters()}
@@ -51,14 +72,16 @@ class ImageClassifier(nn.Module):
 
     def feature_modules(self) -> list[nn.Module]:
         """Modules outside the classifier head (put in eval mode when frozen)."""
-        if self.name == "mobilenet_v2":
-            return [self.net.features]
-        return [m for n, m in self.net.named_children() if n != "fc"]
+        if self._is_resnet:
+            return [m for n, m in self.net.named_children() if n != "fc"]
+        return [self.net.features]
 
 
 def build_network(name: str, num_classes: int) -> nn.Module:
-    """A bare torchvision network with random init (from the current torch RNG)."""
+    """A bare network with random init (from the current torch RNG)."""
     check_model_name(name)
+    if name in CUSTOM_NETWORKS:
+        return CUSTOM_NETWORKS[name](num_classes)
     return getattr(tv_models, name)(weights=None, num_classes=num_classes)
 
 
@@ -73,7 +96,9 @@ def build_model(name: str, num_classes: int, state_dict: dict | None = None) -> 
 def from_pretrained(name: str, net_state: dict, num_classes: int) -> ImageClassifier:
     """A classifier whose network starts from ``net_state`` (any head size) with a fresh
     head of ``num_classes`` outputs."""
-    head_key = "classifier.1.weight" if name == "mobilenet_v2" else "fc.weight"
+    if name not in HEAD_KEYS:
+        raise ConfigError(f"{name} has no pretrained weights in this harness; use weights {name} = \"none\"")
+    head_key = HEAD_KEYS[name]
     if head_key not in net_state:
         raise ConfigError(f"weights for {name} lack {head_key!r}; are they torchvision {name} weights?")
     model = ImageClassifier(name, build_network(name, net_state[head_key].shape[0]))

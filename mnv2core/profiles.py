@@ -16,9 +16,10 @@ from .errors import ConfigError
 from .gate import Tolerances
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
-DATA_SOURCES = ("synthetic", "cifar10", "stl10", "imagefolder")
+PRETRAINABLE_MODELS = ("mobilenet_v2", "resnet50", "resnet18")  # the others train from random init
+DATA_SOURCES = ("synthetic", "digits", "cifar10", "stl10", "mnist", "imagefolder")
 OPTIMIZERS = ("adam", "sgd")
-SCHEDULES = ("constant", "onecycle", "cosine")
+SCHEDULES = ("constant", "onecycle", "cosine", "step")
 INPUT_MODES = ("upscaled", "native")
 # compression technique -> its parameters and their defaults
 COMPRESSIONS: dict[str, dict[str, Any]] = {
@@ -28,7 +29,26 @@ COMPRESSIONS: dict[str, dict[str, Any]] = {
     "svd": {"energy": 0.95, "keep_ratios": [0.5, 0.2]},
     "spectra": {"energy": 0.95},
 }
-UNTRAINED_COMPRESSIONS = ("spectra",)  # analyses: no retraining, no accuracy floor
+UNTRAINED_COMPRESSIONS = ("spectra",)
+# study -> its trained techniques; a dataset runs the studies it lists (compression and
+# deployment techniques belong to the MobileNetV2 study of their base)
+STUDY_TECHNIQUES: dict[str, tuple[str, ...]] = {
+    "mobilenet": ("partial_ft", "full_ft", "scratch", "kd", "teacher"),
+    "vgg_si": ("vgg_train", "vgg_head", "vgg_si"),
+    "light": ("light_cnn", "light_mlp", "light_lenet", "light_ultra", "light_medium"),
+    "lowrank": ("resnet_head", "resnet_lowrank"),
+}
+# study -> its parameters and their defaults ([studies.NAME] in a profile)
+STUDY_PARAMS: dict[str, dict[str, Any]] = {
+    "mobilenet": {},
+    # learning-rate search on a stratified validation split, then separation-index compression
+    "vgg_si": {"validation_fraction": 0.1, "lr_candidates": [0.01, 0.05, 0.1], "step_candidates": [],
+               "search_epochs": 10, "si_fraction": 0.1, "si_pool": 2, "layer_gain": 0.01,
+               "feature_gain": 0.002, "max_features": 128},
+    "light": {"batch_sizes": [1, 64], "warmup": 5, "rounds": 50, "threads": 1},
+    "lowrank": {"layers": ["layer2.0.conv1", "fc"], "energy": 0.95, "keep_ratios": [0.5, 0.2],
+                "batch_size": 64, "warmup": 5, "rounds": 50, "threads": 1},
+}  # analyses: no retraining, no accuracy floor
 # deployment/security technique -> its parameters and their defaults (measurements of a
 # trained or compressed model: nothing is trained, nothing cached, no accuracy floor)
 DEPLOYMENTS: dict[str, dict[str, Any]] = {
@@ -45,7 +65,9 @@ DEPLOYMENTS: dict[str, dict[str, Any]] = {
 class TrainConfig:
     """How one technique trains. ``input`` picks the dataset's input size or its native size.
     ``bn_recalibration_images`` > 0 re-estimates batch-norm statistics on that many training
-    images after the last epoch (precise BN; short runs leave them behind the weights)."""
+    images after the last epoch (precise BN; short runs leave them behind the weights).
+    ``size`` > 0 trains at that many px whatever ``input`` says; the ``step`` schedule
+    multiplies the lr by ``gamma`` every ``step_epochs`` epochs."""
 
     epochs: int
     batch_size: int
@@ -59,6 +81,9 @@ class TrainConfig:
     temperature: float = 4.0
     alpha: float = 0.9
     bn_recalibration_images: int = 0
+    size: int = 0
+    step_epochs: int = 1
+    gamma: float = 0.1
 
     def validate(self, where: str) -> None:
         _check_choice(self.optimizer, OPTIMIZERS, f"{where}.optimizer")
@@ -68,6 +93,8 @@ class TrainConfig:
             raise ConfigError(f"{where}: epochs and batch_size must be >= 1")
         if self.lr <= 0 or self.temperature <= 0 or not 0.0 <= self.alpha <= 1.0:
             raise ConfigError(f"{where}: need lr > 0, temperature > 0 and 0 <= alpha <= 1")
+        if self.size < 0 or self.step_epochs < 1 or not 0 < self.gamma <= 1:
+            raise ConfigError(f"{where}: need size >= 0, step_epochs >= 1 and 0 < gamma <= 1")
 
 
 @dataclass(frozen=True)
@@ -85,10 +112,17 @@ class DatasetConfig:
     note: str = ""
     stand_in: bool = False
     compress: bool = True  # run the profile's compression techniques on this dataset
+    studies: tuple[str, ...] = ("mobilenet",)  # the studies whose techniques run on it
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def size_for(self, train: TrainConfig) -> int:
+        if train.size:
+            return train.size
         return self.native_size if train.input == "native" else self.input_size
+
+    def runs(self, technique: str) -> bool:
+        """Whether ``technique`` (trained, compressed or deployed) belongs to a study of this dataset."""
+        return technique_study(technique) in self.studies
 
 
 @dataclass(frozen=True)
@@ -102,6 +136,13 @@ class Compression:
 
     def technique(self, base: str) -> str:
         return compressed_technique(base, self.name)
+
+
+def technique_study(technique: str) -> str:
+    for study, techniques in STUDY_TECHNIQUES.items():
+        if technique in techniques:
+            return study
+    return "mobilenet"  # compressed and deployed techniques of the MobileNetV2 study
 
 
 def compressed_technique(base: str, compression: str) -> str:
@@ -128,6 +169,7 @@ class Profile:
     compressions: dict[str, Compression] = field(default_factory=dict)
     deployment_bases: tuple[str, ...] = ()
     deployments: dict[str, dict[str, Any]] = field(default_factory=dict)
+    studies: dict[str, dict[str, Any]] = field(default_factory=dict)  # companion studies' parameters
 
     def deployment_cases(self) -> list[tuple[str, str, str, dict[str, Any]]]:
         """(technique, base, deployment, params) for every deployment of every base (a
@@ -188,7 +230,7 @@ def _resolve(name_or_path: str) -> Path:
 def _parse(name: str, raw: dict, known_techniques: dict[str, str], where: str) -> Profile:
     _check_keys(raw, {"description", "device", "seed", "eval_batch_size", "amp", "threads", "datasets",
                       "weights", "techniques", "floors", "pretext", "gate", "compression",
-                      "deployment"}, where)
+                      "deployment", "studies"}, where)
     techniques = {tech: _train_config(cfg, f"{where}: techniques.{tech}")
                   for tech, cfg in _table(raw, "techniques", where).items()}
     for tech in techniques:
@@ -200,8 +242,9 @@ def _parse(name: str, raw: dict, known_techniques: dict[str, str], where: str) -
         raise ConfigError(f"{where}: a profile needs at least one dataset and one technique")
     weights = dict(_table(raw, "weights", where))
     for model in sorted(set(known_techniques[t] for t in techniques)):
-        if model not in weights:
+        if model in PRETRAINABLE_MODELS and model not in weights:
             raise ConfigError(f"{where}: weights.{model} is missing (imagenet, none, pretext or a path)")
+        weights.setdefault(model, "none")
     bases, compressions = _compressions(_table(raw, "compression", where), techniques, where)
     compressed_names = [c.technique(b) for b in bases for c in compressions.values()]
     compressed = [c.technique(b) for b in bases for c in compressions.values() if c.name not in UNTRAINED_COMPRESSIONS]
@@ -232,6 +275,7 @@ def _parse(name: str, raw: dict, known_techniques: dict[str, str], where: str) -
         gate=_gate_tolerances(_table(raw, "gate", where), where),
         compression_bases=bases,
         compressions=compressions,
+        studies=_studies(_table(raw, "studies", where), datasets, where),
         **_deployments(_table(raw, "deployment", where), list(techniques) + compressed_names, where),
     )
 
@@ -246,6 +290,16 @@ def _train_config(cfg: dict, where: str) -> TrainConfig:
     return train
 
 
+def _studies(raw: dict, datasets: dict[str, DatasetConfig], where: str) -> dict[str, dict[str, Any]]:
+    """[studies.NAME] parameters (defaults filled in) of every study a dataset runs."""
+    for name, table in raw.items():
+        if name not in STUDY_PARAMS:
+            raise ConfigError(f"{where}: unknown study {name!r} in [studies]; known: {sorted(STUDY_PARAMS)}")
+        _check_keys(table, set(STUDY_PARAMS[name]), f"{where}: studies.{name}")
+    used = {study for config in datasets.values() for study in config.studies}
+    return {name: {**STUDY_PARAMS[name], **raw.get(name, {})} for name in sorted(used)}
+
+
 def _dataset_config(name: str, cfg: dict, techniques: dict[str, TrainConfig], where: str) -> DatasetConfig:
     here = f"{where}: datasets.{name}"
     _check_keys(cfg, {f.name for f in dataclasses.fields(DatasetConfig)} - {"name"}, here)
@@ -255,12 +309,16 @@ def _dataset_config(name: str, cfg: dict, techniques: dict[str, TrainConfig], wh
     _check_choice(cfg["source"], DATA_SOURCES, f"{here}.source")
     if cfg["source"] == "imagefolder" and not cfg.get("path"):
         raise ConfigError(f"{here}: an imagefolder dataset needs a path")
+    cfg = dict(cfg)
+    studies = tuple(cfg.pop("studies", ("mobilenet",)))
+    for study in studies:
+        _check_choice(study, tuple(STUDY_TECHNIQUES), f"{here}.studies")
     overrides = cfg.get("overrides", {})
     for tech, values in overrides.items():
         if tech not in techniques:
             raise ConfigError(f"{here}.overrides: {tech!r} is not a technique of this profile")
         dataclasses.replace(techniques[tech], **values).validate(f"{here}.overrides.{tech}")
-    return DatasetConfig(name=name, **cfg)
+    return DatasetConfig(name=name, studies=studies, **cfg)
 
 
 def _compressions(raw: dict, techniques: dict[str, TrainConfig], where: str):
@@ -317,7 +375,7 @@ def _floors(raw: dict, datasets: dict, techniques: list[str], compressed: list[s
     floors = {}
     for ds, config in datasets.items():
         per_dataset = raw.get(ds, {})
-        required = [*techniques, *(compressed if config.compress else [])]
+        required = [t for t in [*techniques, *(compressed if config.compress else [])] if config.runs(t)]
         missing = [t for t in required if t not in per_dataset]
         if missing:
             raise ConfigError(f"{where}: floors.{ds} has no accuracy floor for {missing}")

@@ -5,6 +5,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from .report_companion import companion_tables, lowrank_note
 from .results import case_items
 
 FORMATS = {"md": "github", "terminal": "simple"}
@@ -28,10 +29,14 @@ def render_report(document: dict[str, Any], fmt: str = "terminal") -> str:
         sections += [_heading(dataset, 2, fmt),
                      _table("Study summary", _summary(dataset, items), fmt),
                      _table("Training", _training(dataset, items, expected), fmt),
-                     _table("Convergence: test accuracy per epoch", _convergence(dataset, items, expected), fmt)]
+                     _table("Convergence: test accuracy per epoch (VGG16: validation accuracy)",
+                            _convergence(dataset, items, expected), fmt)]
         sections += [_table(title, rows(_derived(dataset, items, name)), fmt)
                      for name, (title, rows) in {**COMPRESSION_TABLES, **DEPLOYMENT_TABLES}.items()]
         sections.append(_int8_verdict(_derived(dataset, items, "int8")))
+        sections += [_table(title, rows, fmt) for title, rows in companion_tables(dataset, items)]
+        sections.append(lowrank_note({e["technique"]: e.get("metrics", {}) for c, e in items.items()
+                                      if _dataset_of(c) == dataset and "technique" in e}))
     sections.append(resolution_analysis(items))
     sections.append(_table("Cases that did not pass", _problems(items), fmt))
     sections.append(_provenance(items, fmt))
@@ -47,7 +52,8 @@ def _summary(dataset: str, items: dict) -> list[dict[str, str]]:
             source = case if derived is None else _derived_case(items, dataset, technique, derived)
             row[column] = _metric_cell(items, source, metric)
         rows.append(row)
-    return rows
+    ran = any(cell != "not run" for row in rows for column, cell in row.items() if column != "method")
+    return rows if ran else []  # a dataset of the companion studies only
 
 
 def _training(dataset: str, items: dict, expected: list[str]) -> list[dict[str, Any]]:
@@ -76,7 +82,7 @@ def _convergence(dataset: str, items: dict, expected: list[str]) -> list[dict[st
         if _dataset_of(case) != dataset or not history:
             continue
         row = {"case": case.removeprefix(dataset + "-")}
-        row.update({f"ep {h['epoch']}": f"{h['test_accuracy']:.3f}" for h in history})
+        row.update({f"ep {h['epoch']}": f"{h.get('test_accuracy', h.get('val_accuracy')):.3f}" for h in history})
         rows.append(row)
     return rows
 
@@ -260,6 +266,8 @@ def _provenance(items: dict, fmt: str) -> str:
         if weights and weights.get("source") != "none":
             lines.add(f"weights {weights['model']}: {weights['source']} sha256 {str(weights.get('sha256'))[:12]}"
                       + (f"; STAND-IN: {weights['note']}" if weights.get("stand_in") else ""))
+        elif weights and weights.get("note", "").startswith("no pretrained weights"):
+            lines.add(f"weights {weights['model']}: none; {weights['note']}")  # the profile wanted some
     if not lines:
         return ""
     bullet = "- " if fmt == "md" else "  "

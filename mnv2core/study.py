@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -14,9 +15,12 @@ import torch
 
 from . import strategies
 from .cache import ArtifactCache, payload_digest
+from .companion.resnet_lowrank import LowRankCases
+from .companion.vgg_si import VggSiCases
 from .compression.architecture import restore_model
 from .compression.cases import CompressionCases
 from .deploy.cases import DeploymentCases
+from .deploy.latency import Timer, eager_latency, measure_latency
 from .seeding import derive_seed
 from .datasets import DatasetSplits, apply_source_override, load_dataset, parse_source_override
 from .datasets.sources import read_synthetic
@@ -24,12 +28,13 @@ from .datasets.synthetic import GENERATOR_VERSION
 from .errors import ConfigError
 from .grid import TECHNIQUE_MODELS, Case, technique_models
 from .models import ImageClassifier, build_model, count_parameters, from_pretrained
-from .profiles import Profile, TrainConfig
+from .profiles import STUDY_TECHNIQUES, Profile, TrainConfig
 from .training import evaluate
-from .weights import load_pretrained_state, resolve_weights_spec
+from .weights import load_pretrained_state, random_init_provenance, resolve_weights_spec
 
 log = logging.getLogger("mnv2bench.study")
 
+NO_PRETRAINED_NOTE = "no pretrained weights: the network starts from random initialisation"
 PRETEXT_PALETTE_OFFSET = 0.5
 PRETEXT_SEED_OFFSET = 1000
 
@@ -87,10 +92,18 @@ class Study:
         self._start_weights: dict[tuple, tuple[dict | None, dict]] = {}
         self._builders: dict[str, Callable[[str], Artifact]] = {
             "partial_ft": self._partial_ft, "full_ft": self._full_ft, "scratch": self._scratch,
-            "kd": self._kd, "teacher": self._teacher,
+            "kd": self._kd, "teacher": self._teacher, "resnet_head": self._resnet_head,
+            **{tech: functools.partial(self._light, tech) for tech in STUDY_TECHNIQUES["light"]},
         }
+        self.timer: Timer = measure_latency  # the pytest plugin may time through pytest-benchmark
         self._compressions = CompressionCases(self)
         self._deployments = DeploymentCases(self)
+        self._lowrank = LowRankCases(self)
+        self._derived = [self._compressions, VggSiCases(self), self._lowrank]  # build their own artifacts
+        self._measures: dict[str, Callable[[str, Artifact], dict]] = {
+            "resnet_lowrank": self._lowrank.measure,
+            **{tech: self._light_latency for tech in STUDY_TECHNIQUES["light"]},
+        }
 
     # data -----------------------------------------------------------------
     def dataset(self, name: str) -> DatasetSplits:
@@ -125,6 +138,8 @@ class Study:
             data = self.data_at(case.dataset, artifact.meta["input_size"])
             accuracy = evaluate(artifact.model, data.test, self.profile.eval_batch_size, self.amp)
             measured, tags = {"accuracy": accuracy, **artifact.meta.get("metrics", {})}, artifact.meta.get("record", {})
+            if case.technique in self._measures:
+                measured.update(self._measures[case.technique](case.dataset, artifact))
             history = artifact.meta["history"]
         return {
             "case": case.id, "dataset": case.dataset, "model": case.model, "technique": case.technique,
@@ -142,7 +157,8 @@ class Study:
                            "upstream": artifact.meta.get("upstream", {}), "train": artifact.meta["train"]},
             "cache": {"key": artifact.key, "status": artifact.status,
                       "events": [list(e) for e in self.cache.events[events_before:]]},
-            "environment": {"device": str(self.device), "amp": self.amp, "torch": torch.__version__},
+            "environment": {"device": str(self.device), "amp": self.amp, "torch": torch.__version__,
+                            "latency_timer": getattr(self.timer, "name", "harness")},
         }
 
     # artifacts ------------------------------------------------------------
@@ -156,8 +172,9 @@ class Study:
         return self._artifacts[dataset, technique]
 
     def _build(self, dataset: str, technique: str) -> Artifact:
-        if self._compressions.handles(technique):
-            return self._compressions.artifact(dataset, technique)
+        for derived in self._derived:
+            if derived.handles(technique):
+                return derived.artifact(dataset, technique)
         if technique not in self._builders or technique not in self.profile.techniques:
             raise ConfigError(f"technique {technique!r} is not in profile {self.profile.name!r}: "
                               f"{sorted(technique_models(self.profile))}")
@@ -179,6 +196,19 @@ class Study:
         upstream = self.artifact(dataset, "partial_ft")
         init = lambda model, classes, size: (_copy_model(upstream.model), upstream.meta["weights"])
         return self._train("full_ft", dataset, strategies.full_finetune, init, {"partial_ft": upstream.key})
+
+    def _resnet_head(self, dataset: str) -> Artifact:
+        """The low-rank study's base: a fresh ``fc`` trained on the frozen (pretrained) backbone."""
+        return self._train("resnet_head", dataset, strategies.partial_finetune, self._pretrained_init)
+
+    def _light(self, technique: str, dataset: str) -> Artifact:
+        return self._train(technique, dataset, strategies.train_from_scratch, self._random_init)
+
+    def _light_latency(self, dataset: str, artifact: Artifact) -> dict[str, Any]:
+        p = self.profile.studies["light"]
+        timed = eager_latency({"eager_fp32": artifact.model}, artifact.meta["input_size"], p["batch_sizes"],
+                              p["warmup"], p["rounds"], p["threads"], self.timer)
+        return {**timed, "threads": p["threads"], "rounds": p["rounds"]}
 
     def _kd(self, dataset: str) -> Artifact:
         teacher = self.artifact(dataset, "teacher")
@@ -230,8 +260,7 @@ class Study:
 
     # starting weights -------------------------------------------------------
     def _random_init(self, model_name: str, num_classes: int, size: int):
-        return build_model(model_name, num_classes), {"model": model_name, "source": "none", "sha256": None,
-                                                      "stand_in": False, "note": "random initialisation"}
+        return build_model(model_name, num_classes), random_init_provenance(model_name)
 
     def _pretrained_init(self, model_name: str, num_classes: int, size: int):
         state, provenance = self._pretrained_state(model_name, size)
@@ -248,8 +277,7 @@ class Study:
     def _pretrained_state(self, model_name: str, size: int) -> tuple[dict | None, dict]:
         source = resolve_weights_spec(model_name, self.profile.weights[model_name], self.settings.weights)
         if source.kind == "none":
-            return None, {"model": model_name, "source": "none", "sha256": None, "stand_in": False,
-                          "note": "no pretrained weights: trained from random initialisation"}
+            return None, random_init_provenance(model_name, NO_PRETRAINED_NOTE)
         if source.kind == "pretext":
             return self._pretext_state(model_name, size)
         memo_key = ("pretrained", model_name, source)

@@ -86,7 +86,10 @@ def make_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.op
     return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def make_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
+def make_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int, steps_per_epoch: int):
+    """A per-step lr schedule (None for a constant lr)."""
+    if cfg.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, cfg.step_epochs * steps_per_epoch, cfg.gamma)
     if cfg.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total_steps)
     if cfg.schedule == "cosine":
@@ -107,7 +110,7 @@ def fit(model: nn.Module, data: DatasetSplits, cfg: TrainConfig, *, params: list
     generator = torch.Generator(device=device).manual_seed(seed)
     optimizer = make_optimizer(params, cfg)
     steps_per_epoch = max(1, len(data.train) // cfg.batch_size)
-    schedule = make_schedule(optimizer, cfg, cfg.epochs * steps_per_epoch)
+    schedule = make_schedule(optimizer, cfg, cfg.epochs * steps_per_epoch, steps_per_epoch)
     frozen_modules = list(frozen_modules)
     history = []
     for epoch in range(1, cfg.epochs + 1):

@@ -20,6 +20,7 @@ from .models import check_model_name
 TORCHVISION_WEIGHTS = {
     "mobilenet_v2": ("MobileNet_V2_Weights", "IMAGENET1K_V1"),
     "resnet50": ("ResNet50_Weights", "IMAGENET1K_V2"),
+    "resnet18": ("ResNet18_Weights", "IMAGENET1K_V1"),
 }
 KNOWN_FILES = {
     "3b7958144102a87b65773d56abdfc66f8a68d24e681c8db40ab08eb4d5741222":
@@ -106,6 +107,10 @@ def _load_torchvision(model: str) -> tuple[dict, dict]:
     return state, {"model": model, "source": f"torchvision:{enum_name}.{member}",
                    "sha256": file_sha256(file) if file.is_file() else None,
                    "stand_in": False, "note": weights.url}
+
+
+def random_init_provenance(model: str, note: str = "random initialisation") -> dict[str, Any]:
+    return {"model": model, "source": "none", "sha256": None, "stand_in": False, "note": note}
 
 
 def file_sha256(path: Path) -> str:

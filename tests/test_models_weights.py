@@ -17,7 +17,7 @@ def test_normalisation_is_inside_the_model():
 
 def test_unknown_model_name():
     with pytest.raises(ConfigError, match="mobilenet_v2"):
-        build_model("vgg16", 10)
+        build_model("vgg19", 10)
 
 
 def test_weights_file_loads_with_provenance_and_fresh_head(tmp_path):

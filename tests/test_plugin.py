@@ -17,6 +17,15 @@ input_size = 32
 train_size = 64
 test_size = 32
 
+# a companion study with a latency measurement: the light digit models
+[datasets.digits]
+source = "digits"
+native_size = 28
+input_size = 28
+train_size = 64
+test_size = 32
+studies = ["light"]
+
 [weights]
 mobilenet_v2 = "pretext"
 resnet50 = "none"
@@ -43,6 +52,19 @@ batch_size = 32
 epochs = 1
 batch_size = 32
 
+[techniques.light_ultra]
+epochs = 1
+batch_size = 32
+augment = false
+
+[studies.light]
+batch_sizes = [1]
+warmup = 1
+rounds = 3
+
+[floors.digits]
+light_ultra = 0.0
+
 [floors.tiny]
 partial_ft = 0.0
 full_ft = 0.0
@@ -50,12 +72,16 @@ teacher = 0.0
 scratch = 0.0
 kd = {kd_floor}
 """
-CASES = {f"tiny-mobilenet_v2-{t}" for t in ("partial_ft", "full_ft", "scratch", "kd")} | {"tiny-resnet50-teacher"}
+CASES = ({f"tiny-mobilenet_v2-{t}" for t in ("partial_ft", "full_ft", "scratch", "kd")}
+         | {"tiny-resnet50-teacher", "digits-ultralight-light_ultra"})
+TIMED = "digits-ultralight-light_ultra"
 
 
 @pytest.fixture
 def grid(pytester, tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(REPO))
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)  # when these tests run under xdist themselves
 
     def run(*args, kd_floor="0.0"):
         profile = tmp_path / "tiny.toml"
@@ -81,7 +107,7 @@ def latest_records(tmp_path):
 
 def test_grid_runs_records_and_reuses_the_cache(grid, tmp_path):
     first = grid("-v", "--benchmark-json", str(tmp_path / "bench.json"))
-    first.assert_outcomes(passed=5, skipped=2)
+    first.assert_outcomes(passed=6, skipped=2)
     first.stdout.fnmatch_lines(["*test_training?tiny-mobilenet_v2-full_ft?*PASSED*"])
     entries = latest_records(tmp_path)
     assert {e["case"] for e in entries} == CASES
@@ -93,20 +119,29 @@ def test_grid_runs_records_and_reuses_the_cache(grid, tmp_path):
 
     written = json.loads((tmp_path / "bench.json").read_text())
     assert {b["param"] for b in written["benchmarks"]} == CASES and written["mnv2bench"]["complete"]
+    # serial: latency is timed by pytest-benchmark, whose entries sit beside the cases'
+    timed = next(e for e in entries if e["case"] == TIMED)["records"][0]
+    assert timed["environment"]["latency_timer"] == "pytest-benchmark"
+    (own,) = [b for b in written["benchmarks"] if b["name"].endswith("[eager_fp32_b1]")]
+    assert own["stats"]["rounds"] == 3
+    assert timed["metrics"]["latency"]["eager_fp32_b1_ms"] == pytest.approx(own["stats"]["median"] * 1000)
 
     second = grid("--gate-baseline", str(tmp_path / "bench.json"))
-    second.assert_outcomes(passed=5, skipped=2)
+    second.assert_outcomes(passed=6, skipped=2)
     second.stdout.fnmatch_lines(["*artifacts built: 0, loaded from cache: *",
-                                 "*regression gate PASSED: 5 metric(s) compared*"])
+                                 "*regression gate PASSED: 7 metric(s) compared*"])
     assert all(e["records"][0]["cache"]["status"] == "loaded" for e in latest_records(tmp_path))
 
 
 def test_grid_under_xdist_writes_results_and_a_worse_run_fails_the_gate(grid, tmp_path):
     bench = tmp_path / "bench.json"
     result = grid("-n", "2", "--benchmark-json", str(bench))
-    result.assert_outcomes(passed=5, skipped=2)
+    result.assert_outcomes(passed=6, skipped=2)
     result.stdout.fnmatch_lines(["*Study summary*", "*Full Fine-Tuning*"])
     assert {e["case"] for e in latest_records(tmp_path)} == CASES
+    # xdist switches pytest-benchmark off: the harness's own timer gives the same figures
+    timed = next(e for e in latest_records(tmp_path) if e["case"] == TIMED)["records"][0]
+    assert timed["environment"]["latency_timer"] == "harness" and timed["metrics"]["latency"]["eager_fp32_b1_ms"] > 0
     document = json.loads(bench.read_text())
     assert {b["param"] for b in document["benchmarks"]} == CASES
     assert document == json.loads((tmp_path / "results" / "latest.json").read_text())
@@ -118,12 +153,12 @@ def test_grid_under_xdist_writes_results_and_a_worse_run_fails_the_gate(grid, tm
     baseline.write_text(json.dumps(document))
     gated = grid("-n", "2", "--gate-baseline", str(baseline))
     assert gated.ret == pytest.ExitCode.TESTS_FAILED
-    gated.stdout.fnmatch_lines(["*regression gate FAILED (5 regression(s))*", "*FAIL tiny-*-10.0 points*"])
+    gated.stdout.fnmatch_lines(["*regression gate FAILED (6 regression(s))*", "*FAIL tiny-*-10.0 points*"])
 
 
 def test_failed_floor_still_records_the_metrics(grid, tmp_path):
     result = grid("-k", "kd", kd_floor="1.01")
-    result.assert_outcomes(failed=1, deselected=6)
+    result.assert_outcomes(failed=1, deselected=7)
     result.stdout.fnmatch_lines(["*below the floor 1.01*"])
     (entry,) = latest_records(tmp_path)
     assert entry["outcome"] == "failed" and entry["records"][0]["metrics"]["accuracy"] < 1.01
@@ -137,6 +172,6 @@ def test_unknown_dataset_is_a_usage_error(grid):
 
 def test_missing_real_data_fails_with_a_readable_message(grid, tmp_path):
     result = grid("--data-source", "tiny=cifar10", "--data-root", str(tmp_path / "empty"), "-k", "scratch")
-    result.assert_outcomes(failed=1, deselected=6)
+    result.assert_outcomes(failed=1, deselected=7)
     result.stdout.fnmatch_lines(["*DataNotFoundError: CIFAR-10 not found*--download*"])
     assert "Traceback" not in result.stdout.str()

@@ -2,7 +2,7 @@ import pytest
 
 from mnv2core.errors import ConfigError
 from mnv2core.grid import TECHNIQUE_MODELS, build_grid
-from mnv2core.profiles import available_profiles, load_profile
+from mnv2core.profiles import STUDY_TECHNIQUES, available_profiles, load_profile
 
 MINIMAL = """
 [datasets.tiny]
@@ -42,7 +42,8 @@ def test_builtin_profiles_load_and_cover_the_grid(name):
                   for c in ("prune", "structured", "lottery", "svd", "spectra")}
     deployed = {f"{base}_{d}" for base in ("partial_ft", "full_ft", "kd", "full_ft_prune")
                 for d in ("int8", "onnx", "latency", "fgsm", "robustness")} | {"full_ft_gradcam", "kd_gradcam"}
-    assert {c.technique for c in cases} == trained | compressed | deployed
+    companions = {t for study, techs in STUDY_TECHNIQUES.items() if study != "mobilenet" for t in techs}
+    assert {c.technique for c in cases} == trained | compressed | deployed | companions
     measured_only = deployed | {"full_ft_spectra", "kd_spectra"}
     floors = [profile.floor(c.dataset, c.technique) for c in cases if c.technique not in measured_only]
     assert all(0.0 <= floor <= 1.0 for floor in floors)
@@ -52,8 +53,8 @@ def test_builtin_profiles_load_and_cover_the_grid(name):
 def test_smoke_is_the_offline_synthetic_cpu_profile():
     profile = load_profile("smoke", TECHNIQUE_MODELS)
     assert profile.device == "cpu"
-    assert {d.source for d in profile.datasets.values()} == {"synthetic"}
-    assert sorted(d.native_size for d in profile.datasets.values()) == [32, 96]
+    assert {d.source for d in profile.datasets.values()} == {"synthetic", "digits"}
+    assert sorted(d.native_size for d in profile.datasets.values()) == [28, 32, 96]
 
 
 def test_unknown_profile_lists_the_known_ones():

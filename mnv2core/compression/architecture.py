@@ -6,6 +6,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..models import ImageClassifier, build_model
+from ..networks import cut_vgg
 from .channels import resize_last_conv
 from .lowrank import LowRankLinear
 
@@ -18,7 +19,7 @@ def restore_model(name: str, num_classes: int, state_dict: dict, arch: dict[str,
 
 
 def apply_architecture(model: ImageClassifier, arch: dict[str, Any]) -> None:
-    unknown = set(arch) - {"last_channels", "head_rank"}
+    unknown = set(arch) - {"last_channels", "head_rank", "vgg_cut"}
     if unknown:
         raise ConfigError(f"unknown architecture change(s) {sorted(unknown)} in a cached payload")
     if "last_channels" in arch:
@@ -26,3 +27,6 @@ def apply_architecture(model: ImageClassifier, arch: dict[str, Any]) -> None:
     if "head_rank" in arch:
         head = model.head
         model.set_head(LowRankLinear(head.in_features, head.out_features, arch["head_rank"]))
+    if "vgg_cut" in arch:
+        cut = arch["vgg_cut"]
+        model.net = cut_vgg(model.net, cut["conv_layers"], cut["channels"], cut["hidden"], model.head.out_features)

@@ -7,7 +7,6 @@ import copy
 import dataclasses
 import json
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch

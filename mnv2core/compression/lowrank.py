@@ -51,15 +51,26 @@ def ratio_rank(linear: nn.Linear, keep: float) -> int:
 
 
 def layer_spectra(model: nn.Module, energy: float = 0.95) -> list[dict]:
-    """For every conv and linear layer: its weight as a matrix (out x in*kh*kw), singular
-    values, and k95 (components holding ``energy`` of the spectrum) as count and fraction."""
-    spectra = []
-    for name, module in model.named_modules():
-        if not isinstance(module, (nn.Conv2d, nn.Linear)):
-            continue
-        matrix = module.weight.detach().flatten(1).double().cpu()
-        values = torch.linalg.svdvals(matrix)
-        k = energy_rank(values, energy)
-        spectra.append({"layer": name, "shape": list(matrix.shape), "rank": len(values), "k95": k,
-                        "k95_fraction": k / len(values), "singular_values": values.float().tolist()})
-    return spectra
+    """The spectrum (see ``weight_spectrum``) of every conv and linear layer."""
+    return [weight_spectrum(name, module, energy) for name, module in model.named_modules()
+            if isinstance(module, (nn.Conv2d, nn.Linear))]
+
+
+def named_spectra(model: nn.Module, names: list[str], energy: float = 0.95) -> list[dict]:
+    """The spectra of the layers called ``names`` (as in ``model.named_modules()``)."""
+    modules = dict(model.named_modules())
+    missing = [name for name in names if name not in modules]
+    if missing:
+        raise ConfigError(f"no layer(s) {missing} in {type(model).__name__}; e.g. "
+                          f"{[n for n, m in modules.items() if isinstance(m, (nn.Conv2d, nn.Linear))][:6]}")
+    return [weight_spectrum(name, modules[name], energy) for name in names]
+
+
+def weight_spectrum(name: str, module: nn.Module, energy: float = 0.95) -> dict:
+    """A layer's weight as a matrix (out x in*kh*kw), its singular values, and k95 (components
+    holding ``energy`` of the spectrum) as count and fraction."""
+    matrix = module.weight.detach().flatten(1).double().cpu()
+    values = torch.linalg.svdvals(matrix)
+    k = energy_rank(values, energy)
+    return {"layer": name, "shape": list(matrix.shape), "rank": len(values), "k95": k,
+            "k95_fraction": k / len(values), "singular_values": values.float().tolist()}

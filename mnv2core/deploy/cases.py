@@ -3,8 +3,6 @@ cached: each case measures its base model (trained or compressed) in this run, s
 is always of this machine, now."""
 from __future__ import annotations
 
-import contextlib
-import copy
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -19,7 +17,7 @@ from ..explain.faithfulness import concentration, deletion_insertion_auc
 from ..explain.gradcam import default_target_layer, grad_cam, plot_overlays
 from .attacks import fgsm
 from .int8_fx import quantize_fx
-from .latency import measure_latency
+from .latency import cpu_copy, torch_threads
 from .onnx_runtime import export_onnx, ort_logits, ort_session, quantize_onnx_static
 from .robustness import gaussian_blur, gaussian_noise, plot_robustness
 
@@ -55,7 +53,7 @@ class DeploymentCases:
     # measurements ---------------------------------------------------------------------
     def _int8(self, dataset: str, base_name: str, base: "Artifact", params: dict) -> dict[str, Any]:
         test = self._test_set(dataset, base, "cpu")
-        fp32 = evaluate(_cpu_copy(base.model), test, self.study.profile.eval_batch_size)
+        fp32 = evaluate(cpu_copy(base.model), test, self.study.profile.eval_batch_size)
         int8 = evaluate(self._int8_model(dataset, base_name, base), test, self.study.profile.eval_batch_size)
         return {"accuracy": int8, "fp32_accuracy": fp32, "int8_drop": fp32 - int8, "max_drop": params["max_drop"],
                 "calibration_images": sum(len(b) for b in self._calibration(dataset, base)),
@@ -64,7 +62,7 @@ class DeploymentCases:
     def _onnx(self, dataset: str, base_name: str, base: "Artifact", params: dict) -> dict[str, Any]:
         fp32_path, int8_path = self._onnx_files(dataset, base_name, base)
         session, int8_session = ort_session(fp32_path), ort_session(int8_path)
-        model = _cpu_copy(base.model)
+        model = cpu_copy(base.model)
         test = self._test_set(dataset, base, "cpu")
         max_diff, agree, correct, int8_correct = 0.0, 0, 0, 0
         with torch.no_grad():
@@ -81,20 +79,20 @@ class DeploymentCases:
 
     def _latency(self, dataset: str, base_name: str, base: "Artifact", params: dict) -> dict[str, Any]:
         size = base.meta["input_size"]
-        fp32 = _cpu_copy(base.model)
+        fp32 = cpu_copy(base.model)
         int8 = self._int8_model(dataset, base_name, base)
         fp32_path, int8_path = self._onnx_files(dataset, base_name, base)
         session, int8_session = ort_session(fp32_path, params["threads"]), ort_session(int8_path, params["threads"])
         runtimes = ("eager_fp32", "fx_int8", "ort_fp32", "ort_int8")
         latency, spread, speedup = {}, {}, {}
-        with _torch_threads(params["threads"]), torch.no_grad():
+        with torch_threads(params["threads"]), torch.no_grad():
             for batch in params["batch_sizes"]:
                 images = torch.rand(batch, 3, size, size)
                 feed = {"images": images.numpy()}
                 runners = {"eager_fp32": lambda: fp32(images), "fx_int8": lambda: int8(images),
                            "ort_fp32": lambda: session.run(None, feed), "ort_int8": lambda: int8_session.run(None, feed)}
                 for runner, run in runners.items():  # back to back, in this process
-                    stats = measure_latency(run, params["warmup"], params["rounds"])
+                    stats = self.study.timer(run, params["warmup"], params["rounds"], name=f"{runner}_b{batch}")
                     latency[f"{runner}_b{batch}_ms"] = stats["median_ms"]
                     spread[f"{runner}_b{batch}_iqr"] = stats["iqr_ms"]
                 for runner in runtimes[1:]:
@@ -188,7 +186,7 @@ class DeploymentCases:
         fp32_path, int8_path = stem.with_suffix(".onnx"), stem.with_suffix(".int8.onnx")
         with FileLock(f"{stem}.lock"):
             if not int8_path.exists():  # written last: its presence means both are complete
-                export_onnx(_cpu_copy(base.model), base.meta["input_size"], fp32_path)
+                export_onnx(cpu_copy(base.model), base.meta["input_size"], fp32_path)
                 partial = stem.with_suffix(".int8-partial.onnx")
                 quantize_onnx_static(fp32_path, partial, self._calibration(dataset, base))
                 os.replace(partial, int8_path)
@@ -210,17 +208,3 @@ def accuracy_on(model: torch.nn.Module, batches) -> float:
         correct += int((model(images).argmax(1) == labels).sum())
         total += labels.shape[0]
     return correct / total
-
-
-def _cpu_copy(model: torch.nn.Module) -> torch.nn.Module:
-    return copy.deepcopy(model).cpu().eval()
-
-
-@contextlib.contextmanager
-def _torch_threads(threads: int):
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)

@@ -1,13 +1,20 @@
 """CPU latency of one forward pass: warm-up, then many timed rounds; median and IQR."""
 from __future__ import annotations
 
+import contextlib
+import copy
 import statistics
 import time
-from typing import Callable
+from typing import Callable, Iterator
+
+import torch
+
+Timer = Callable[..., dict]  # (run, warmup, rounds, name) -> measure_latency's statistics
 
 
-def measure_latency(run: Callable[[], object], warmup: int = 3, rounds: int = 20) -> dict[str, float]:
-    """Milliseconds per call of ``run``: median, IQR (q3 - q1), min, and the round count."""
+def measure_latency(run: Callable[[], object], warmup: int = 3, rounds: int = 20, name: str = "") -> dict[str, float]:
+    """Milliseconds per call of ``run``: median, IQR (q3 - q1), min, and the round count.
+    The harness's own timer; ``name`` (what is timed) is for timers that keep records."""
     for _ in range(warmup):
         run()
     times = []
@@ -17,3 +24,34 @@ def measure_latency(run: Callable[[], object], warmup: int = 3, rounds: int = 20
         times.append((time.perf_counter() - started) * 1000)
     q1, _, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else (times[0],) * 3
     return {"median_ms": statistics.median(times), "iqr_ms": q3 - q1, "min_ms": min(times), "rounds": len(times)}
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Pin torch's intra-op threads for the block."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def cpu_copy(model: torch.nn.Module) -> torch.nn.Module:
+    return copy.deepcopy(model).cpu().eval()
+
+
+def eager_latency(models: dict[str, torch.nn.Module], size: int, batch_sizes: list[int], warmup: int,
+                  rounds: int, threads: int, timer: Timer = measure_latency) -> dict[str, dict[str, float]]:
+    """fp32 eager CPU latency of each named model at each batch size, back to back:
+    ``{"latency": {NAME_bB_ms: median}, "latency_iqr": {NAME_bB_iqr: q3 - q1}}``."""
+    latency, spread = {}, {}
+    copies = {name: cpu_copy(model) for name, model in models.items()}
+    with torch_threads(threads), torch.no_grad():
+        for batch in batch_sizes:
+            images = torch.rand(batch, 3, size, size)
+            for name, model in copies.items():
+                stats = timer(lambda: model(images), warmup, rounds, name=f"{name}_b{batch}")
+                latency[f"{name}_b{batch}_ms"] = stats["median_ms"]
+                spread[f"{name}_b{batch}_iqr"] = stats["iqr_ms"]
+    return {"latency": latency, "latency_iqr": spread}

@@ -1,0 +1,261 @@
+"""VGG16 on 32 px images and its separation-index (SI) compression, as cached artifacts:
+
+- ``vgg_train``: a small learning-rate (and lr-step) search scored on a stratified validation
+  split of the training set, then training from random init with the best candidate;
+- ``vgg_head``: the trained features frozen, the classifier re-initialised and retrained;
+- ``vgg_si``: SI of every conv layer's output; trailing layers that do not raise it dropped;
+  the last kept layer's filters chosen greedily by SI gain; a classifier for the new width
+  trained on the frozen rest.
+
+Training curves are scored on the validation split; the test set only gives the final score
+(the case's accuracy)."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..datasets import DatasetSplits, ImageSet, eval_batches
+from ..models import ImageClassifier, build_model, count_parameters
+from ..networks import compress_vgg, conv_outputs
+from ..profiles import TrainConfig
+from ..training import evaluate, fit
+from ..weights import random_init_provenance
+from .plots import plot_feature_si, plot_layer_si, plot_training_curves
+from .separation import center_separation_index, greedy_feature_selection, layers_to_keep, separation_index
+
+if TYPE_CHECKING:
+    from ..study import Artifact, Study
+
+MODEL = "vgg16"
+SEARCH_KEYS = ("validation_fraction", "lr_candidates", "step_candidates", "search_epochs")
+SI_KEYS = ("si_fraction", "si_pool", "layer_gain", "feature_gain", "max_features")
+
+
+class VggSiCases:
+    def __init__(self, study: "Study"):
+        self.study = study
+        self.params = study.profile.studies.get("vgg_si", {})
+        self._builders = {"vgg_train": self._train, "vgg_head": self._head, "vgg_si": self._compress}
+
+    def handles(self, technique: str) -> bool:
+        return technique in self._builders
+
+    def artifact(self, dataset: str, technique: str) -> "Artifact":
+        return self._builders[technique](dataset)
+
+    # the three steps ----------------------------------------------------------
+    def _train(self, dataset: str) -> "Artifact":
+        job = self._job(dataset, "vgg_train", upstream={}, keys=SEARCH_KEYS)
+
+        def build() -> dict[str, Any]:
+            splits = self._splits(dataset, job.size)
+            trials = [self._trial(job, splits, lr, step) for lr in self.params["lr_candidates"]
+                      for step in (self.params["step_candidates"] or [job.cfg.step_epochs])]
+            best = max(trials, key=lambda t: t["val_accuracy"])  # first candidate on ties
+            cfg = dataclasses.replace(job.cfg, lr=best["lr"], step_epochs=best["step_epochs"])
+            torch.manual_seed(job.seed)
+            model = build_model(MODEL, splits.num_classes).to(self.study.device)
+            history = self._fit(model, splits, cfg, job, list(model.parameters()))
+            curves = {f"lr {t['lr']:g}, step {t['step_epochs']}": t["history"] for t in trials}
+            curves["final"] = history
+            metrics = {"lr_search": trials, "chosen_lr": cfg.lr, "chosen_step_epochs": cfg.step_epochs,
+                       **self._split_sizes(splits), "val_accuracy": history[-1]["val_accuracy"],
+                       "curves_plot": self._plot_curves(job, curves)}
+            return job.payload(model, history, metrics, train=cfg)
+
+        return job.fetch(build)
+
+    def _head(self, dataset: str) -> "Artifact":
+        trained = self.study.artifact(dataset, "vgg_train")
+        job = self._job(dataset, "vgg_head", upstream={"vgg_train": trained.key}, keys=("validation_fraction",))
+
+        def build() -> dict[str, Any]:
+            splits = self._splits(dataset, job.size)
+            model = copy.deepcopy(trained.model)
+            torch.manual_seed(job.seed)
+            for layer in model.net.classifier:
+                if isinstance(layer, nn.Linear):
+                    layer.reset_parameters()
+            history = self._fit(model, splits, job.cfg, job, list(model.net.classifier.parameters()),
+                                frozen=[model.net.features])
+            metrics = {"trained_accuracy": self._test_accuracy(trained.model, dataset, job.size),
+                       **self._split_sizes(splits), "val_accuracy": history[-1]["val_accuracy"],
+                       "curves_plot": self._plot_curves(job, {"classifier retrain": history})}
+            return job.payload(model, history, metrics)
+
+        return job.fetch(build)
+
+    def _compress(self, dataset: str) -> "Artifact":
+        base = self.study.artifact(dataset, "vgg_head")
+        job = self._job(dataset, "vgg_si", upstream={"vgg_head": base.key}, keys=("validation_fraction", *SI_KEYS))
+
+        def build() -> dict[str, Any]:
+            splits = self._splits(dataset, job.size)
+            analysis = self._analyse(base.model, splits.train, self.study.data_at(dataset, job.size).test)
+            width = len(analysis["selected"])
+            torch.manual_seed(job.seed)
+            net = compress_vgg(base.model.net, analysis["layers_kept"], analysis["selected"], 2 * width,
+                               splits.num_classes)
+            model = ImageClassifier(MODEL, net).to(self.study.device)
+            history = self._fit(model, splits, job.cfg, job, list(net.classifier.parameters()), frozen=[net.features])
+            metrics = {**self._si_metrics(analysis, job), "dense_accuracy": self._test_accuracy(base.model, dataset, job.size),
+                       "params_before": count_parameters(base.model), "params_after": count_parameters(model),
+                       "val_accuracy": history[-1]["val_accuracy"],
+                       "curves_plot": self._plot_curves(job, {"classifier of the compressed model": history})}
+            arch = {"vgg_cut": {"conv_layers": analysis["layers_kept"], "channels": width, "hidden": 2 * width}}
+            return job.payload(model, history, metrics, arch=arch)
+
+        return job.fetch(build)
+
+    # separation index ---------------------------------------------------------
+    def _analyse(self, model: ImageClassifier, train: ImageSet, test: ImageSet) -> dict[str, Any]:
+        """SI per conv layer on a stratified share of the training and test images, the number of
+        layers worth keeping, and the greedy choice of the last kept layer's filters."""
+        fraction, seed = self.params["si_fraction"], self.study.profile.seed
+        train_part, test_part = train.stratified_split(fraction, seed)[1], test.stratified_split(fraction, seed)[1]
+        train_maps, train_channels = self._layer_features(model, train_part)
+        test_maps, _ = self._layer_features(model, test_part)
+        train_labels, test_labels = train_part.labels, test_part.labels
+        si_train = [separation_index(f, train_labels) for f in train_maps]
+        si_test = [separation_index(f, test_labels) for f in test_maps]
+        kept = layers_to_keep(si_train, self.params["layer_gain"])
+        channels = _standardise(train_channels[kept - 1])
+        selection = greedy_feature_selection(channels, train_labels, self.params["max_features"],
+                                             self.params["feature_gain"], candidate_chunk=8)
+        return {"si_train": si_train, "si_test": si_test, "layers_kept": kept, "si_images": len(train_part),
+                "center_si_train": [center_separation_index(f, train_labels) for f in train_maps],
+                "selection": [{"channel": c, "si": si} for c, si in selection],
+                "selected": [c for c, _ in selection], "channels_available": channels.shape[1]}
+
+    @torch.no_grad()
+    def _layer_features(self, model: ImageClassifier, images: ImageSet) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per conv layer: its output average-pooled to si_pool x si_pool and flattened, and its
+        per-channel means (n, channels); on the study's device (the SI searches run there)."""
+        model.eval()
+        outputs = set(conv_outputs(model.net.features))
+        pooled, means = [], []
+        for batch, _ in eval_batches(images, self.study.profile.eval_batch_size):
+            x, maps, channel_means = model.normalize(batch), [], []
+            for index, layer in enumerate(model.net.features):
+                x = layer(x)
+                if index in outputs:
+                    maps.append(F.adaptive_avg_pool2d(x, self.params["si_pool"]).flatten(1).float())
+                    channel_means.append(x.mean((2, 3)).float())
+            pooled.append(maps)
+            means.append(channel_means)
+        return [torch.cat(layer) for layer in zip(*pooled)], [torch.cat(layer) for layer in zip(*means)]
+
+    def _si_metrics(self, analysis: dict[str, Any], job: "VggJob") -> dict[str, Any]:
+        layers = len(analysis["si_train"])
+        title = f"{job.label}: separation index"
+        return {
+            **{k: analysis[k] for k in ("si_train", "si_test", "center_si_train", "layers_kept", "selection",
+                                         "channels_available", "si_images")},
+            "conv_layers": layers, "features_selected": len(analysis["selected"]),
+            "layer_gain": self.params["layer_gain"], "feature_gain": self.params["feature_gain"],
+            "si_selected": analysis["selection"][-1]["si"],
+            "si_layers_plot": str(plot_layer_si(analysis["si_train"], analysis["si_test"], analysis["layers_kept"],
+                                                self._plot_dir() / f"{job.label}-layers.png", title)),
+            "si_features_plot": str(plot_feature_si(analysis["selection"], self._plot_dir() / f"{job.label}-features.png",
+                                                    f"{title} of the selected filters (layer {analysis['layers_kept']})")),
+        }
+
+    # helpers ------------------------------------------------------------------
+    def _job(self, dataset: str, technique: str, upstream: dict[str, str], keys: tuple[str, ...]) -> "VggJob":
+        cfg = self.study.profile.train_config(technique, dataset)
+        return VggJob(self.study, dataset, technique, cfg, self.study.input_size(dataset, technique),
+                      self.study.seed_for(dataset, technique), upstream, {k: self.params[k] for k in keys})
+
+    def _splits(self, dataset: str, size: int) -> DatasetSplits:
+        """Training data less a stratified validation share, which takes the test set's place."""
+        data = self.study.data_at(dataset, size)
+        rest, validation = data.train.stratified_split(self.params["validation_fraction"], self.study.profile.seed)
+        return dataclasses.replace(data, train=rest, test=validation)
+
+    @staticmethod
+    def _split_sizes(splits: DatasetSplits) -> dict[str, int]:
+        return {"train_images": len(splits.train), "validation_images": len(splits.test)}
+
+    def _trial(self, job: "VggJob", splits: DatasetSplits, lr: float, step: int) -> dict[str, Any]:
+        cfg = dataclasses.replace(job.cfg, lr=lr, step_epochs=step, epochs=self.params["search_epochs"])
+        torch.manual_seed(job.seed)
+        model = build_model(MODEL, splits.num_classes).to(self.study.device)
+        history = self._fit(model, splits, cfg, job, list(model.parameters()), step=f"search lr {lr:g} step {step}")
+        return {"lr": lr, "step_epochs": step, "epochs": cfg.epochs, "val_accuracy": history[-1]["val_accuracy"],
+                "history": history}
+
+    def _fit(self, model: nn.Module, splits: DatasetSplits, cfg: TrainConfig, job: "VggJob", params: list,
+             frozen: list[nn.Module] = (), step: str = "") -> list[dict]:
+        for param in model.parameters():
+            param.requires_grad_(False)
+        for param in params:
+            param.requires_grad_(True)
+        history = fit(model, splits, cfg, params=params, seed=job.seed, label=f"{job.label} {step}".strip(),
+                      eval_batch_size=self.study.profile.eval_batch_size, amp=self.study.amp, frozen_modules=frozen)
+        return [_on_validation(h.as_dict()) for h in history]
+
+    def _test_accuracy(self, model: nn.Module, dataset: str, size: int) -> float:
+        return evaluate(model, self.study.data_at(dataset, size).test, self.study.profile.eval_batch_size, self.study.amp)
+
+    def _plot_dir(self):
+        return self.study.cache.root / "vgg_si"  # kept with the artifacts they describe
+
+    def _plot_curves(self, job: "VggJob", curves: dict[str, list[dict]]) -> str:
+        return str(plot_training_curves(curves, self._plot_dir() / f"{job.label}-curves.png", job.label))
+
+
+@dataclasses.dataclass
+class VggJob:
+    """One cached VGG build: its recipe, seed and cache identity."""
+
+    study: "Study"
+    dataset: str
+    technique: str
+    cfg: TrainConfig
+    size: int
+    seed: int
+    upstream: dict[str, str]
+    params: dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        return f"{self.dataset}-{MODEL}-{self.technique}"
+
+    def fetch(self, build) -> "Artifact":
+        splits = self.study.dataset(self.dataset)
+        spec = {"kind": self.technique, "model": MODEL, "data": splits.provenance["fingerprint"],
+                "classes": splits.num_classes, "input_size": self.size, "train": dataclasses.asdict(self.cfg),
+                "seed": self.seed, "amp": self.study.amp, "upstream": self.upstream, "params": self.params}
+        def timed() -> dict[str, Any]:
+            started = time.perf_counter()
+            payload = build()
+            payload["meta"]["train_seconds"] = time.perf_counter() - started
+            return payload
+
+        return self.study.cached(self.label, spec, timed)
+
+    def payload(self, model: nn.Module, history: list[dict], metrics: dict[str, Any],
+                train: TrainConfig | None = None, arch: dict | None = None) -> dict[str, Any]:
+        return {"model": MODEL, "num_classes": model.head.out_features, "arch": arch,
+                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "meta": {"history": history, "weights": random_init_provenance(MODEL), "train_seconds": None,
+                         "input_size": self.size, "upstream": self.upstream, "metrics": metrics,
+                         "train": dataclasses.asdict(train or self.cfg), "record": {"study": "vgg_si"}}}
+
+
+def _on_validation(epoch: dict) -> dict:
+    """Rename the epoch's accuracy: here it is measured on the validation split."""
+    epoch = dict(epoch)
+    epoch["val_accuracy"] = epoch.pop("test_accuracy")
+    return epoch
+
+
+def _standardise(features: torch.Tensor) -> torch.Tensor:
+    """Columns to zero mean and unit variance, so no filter wins distances by its scale."""
+    return (features - features.mean(0)) / features.std(0).clamp_min(1e-8)
