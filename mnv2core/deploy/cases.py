@@ -17,7 +17,7 @@ from ..explain.faithfulness import concentration, deletion_insertion_auc
 from ..explain.gradcam import default_target_layer, grad_cam, plot_overlays
 from .attacks import fgsm
 from .int8_fx import quantize_fx
-from .latency import cpu_copy, torch_threads
+from .latency import cpu_copy, time_runners
 from .onnx_runtime import export_onnx, ort_logits, ort_session, quantize_onnx_static
 from .robustness import gaussian_blur, gaussian_noise, plot_robustness
 
@@ -83,22 +83,15 @@ class DeploymentCases:
         int8 = self._int8_model(dataset, base_name, base)
         fp32_path, int8_path = self._onnx_files(dataset, base_name, base)
         session, int8_session = ort_session(fp32_path, params["threads"]), ort_session(int8_path, params["threads"])
-        runtimes = ("eager_fp32", "fx_int8", "ort_fp32", "ort_int8")
-        latency, spread, speedup = {}, {}, {}
-        with torch_threads(params["threads"]), torch.no_grad():
-            for batch in params["batch_sizes"]:
-                images = torch.rand(batch, 3, size, size)
-                feed = {"images": images.numpy()}
-                runners = {"eager_fp32": lambda: fp32(images), "fx_int8": lambda: int8(images),
-                           "ort_fp32": lambda: session.run(None, feed), "ort_int8": lambda: int8_session.run(None, feed)}
-                for runner, run in runners.items():  # back to back, in this process
-                    stats = self.study.timer(run, params["warmup"], params["rounds"], name=f"{runner}_b{batch}")
-                    latency[f"{runner}_b{batch}_ms"] = stats["median_ms"]
-                    spread[f"{runner}_b{batch}_iqr"] = stats["iqr_ms"]
-                for runner in runtimes[1:]:
-                    speedup[f"{runner}_b{batch}_speedup"] = latency[f"eager_fp32_b{batch}_ms"] / latency[f"{runner}_b{batch}_ms"]
-        fastest = {f"b{b}": min(runtimes, key=lambda r: latency[f"{r}_b{b}_ms"])
-                   for b in params["batch_sizes"]}
+        runners = {"eager_fp32": fp32, "fx_int8": int8,
+                   "ort_fp32": lambda images: session.run(None, {"images": images.numpy()}),
+                   "ort_int8": lambda images: int8_session.run(None, {"images": images.numpy()})}
+        timed = time_runners(runners, size, params["batch_sizes"], params["warmup"], params["rounds"],
+                             params["threads"], self.study.timer)
+        latency, spread = timed["latency"], timed["latency_iqr"]
+        speedup = {f"{r}_b{b}_speedup": latency[f"eager_fp32_b{b}_ms"] / latency[f"{r}_b{b}_ms"]
+                   for b in params["batch_sizes"] for r in list(runners)[1:]}
+        fastest = {f"b{b}": min(runners, key=lambda r: latency[f"{r}_b{b}_ms"]) for b in params["batch_sizes"]}
         return {"latency": latency, "latency_iqr": spread, "speedup": speedup, "fastest": fastest,
                 "threads": params["threads"], "rounds": params["rounds"], "input_size": size}
 

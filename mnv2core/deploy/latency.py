@@ -41,17 +41,24 @@ def cpu_copy(model: torch.nn.Module) -> torch.nn.Module:
     return copy.deepcopy(model).cpu().eval()
 
 
-def eager_latency(models: dict[str, torch.nn.Module], size: int, batch_sizes: list[int], warmup: int,
-                  rounds: int, threads: int, timer: Timer = measure_latency) -> dict[str, dict[str, float]]:
-    """fp32 eager CPU latency of each named model at each batch size, back to back:
+def time_runners(runners: dict[str, Callable[[torch.Tensor], object]], size: int, batch_sizes: list[int],
+                 warmup: int, rounds: int, threads: int, timer: Timer = measure_latency) -> dict[str, dict[str, float]]:
+    """CPU latency of each named runner (images -> outputs) at each batch size of random
+    ``size`` px images, back to back in this process, with ``threads`` torch threads:
     ``{"latency": {NAME_bB_ms: median}, "latency_iqr": {NAME_bB_iqr: q3 - q1}}``."""
     latency, spread = {}, {}
-    copies = {name: cpu_copy(model) for name, model in models.items()}
     with torch_threads(threads), torch.no_grad():
         for batch in batch_sizes:
             images = torch.rand(batch, 3, size, size)
-            for name, model in copies.items():
-                stats = timer(lambda: model(images), warmup, rounds, name=f"{name}_b{batch}")
+            for name, runner in runners.items():
+                stats = timer(lambda: runner(images), warmup, rounds, name=f"{name}_b{batch}")
                 latency[f"{name}_b{batch}_ms"] = stats["median_ms"]
                 spread[f"{name}_b{batch}_iqr"] = stats["iqr_ms"]
     return {"latency": latency, "latency_iqr": spread}
+
+
+def eager_latency(models: dict[str, torch.nn.Module], size: int, batch_sizes: list[int], warmup: int,
+                  rounds: int, threads: int, timer: Timer = measure_latency) -> dict[str, dict[str, float]]:
+    """``time_runners`` of fp32 eager CPU copies of the named models."""
+    copies = {name: cpu_copy(model) for name, model in models.items()}
+    return time_runners(copies, size, batch_sizes, warmup, rounds, threads, timer)
