@@ -3,7 +3,8 @@
 Which way a metric may move is read from its name: ``accuracy`` / ``*_accuracy`` (higher is
 better, tolerance in accuracy points), ``*_speedup`` (a ratio, higher is better, relative
 tolerance), ``*_ms`` and ``*_per_second`` (absolute times, relative tolerance; only a warning
-when the two runs come from different machines). Accuracies get ``cross_cpu_accuracy_points``
+when the two runs come from different machines, or when the profile sets ``gate_times = false``).
+Accuracies get ``cross_cpu_accuracy_points``
 when the two runs come from different CPU models: their math kernels round differently, and a
 short training on little data amplifies that (seen: 10-25 points between an Intel and an AMD
 run of the smoke grid). Other metrics are not gated.
@@ -23,6 +24,7 @@ class Tolerances:
     speedup_ratio: float = 0.10     # allowed relative drop of a speed-up ratio
     time_ratio: float = 0.25        # allowed relative slowdown of an absolute time
     cross_cpu_accuracy_points: float = 0.05  # the same, when baseline and run have different CPUs
+    gate_times: bool = True  # false: absolute times only warn, even on the same machine (shared VMs)
     per_metric: dict[str, float] = field(default_factory=dict)  # metric name -> its own tolerance
 
     def for_metric(self, name: str, kind: str, same_cpu: bool = True) -> float:
@@ -128,6 +130,8 @@ def _check(report: GateReport, case: str, name: str, old: float, new: float | No
     line = f"{case}: {name} {change}"
     if kind.startswith("time_") and not same_machine:
         report.warnings.append(line + " [different machine: absolute times are not gated]")
+    elif kind.startswith("time_") and not tolerances.gate_times:
+        report.warnings.append(line + " [the profile does not gate absolute times]")
     else:
         report.failures.append(line)
 

@@ -384,10 +384,14 @@ def _floors(raw: dict, datasets: dict, techniques: list[str], compressed: list[s
 
 
 def _gate_tolerances(raw: dict, where: str) -> Tolerances:
-    """[gate]: accuracy_points, speedup_ratio, time_ratio, and [gate.per_metric] NAME = tol."""
+    """[gate]: accuracy_points, cross_cpu_accuracy_points, speedup_ratio, time_ratio, gate_times
+    and [gate.per_metric] NAME = tol."""
     _check_keys(raw, {f.name for f in dataclasses.fields(Tolerances)}, f"{where}: gate")
     values = {**raw, "per_metric": dict(raw.get("per_metric", {}))}
-    numbers = [v for k, v in values.items() if k != "per_metric"] + list(values["per_metric"].values())
+    numbers = [v for k, v in values.items() if k not in ("per_metric", "gate_times")]
+    numbers += list(values["per_metric"].values())
+    if not isinstance(values.get("gate_times", True), bool):
+        raise ConfigError(f"{where}: gate.gate_times must be true or false")
     if any(not isinstance(v, (int, float)) or v < 0 for v in numbers):
         raise ConfigError(f"{where}: gate tolerances must be numbers >= 0")
     return Tolerances(**values)

@@ -78,3 +78,13 @@ def test_accuracies_get_the_cross_cpu_tolerance_only_when_the_cpu_model_differs(
     assert report.passed and "note baseline CPU ('Test CPU', 'x86_64') differs" in report.render()
     collapsed = gate([entry(KD, 0.60)], [entry(KD, 0.10)], wide, machine=other_cpu)
     assert collapsed.failures == [f"{KD}: accuracy 0.6000 -> 0.1000 (-50.0 points, tolerance 30.0)"]
+
+
+def test_a_profile_may_leave_absolute_times_ungated_but_still_gates_speedups():
+    base = [entry(FT, 0.8, metrics={"latency": {"onnx_b1_ms": 2.0}, "int8_speedup": 2.0})]
+    slower = [entry(FT, 0.8, metrics={"latency": {"onnx_b1_ms": 5.0}, "int8_speedup": 2.0})]
+    report = gate(base, slower, Tolerances(gate_times=False))
+    assert report.passed and report.warnings == [
+        f"{FT}: latency.onnx_b1_ms 2 -> 5 (x2.50, tolerance 25%) [the profile does not gate absolute times]"]
+    collapsed = [entry(FT, 0.8, metrics={"latency": {"onnx_b1_ms": 2.0}, "int8_speedup": 1.0})]
+    assert not gate(base, collapsed, Tolerances(gate_times=False)).passed

@@ -67,7 +67,7 @@ light_ultra = 0.0
 
 # these tests gate accuracies; sub-millisecond latencies of one run to the next are noise
 [gate]
-time_ratio = 100.0
+gate_times = false
 
 [floors.tiny]
 partial_ft = 0.0
