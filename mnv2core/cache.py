@@ -1,7 +1,7 @@
 """On-disk cache of built artifacts (trained models, decoded datasets).
 
 An entry is keyed by a hash of everything that determines it (its *spec*). Under
-``pytest -n 4`` one process builds an entry while the others wait on a file lock and then
+``pytest -n 2`` one process builds an entry while the others wait on a file lock and then
 load it. Writes go to a temporary file that is renamed into place, so a crash never
 leaves a half-written entry; each entry carries a digest of its contents, so a corrupt or
 truncated file is detected on load and rebuilt.

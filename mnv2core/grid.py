@@ -23,6 +23,7 @@ TECHNIQUE_MODELS = {
     "light_medium": "mediumlight",
     "resnet_head": "resnet18",
     "resnet_lowrank": "resnet18",
+    "train_speed": "mobilenet_v2",
 }
 TECHNIQUE_TITLES = {
     "partial_ft": "Partial Tuning",
@@ -40,6 +41,7 @@ TECHNIQUE_TITLES = {
     "light_medium": "Medium-light CNN",
     "resnet_head": "ResNet-18, head on frozen backbone",
     "resnet_lowrank": "ResNet-18, low-rank head",
+    "train_speed": "Harness speed vs a plain PyTorch loop",
 }
 
 

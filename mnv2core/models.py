@@ -56,6 +56,21 @@ class ImageClassifier(nn.Module):
         """The last Linear layer (ResNet's ``fc``, else the classifier's last)."""
         return self.net.fc if self._is_resnet else self.net.classifier[-1]
 
+    @property
+    def classifier(self) -> nn.Module:
+        """Everything after the pooled backbone features: ``forward(x) == classifier(embed(x))``."""
+        return self.net.fc if self._is_resnet else self.net.classifier
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's pooled, flattened features of raw pixels (the classifier's input)."""
+        net, x = self.net, self.normalize(x)
+        if self._is_resnet:
+            x = net.maxpool(net.relu(net.bn1(net.conv1(x))))
+            return torch.flatten(net.avgpool(net.layer4(net.layer3(net.layer2(net.layer1(x))))), 1)
+        if self.name == "mobilenet_v2":
+            return torch.flatten(nn.functional.adaptive_avg_pool2d(net.features(x), 1), 1)
+        return net.features(x).flatten(1)  # FeaturesClassifier
+
     def set_head(self, head: nn.Module) -> None:
         if self._is_resnet:
             self.net.fc = head

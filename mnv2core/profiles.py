@@ -37,7 +37,9 @@ STUDY_TECHNIQUES: dict[str, tuple[str, ...]] = {
     "vgg_si": ("vgg_train", "vgg_head", "vgg_si"),
     "light": ("light_cnn", "light_mlp", "light_lenet", "light_ultra", "light_medium"),
     "lowrank": ("resnet_head", "resnet_lowrank"),
+    "speed": ("train_speed",),
 }
+UNFLOORED_TECHNIQUES = ("train_speed",)  # measurements of speed: no accuracy to floor
 # study -> its parameters and their defaults ([studies.NAME] in a profile)
 STUDY_PARAMS: dict[str, dict[str, Any]] = {
     "mobilenet": {},
@@ -48,6 +50,9 @@ STUDY_PARAMS: dict[str, dict[str, Any]] = {
     "light": {"batch_sizes": [1, 64], "warmup": 5, "rounds": 50, "threads": 1},
     "lowrank": {"layers": ["layer2.0.conv1", "fc"], "energy": 0.95, "keep_ratios": [0.5, 0.2],
                 "batch_size": 64, "warmup": 5, "rounds": 50, "threads": 1},
+    # the harness against a plain PyTorch loop, images per timed round; threads 0: the run's;
+    # the case fails if the harness trains slower than min_train_speedup x the plain loop
+    "speed": {"train_images": 256, "eval_images": 512, "rounds": 3, "threads": 0, "min_train_speedup": 1.0},
 }  # analyses: no retraining, no accuracy floor
 # deployment/security technique -> its parameters and their defaults (measurements of a
 # trained or compressed model: nothing is trained, nothing cached, no accuracy floor)
@@ -157,7 +162,7 @@ class Profile:
     device: str
     seed: int
     eval_batch_size: int
-    amp: bool
+    amp: bool  # bf16 autocast where the device supports it (CUDA; CPUs with AVX512-BF16 or AMX)
     threads: int | None  # torch CPU threads per process; None: cores / xdist workers
     datasets: dict[str, DatasetConfig]
     weights: dict[str, str]
@@ -170,6 +175,7 @@ class Profile:
     deployment_bases: tuple[str, ...] = ()
     deployments: dict[str, dict[str, Any]] = field(default_factory=dict)
     studies: dict[str, dict[str, Any]] = field(default_factory=dict)  # companion studies' parameters
+    channels_last: bool = True  # conv nets train and run in NHWC (faster on CPU and GPU)
 
     def deployment_cases(self) -> list[tuple[str, str, str, dict[str, Any]]]:
         """(technique, base, deployment, params) for every deployment of every base (a
@@ -228,7 +234,7 @@ def _resolve(name_or_path: str) -> Path:
 
 
 def _parse(name: str, raw: dict, known_techniques: dict[str, str], where: str) -> Profile:
-    _check_keys(raw, {"description", "device", "seed", "eval_batch_size", "amp", "threads", "datasets",
+    _check_keys(raw, {"description", "device", "seed", "eval_batch_size", "amp", "channels_last", "threads", "datasets",
                       "weights", "techniques", "floors", "pretext", "gate", "compression",
                       "deployment", "studies"}, where)
     techniques = {tech: _train_config(cfg, f"{where}: techniques.{tech}")
@@ -256,6 +262,9 @@ def _parse(name: str, raw: dict, known_techniques: dict[str, str], where: str) -
         _train_config({k: v for k, v in pretext.items() if k != "train_size"}, f"{where}: pretext")
     device = raw.get("device", "auto")
     _check_choice(device, ("auto", "cpu", "cuda"), f"{where}: device")
+    for key in ("amp", "channels_last"):
+        if not isinstance(raw.get(key, False), bool):
+            raise ConfigError(f"{where}: {key} must be true or false, got {raw[key]!r}")
     threads = raw.get("threads")
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ConfigError(f"{where}: threads must be a whole number >= 1 (or absent: cores / xdist workers)")
@@ -265,7 +274,8 @@ def _parse(name: str, raw: dict, known_techniques: dict[str, str], where: str) -
         device=device,
         seed=int(raw.get("seed", 0)),
         eval_batch_size=int(raw.get("eval_batch_size", 256)),
-        amp=bool(raw.get("amp", False)),
+        amp=raw.get("amp", False),
+        channels_last=raw.get("channels_last", True),
         threads=threads,
         datasets=datasets,
         weights=weights,
@@ -375,7 +385,8 @@ def _floors(raw: dict, datasets: dict, techniques: list[str], compressed: list[s
     floors = {}
     for ds, config in datasets.items():
         per_dataset = raw.get(ds, {})
-        required = [t for t in [*techniques, *(compressed if config.compress else [])] if config.runs(t)]
+        required = [t for t in [*techniques, *(compressed if config.compress else [])]
+                    if config.runs(t) and t not in UNFLOORED_TECHNIQUES]
         missing = [t for t in required if t not in per_dataset]
         if missing:
             raise ConfigError(f"{where}: floors.{ds} has no accuracy floor for {missing}")

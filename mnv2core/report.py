@@ -68,7 +68,7 @@ def _training(dataset: str, items: dict, expected: list[str]) -> list[dict[str, 
             "floor": metrics.get("floor", ""),
             "input px": metrics.get("input_size", ""),
             "params (M)": f"{metrics['parameters'] / 1e6:.2f}" if "parameters" in metrics else "",
-            "train s": f"{metrics['train_seconds']:.0f}" if "train_seconds" in metrics else "",
+            "train s": f"{metrics['train_seconds']:.0f}" if metrics.get("train_seconds") is not None else "",
             "cache": extra.get("cache", {}).get("status", ""),
             "start weights": weights.get("source", ""),
         })
@@ -89,7 +89,7 @@ def _convergence(dataset: str, items: dict, expected: list[str]) -> list[dict[st
 
 def _derived(dataset: str, items: dict, derived: str) -> list[tuple[str, dict]]:
     """(base technique, metrics) of the dataset's cases derived by ``derived``."""
-    return [(extra["base"], extra.get("metrics", {})) for case, extra in items.items()
+    return [(extra.get("base", ""), extra.get("metrics", {})) for case, extra in items.items()
             if _dataset_of(case) == dataset and extra.get("derived") == derived]
 
 
@@ -230,7 +230,20 @@ def resolution_analysis(items: dict) -> str:
     return "Resolution study (generated from the Grad-CAM figures above)\n\n" + "\n".join(lines)
 
 
+def _speed_rows(found) -> list[dict]:
+    rows = []
+    for _, m in found:
+        rate = m["images_per_second"]
+        for kind in ("train", "eval"):
+            rows.append({"what": f"{kind} {m['input_size']} px, batch {m['batch_size' if kind == 'train' else 'eval_batch_size']}",
+                         "plain loop img/s": f"{rate[f'reference_{kind}_images_per_second']:.0f}",
+                         "harness img/s": f"{rate[f'harness_{kind}_images_per_second']:.0f}",
+                         "harness / plain": f"{m['speedup'][f'{kind}_speedup']:.2f}x", "threads": m["threads"]})
+    return rows
+
+
 DEPLOYMENT_TABLES = {
+    "speed": ("Harness speed against a plain PyTorch loop (NCHW fp32; median of alternating rounds)", _speed_rows),
     "int8": ("Int8 post-training quantization (FX, x86)", _int8_rows),
     "onnx": ("ONNX Runtime (fp32, and static int8 QDQ) against PyTorch", _onnx_rows),
     "latency": ("CPU latency (1 thread; speed-ups measured back to back in one process)", _latency_rows),

@@ -10,19 +10,28 @@ import torch.nn.functional as F
 from torch import nn
 
 from .datasets import DatasetSplits
+from .frozen_features import FeatureStore
 from .models import ImageClassifier
 from .profiles import TrainConfig
-from .training import EpochStats, autocast, fit
+from .training import EpochStats, fit
 
 
-def partial_finetune(model: ImageClassifier, data: DatasetSplits, cfg: TrainConfig, **fit_args) -> list[EpochStats]:
-    """Freeze the feature extractor (weights and batch-norm statistics); train the head."""
-    for param in model.feature_parameters():
+def partial_finetune(model: ImageClassifier, data: DatasetSplits, cfg: TrainConfig, *,
+                     params: list[nn.Parameter] | None = None, features: FeatureStore | None = None,
+                     **fit_args) -> list[EpochStats]:
+    """Freeze the backbone (weights and batch-norm statistics); train ``params`` of the
+    classifier (default: the head's). Without augmentation and with a ``features`` store,
+    the backbone runs once over the data and the classifier trains on its cached output
+    (same batches, same seed, same head: only faster)."""
+    params = list(model.head.parameters()) if params is None else params
+    for param in model.parameters():
         param.requires_grad_(False)
-    head = list(model.head.parameters())
-    for param in head:
+    for param in params:
         param.requires_grad_(True)
-    return fit(model, data, cfg, params=head, frozen_modules=model.feature_modules(), **fit_args)
+    if features is not None and not cfg.augment:
+        frozen = features.splits(model, data)
+        return fit(model.classifier, frozen, cfg, params=params, **fit_args)
+    return fit(model, data, cfg, params=params, frozen_modules=model.feature_modules(), **fit_args)
 
 
 def train_all(model: ImageClassifier, data: DatasetSplits, cfg: TrainConfig, **fit_args) -> list[EpochStats]:
@@ -58,10 +67,12 @@ def distill(student: ImageClassifier, teacher: nn.Module, data: DatasetSplits, c
     teacher.eval()
     for param in teacher.parameters():
         param.requires_grad_(False)
-    amp = fit_args.get("amp", False)
+    execution = fit_args.get("execution")
+    if execution is not None:
+        execution.prepare(teacher)
 
     def loss_fn(model, images, labels):
-        with torch.no_grad(), autocast(images.device, amp):
+        with torch.no_grad():
             teacher_logits = teacher(images)
         return kd_loss(model(images).float(), teacher_logits.float(), labels, cfg.temperature, cfg.alpha)
 

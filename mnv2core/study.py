@@ -20,12 +20,15 @@ from .companion.vgg_si import VggSiCases
 from .compression.architecture import restore_model
 from .compression.cases import CompressionCases
 from .deploy.cases import DeploymentCases
-from .deploy.latency import Timer, eager_latency, measure_latency
+from .deploy.latency import Timer, eager_latency, measure_latency, torch_threads
 from .seeding import derive_seed
-from .datasets import DatasetSplits, apply_source_override, load_dataset, parse_source_override
+from .speed import compare_speed
+from .datasets import DatasetSplits, ImageSet, apply_source_override, load_dataset, parse_source_override
 from .datasets.sources import read_synthetic
 from .datasets.synthetic import GENERATOR_VERSION
 from .errors import ConfigError
+from .execution import Execution, keep_freed_memory
+from .frozen_features import FeatureStore
 from .grid import TECHNIQUE_MODELS, Case, technique_models
 from .models import ImageClassifier, build_model, count_parameters, from_pretrained
 from .profiles import STUDY_TECHNIQUES, Profile, TrainConfig
@@ -37,6 +40,7 @@ log = logging.getLogger("mnv2bench.study")
 NO_PRETRAINED_NOTE = "no pretrained weights: the network starts from random initialisation"
 PRETEXT_PALETTE_OFFSET = 0.5
 PRETEXT_SEED_OFFSET = 1000
+SPEED_TECHNIQUE = "train_speed"
 
 
 @dataclass(frozen=True)
@@ -77,8 +81,10 @@ class Study:
         self.profile = profile
         self.settings = settings
         self.device = resolve_device(settings.device or profile.device)
-        self.amp = profile.amp and self.device.type == "cuda"
+        self.execution = Execution.resolve(self.device, profile.channels_last, profile.amp)
+        self.allocator = keep_freed_memory()
         self.cache = ArtifactCache(Path(settings.cache_dir), run_id=settings.run_id, refresh=settings.refresh)
+        self.features = FeatureStore(self.cache, profile.eval_batch_size, self.execution)
         self.datasets = dict(profile.datasets)
         for text in settings.data_sources:
             name, source, path = parse_source_override(text)
@@ -127,7 +133,11 @@ class Study:
     def run_case(self, case: Case) -> dict[str, Any]:
         """Train (or load) the case's model, evaluate it, and return its record."""
         events_before = len(self.cache.events)
-        if self._deployments.handles(case.technique):
+        if case.technique == SPEED_TECHNIQUE:
+            started = time.perf_counter()
+            artifact, measured, tags = self._speed(case.dataset)
+            history = []
+        elif self._deployments.handles(case.technique):
             artifact = self._deployments.base_artifact(case.dataset, case.technique)
             started = time.perf_counter()
             measured, tags = self._deployments.measure(case.dataset, case.technique)
@@ -136,7 +146,7 @@ class Study:
             artifact = self.artifact(case.dataset, case.technique)
             started = time.perf_counter()
             data = self.data_at(case.dataset, artifact.meta["input_size"])
-            accuracy = evaluate(artifact.model, data.test, self.profile.eval_batch_size, self.amp)
+            accuracy = evaluate(artifact.model, data.test, self.profile.eval_batch_size, self.execution)
             measured, tags = {"accuracy": accuracy, **artifact.meta.get("metrics", {})}, artifact.meta.get("record", {})
             if case.technique in self._measures:
                 measured.update(self._measures[case.technique](case.dataset, artifact))
@@ -157,9 +167,26 @@ class Study:
                            "upstream": artifact.meta.get("upstream", {}), "train": artifact.meta["train"]},
             "cache": {"key": artifact.key, "status": artifact.status,
                       "events": [list(e) for e in self.cache.events[events_before:]]},
-            "environment": {"device": str(self.device), "amp": self.amp, "torch": torch.__version__,
+            "environment": {**self.execution.record(), "allocator": self.allocator, "torch": torch.__version__,
                             "latency_timer": getattr(self.timer, "name", "harness")},
         }
+
+    def _speed(self, dataset: str) -> tuple[Artifact, dict[str, Any], dict[str, str]]:
+        """The harness's training step and evaluation against a plain PyTorch loop, on this
+        dataset's images at its input size (nothing cached: the speed is of this run)."""
+        cfg = self.profile.train_config(SPEED_TECHNIQUE, dataset)
+        size, p = self.input_size(dataset, SPEED_TECHNIQUE), self.profile.studies["speed"]
+        data = self.data_at(dataset, size)
+        train = _repeated(data.train, p["train_images"] - p["train_images"] % cfg.batch_size or cfg.batch_size)
+        test = _repeated(data.test, p["eval_images"])
+        model_name = TECHNIQUE_MODELS[SPEED_TECHNIQUE]
+        with torch_threads(p["threads"] or torch.get_num_threads()):
+            measured = compare_speed(model_name, data.num_classes, train, test, cfg, self.execution,
+                                     self.profile.eval_batch_size, p["rounds"], self.seed_for(dataset, SPEED_TECHNIQUE))
+        meta = {"input_size": size, "train_seconds": None, "history": [], "train": dataclasses.asdict(cfg),
+                "weights": random_init_provenance(model_name)}
+        artifact = Artifact(build_model(model_name, data.num_classes), "", "measured", meta)
+        return artifact, measured, {"derived": "speed"}
 
     # artifacts ------------------------------------------------------------
     def artifact(self, dataset: str, technique: str) -> Artifact:
@@ -184,7 +211,11 @@ class Study:
         return derive_seed(self.profile.seed, dataset, technique)
 
     def _partial_ft(self, dataset: str) -> Artifact:
-        return self._train("partial_ft", dataset, strategies.partial_finetune, self._pretrained_init)
+        return self._train("partial_ft", dataset, self._head_only, self._pretrained_init)
+
+    def _head_only(self, model, data, cfg, **fit_args):
+        """Partial fine-tuning, on the frozen backbone's cached features where it can."""
+        return strategies.partial_finetune(model, data, cfg, features=self.features, **fit_args)
 
     def _teacher(self, dataset: str) -> Artifact:
         return self._train("teacher", dataset, strategies.train_all, self._pretrained_init)
@@ -199,7 +230,7 @@ class Study:
 
     def _resnet_head(self, dataset: str) -> Artifact:
         """The low-rank study's base: a fresh ``fc`` trained on the frozen (pretrained) backbone."""
-        return self._train("resnet_head", dataset, strategies.partial_finetune, self._pretrained_init)
+        return self._train("resnet_head", dataset, self._head_only, self._pretrained_init)
 
     def _light(self, technique: str, dataset: str) -> Artifact:
         return self._train(technique, dataset, strategies.train_from_scratch, self._random_init)
@@ -230,18 +261,18 @@ class Study:
         start_weights = self._weights_fingerprint(init, model_name, size)
         spec = {"kind": technique, "model": model_name, "data": splits.provenance["fingerprint"],
                 "classes": splits.num_classes, "input_size": size, "train": dataclasses.asdict(cfg),
-                "seed": seed, "amp": self.amp, "weights": start_weights, "upstream": upstream or {},
+                "seed": seed, "execution": self.execution.spec(), "weights": start_weights, "upstream": upstream or {},
                 "payload": "with-start-state"}
         label = f"{dataset}-{model_name}-{technique}"
 
         def build() -> dict[str, Any]:
             torch.manual_seed(seed)
             model, weights = init(model_name, splits.num_classes, size)
-            model = model.to(self.device)
+            model = self.execution.prepare(model)
             start_state = cpu_state(model)
             started = time.perf_counter()
             history = strategy(model, self.data_at(dataset, size), cfg, seed=seed, label=label,
-                               eval_batch_size=self.profile.eval_batch_size, amp=self.amp)
+                               eval_batch_size=self.profile.eval_batch_size, execution=self.execution)
             return {"model": model_name, "num_classes": splits.num_classes, "state_dict": cpu_state(model),
                     "start_state": start_state,
                     "meta": {"history": [h.as_dict() for h in history], "weights": weights,
@@ -254,8 +285,8 @@ class Study:
         """Fetch or build a model payload through the cache and restore it on the device."""
         result = self.cache.fetch(label, spec, build)
         payload = result.payload
-        model = restore_model(payload["model"], payload["num_classes"], payload["state_dict"],
-                              payload.get("arch")).to(self.device)
+        model = self.execution.prepare(restore_model(payload["model"], payload["num_classes"],
+                                                     payload["state_dict"], payload.get("arch")))
         return Artifact(model, result.key, result.status, payload["meta"], payload.get("start_state"))
 
     # starting weights -------------------------------------------------------
@@ -287,9 +318,11 @@ class Study:
 
     def _pretext_state(self, model_name: str, size: int) -> tuple[dict, dict]:
         """Weights trained by the harness on a related synthetic task (hues shifted): the
-        offline stand-in for ImageNet pretraining."""
+        offline stand-in for ImageNet pretraining. Trained at [pretext] ``size`` when the
+        profile gives one, else at the input size that asks for them."""
         recipe = {k: v for k, v in self.profile.pretext.items() if k != "train_size"}
         cfg = TrainConfig(**recipe)
+        size = cfg.size or size  # one pretext resolution for every input size, as ImageNet weights have
         train_size = self.profile.pretext["train_size"]
         seed = derive_seed(self.profile.seed, "pretext", model_name, size)
         spec = {"kind": "pretext", "model": model_name, "size": size, "train": dataclasses.asdict(cfg),
@@ -300,9 +333,9 @@ class Study:
                                  seed=self.profile.seed + PRETEXT_SEED_OFFSET, palette_offset=PRETEXT_PALETTE_OFFSET)
             splits = DatasetSplits("pretext", raw.train, raw.test, raw.classes, {}).at_size(size, self.device)
             torch.manual_seed(seed)
-            model = build_model(model_name, splits.num_classes).to(self.device)
+            model = self.execution.prepare(build_model(model_name, splits.num_classes))
             strategies.train_from_scratch(model, splits, cfg, seed=seed, label=f"pretext-{model_name}-{size}px",
-                                          eval_batch_size=self.profile.eval_batch_size, amp=self.amp)
+                                          eval_batch_size=self.profile.eval_batch_size, execution=self.execution)
             return {"net_state": {k: v.detach().cpu() for k, v in model.net.state_dict().items()}}
 
         memo_key = ("pretext", model_name, size)
@@ -314,6 +347,12 @@ class Study:
                                                     "(offline stand-in for ImageNet weights)"}
             self._start_weights[memo_key] = (state, provenance)
         return self._start_weights[memo_key]
+
+
+def _repeated(images: ImageSet, count: int) -> ImageSet:
+    """``count`` images: the set's first ones, cycled when it holds fewer."""
+    index = torch.arange(count, device=images.labels.device) % len(images)
+    return ImageSet(images.images[index], images.labels[index])
 
 
 def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -1,7 +1,6 @@
 """The training loop and evaluation shared by every strategy."""
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -11,8 +10,9 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from .datasets import DatasetSplits, ImageSet, eval_batches, train_batches
+from .datasets import DatasetSplits, FeatureSet, ImageSet, eval_batches, train_batches
 from .errors import TrainingDivergedError
+from .execution import Execution
 from .profiles import TrainConfig
 
 log = logging.getLogger("mnv2bench.train")
@@ -36,28 +36,22 @@ def cross_entropy_loss(model: nn.Module, images: torch.Tensor, labels: torch.Ten
     return nn.functional.cross_entropy(model(images), labels)
 
 
-def autocast(device: torch.device, enabled: bool):
-    """bf16 autocast on CUDA when enabled; a no-op elsewhere."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, data: ImageSet, batch_size: int, amp: bool = False) -> float:
+@torch.inference_mode()
+def evaluate(model: nn.Module, data: ImageSet | FeatureSet, batch_size: int,
+             execution: Execution = Execution()) -> float:
     """Top-1 accuracy on ``data`` (model is left in eval mode)."""
     model.eval()
-    device = data.images.device
-    correct = torch.zeros((), dtype=torch.int64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=data.labels.device)
+    batch_size = execution.inference_batch(batch_size, getattr(data, "size", None))
     for images, labels in eval_batches(data, batch_size):
-        with autocast(device, amp):
+        with execution.autocast():
             correct += (model(images).argmax(1) == labels).sum()
     return correct.item() / len(data)
 
 
 @torch.no_grad()
-def recalibrate_batch_norm(model: nn.Module, data: ImageSet, images: int, batch_size: int,
-                           frozen_modules: Iterable[nn.Module] = (), amp: bool = False) -> None:
+def recalibrate_batch_norm(model: nn.Module, data: ImageSet | FeatureSet, images: int, batch_size: int,
+                           frozen_modules: Iterable[nn.Module] = (), execution: Execution = Execution()) -> None:
     """Re-estimate running mean/var of every trainable batch-norm layer as a plain average over
     the first ``images`` training images (no augmentation); frozen layers keep theirs."""
     frozen = {id(m) for f in frozen_modules for m in f.modules()}
@@ -70,9 +64,8 @@ def recalibrate_batch_norm(model: nn.Module, data: ImageSet, images: int, batch_
     model.train()
     for module in frozen_modules:
         module.eval()
-    device = data.images.device
     for batch, _ in eval_batches(data.head(images), batch_size):
-        with autocast(device, amp):
+        with execution.autocast():
             model(batch)
     for layer, momentum in zip(layers, saved_momentum):
         layer.momentum = momentum
@@ -97,17 +90,38 @@ def make_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_step
     return None
 
 
+def train_one_epoch(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                    optimizer: torch.optim.Optimizer, schedule, loss_fn: LossFn,
+                    execution: Execution) -> tuple[torch.Tensor, int]:
+    """The harness's training step over ``batches``: (summed loss as a tensor, images seen).
+    The loss stays on the device (no host sync per step)."""
+    loss_sum = torch.zeros((), device=execution.device)
+    seen = 0
+    for images, labels in batches:
+        with execution.autocast():
+            loss = loss_fn(model, images, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if schedule is not None:
+            schedule.step()
+        loss_sum += loss.detach().float() * labels.shape[0]
+        seen += labels.shape[0]
+    return loss_sum, seen
+
+
 def fit(model: nn.Module, data: DatasetSplits, cfg: TrainConfig, *, params: list[nn.Parameter],
-        seed: int, label: str, eval_batch_size: int, amp: bool = False,
+        seed: int, label: str, eval_batch_size: int, execution: Execution = Execution(),
         loss_fn: LossFn = cross_entropy_loss, frozen_modules: Iterable[nn.Module] = ()) -> list[EpochStats]:
-    """Train ``params`` of ``model`` for ``cfg.epochs`` on ``data.train`` (already on the
-    target device and size), evaluating on ``data.test`` after every epoch.
+    """Train ``params`` of ``model`` for ``cfg.epochs`` on ``data.train`` (images already on
+    the target device and size, or precomputed features), evaluating on ``data.test`` after
+    every epoch. The model is put in the execution's memory format first.
 
     ``frozen_modules`` stay in eval mode (batch-norm statistics do not move). The loss is
-    checked once per epoch (no host sync per step); NaN or inf raises TrainingDivergedError.
+    checked once per epoch; NaN or inf raises TrainingDivergedError.
     """
-    device = data.train.images.device
-    generator = torch.Generator(device=device).manual_seed(seed)
+    execution.prepare(model)
+    generator = torch.Generator(device=data.train.labels.device).manual_seed(seed)
     optimizer = make_optimizer(params, cfg)
     steps_per_epoch = max(1, len(data.train) // cfg.batch_size)
     schedule = make_schedule(optimizer, cfg, cfg.epochs * steps_per_epoch, steps_per_epoch)
@@ -118,18 +132,8 @@ def fit(model: nn.Module, data: DatasetSplits, cfg: TrainConfig, *, params: list
         model.train()
         for module in frozen_modules:
             module.eval()
-        loss_sum = torch.zeros((), device=device)
-        seen = 0
-        for images, labels in train_batches(data.train, cfg.batch_size, cfg.augment, generator):
-            with autocast(device, amp):
-                loss = loss_fn(model, images, labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if schedule is not None:
-                schedule.step()
-            loss_sum += loss.detach().float() * labels.shape[0]
-            seen += labels.shape[0]
+        batches = train_batches(data.train, cfg.batch_size, cfg.augment, generator)
+        loss_sum, seen = train_one_epoch(model, batches, optimizer, schedule, loss_fn, execution)
         train_loss = loss_sum.item() / max(seen, 1)
         if not math.isfinite(train_loss):
             raise TrainingDivergedError(
@@ -138,9 +142,9 @@ def fit(model: nn.Module, data: DatasetSplits, cfg: TrainConfig, *, params: list
             )
         if epoch == cfg.epochs and cfg.bn_recalibration_images:
             recalibrate_batch_norm(model, data.train, cfg.bn_recalibration_images, eval_batch_size,
-                                   frozen_modules, amp)
+                                   frozen_modules, execution)
         train_seconds = time.perf_counter() - started
-        accuracy = evaluate(model, data.test, eval_batch_size, amp)
+        accuracy = evaluate(model, data.test, eval_batch_size, execution)
         stats = EpochStats(epoch, train_loss, accuracy, time.perf_counter() - started, seen / train_seconds)
         history.append(stats)
         log.info("%s epoch %d/%d: loss %.4f, test accuracy %.4f, %.1fs (%.0f img/s)", label, epoch,

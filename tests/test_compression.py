@@ -17,12 +17,15 @@ def model():
     return build_model("mobilenet_v2", 10)
 
 
-def test_three_rounds_of_20_percent_leave_0_8_cubed(model):
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_three_rounds_of_20_percent_leave_0_8_cubed(model, memory_format):
     for _ in range(3):
         prune_global_magnitude(model, 0.2)
+        model.to(memory_format=memory_format)  # as retraining leaves it
         with torch.no_grad():  # training between rounds moves the surviving weights
             for param in model.parameters():
                 param.add_(torch.randn_like(param) * 1e-3)
+            model(torch.rand(2, 3, 32, 32))
     make_permanent(model)
     assert measured_sparsity(model) == pytest.approx(1 - 0.8 ** 3, abs=0.005)
     assert not any(name.endswith("_orig") for name in model.state_dict())

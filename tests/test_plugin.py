@@ -16,6 +16,7 @@ native_size = 32
 input_size = 32
 train_size = 64
 test_size = 32
+studies = ["mobilenet", "speed"]
 
 # a companion study with a latency measurement: the light digit models
 [datasets.digits]
@@ -57,6 +58,18 @@ epochs = 1
 batch_size = 32
 augment = false
 
+[techniques.train_speed]
+epochs = 1
+batch_size = 16
+optimizer = "sgd"
+augment = false
+
+[studies.speed]
+train_images = 32
+eval_images = 32
+rounds = 1
+min_train_speedup = 0.5
+
 [studies.light]
 batch_sizes = [1]
 warmup = 1
@@ -65,9 +78,10 @@ rounds = 3
 [floors.digits]
 light_ultra = 0.0
 
-# these tests gate accuracies; sub-millisecond latencies of one run to the next are noise
+# these tests gate accuracies; sub-millisecond latencies and speed-ups of one run to the next are noise
 [gate]
 gate_times = false
+speedup_ratio = 0.9
 
 [floors.tiny]
 partial_ft = 0.0
@@ -77,7 +91,7 @@ scratch = 0.0
 kd = {kd_floor}
 """
 CASES = ({f"tiny-mobilenet_v2-{t}" for t in ("partial_ft", "full_ft", "scratch", "kd")}
-         | {"tiny-resnet50-teacher", "digits-ultralight-light_ultra"})
+         | {"tiny-resnet50-teacher", "digits-ultralight-light_ultra", "tiny-mobilenet_v2-train_speed"})
 TIMED = "digits-ultralight-light_ultra"
 
 
@@ -111,7 +125,7 @@ def latest_records(tmp_path):
 
 def test_grid_runs_records_and_reuses_the_cache(grid, tmp_path):
     first = grid("-v", "--benchmark-json", str(tmp_path / "bench.json"))
-    first.assert_outcomes(passed=6, skipped=2)
+    first.assert_outcomes(passed=7, skipped=2)
     first.stdout.fnmatch_lines(["*test_training?tiny-mobilenet_v2-full_ft?*PASSED*"])
     entries = latest_records(tmp_path)
     assert {e["case"] for e in entries} == CASES
@@ -131,16 +145,18 @@ def test_grid_runs_records_and_reuses_the_cache(grid, tmp_path):
     assert timed["metrics"]["latency"]["eager_fp32_b1_ms"] == pytest.approx(own["stats"]["median"] * 1000)
 
     second = grid("--gate-baseline", str(tmp_path / "bench.json"))
-    second.assert_outcomes(passed=6, skipped=2)
+    second.assert_outcomes(passed=7, skipped=2)
     second.stdout.fnmatch_lines(["*artifacts built: 0, loaded from cache: *",
-                                 "*regression gate PASSED: 7 metric(s) compared*"])
-    assert all(e["records"][0]["cache"]["status"] == "loaded" for e in latest_records(tmp_path))
+                                 "*regression gate PASSED: 13 metric(s) compared*"])
+    statuses = {e["case"]: e["records"][0]["cache"]["status"] for e in latest_records(tmp_path)}
+    assert statuses.pop("tiny-mobilenet_v2-train_speed") == "measured"  # a speed is of this run: never cached
+    assert set(statuses.values()) == {"loaded"}
 
 
 def test_grid_under_xdist_writes_results_and_a_worse_run_fails_the_gate(grid, tmp_path):
     bench = tmp_path / "bench.json"
     result = grid("-n", "2", "--benchmark-json", str(bench))
-    result.assert_outcomes(passed=6, skipped=2)
+    result.assert_outcomes(passed=7, skipped=2)
     result.stdout.fnmatch_lines(["*Study summary*", "*Full Fine-Tuning*"])
     assert {e["case"] for e in latest_records(tmp_path)} == CASES
     # xdist switches pytest-benchmark off: the harness's own timer gives the same figures
@@ -152,7 +168,8 @@ def test_grid_under_xdist_writes_results_and_a_worse_run_fails_the_gate(grid, tm
 
     # A baseline 10 points better than this run: this run is now a regression.
     for item in document["benchmarks"]:
-        item["extra_info"]["metrics"]["accuracy"] += 0.10
+        if "accuracy" in item["extra_info"]["metrics"]:
+            item["extra_info"]["metrics"]["accuracy"] += 0.10
     baseline = tmp_path / "better.json"
     baseline.write_text(json.dumps(document))
     gated = grid("-n", "2", "--gate-baseline", str(baseline))
@@ -162,7 +179,7 @@ def test_grid_under_xdist_writes_results_and_a_worse_run_fails_the_gate(grid, tm
 
 def test_failed_floor_still_records_the_metrics(grid, tmp_path):
     result = grid("-k", "kd", kd_floor="1.01")
-    result.assert_outcomes(failed=1, deselected=7)
+    result.assert_outcomes(failed=1, deselected=8)
     result.stdout.fnmatch_lines(["*below the floor 1.01*"])
     (entry,) = latest_records(tmp_path)
     assert entry["outcome"] == "failed" and entry["records"][0]["metrics"]["accuracy"] < 1.01
@@ -176,6 +193,6 @@ def test_unknown_dataset_is_a_usage_error(grid):
 
 def test_missing_real_data_fails_with_a_readable_message(grid, tmp_path):
     result = grid("--data-source", "tiny=cifar10", "--data-root", str(tmp_path / "empty"), "-k", "scratch")
-    result.assert_outcomes(failed=1, deselected=7)
+    result.assert_outcomes(failed=1, deselected=8)
     result.stdout.fnmatch_lines(["*DataNotFoundError: CIFAR-10 not found*--download*"])
     assert "Traceback" not in result.stdout.str()

@@ -44,7 +44,7 @@ def test_builtin_profiles_load_and_cover_the_grid(name):
                 for d in ("int8", "onnx", "latency", "fgsm", "robustness")} | {"full_ft_gradcam", "kd_gradcam"}
     companions = {t for study, techs in STUDY_TECHNIQUES.items() if study != "mobilenet" for t in techs}
     assert {c.technique for c in cases} == trained | compressed | deployed | companions
-    measured_only = deployed | {"full_ft_spectra", "kd_spectra"}
+    measured_only = deployed | {"full_ft_spectra", "kd_spectra", "train_speed"}
     floors = [profile.floor(c.dataset, c.technique) for c in cases if c.technique not in measured_only]
     assert all(0.0 <= floor <= 1.0 for floor in floors)
     assert all(profile.floor(c.dataset, c.technique) is None for c in cases if c.technique in measured_only)
@@ -161,3 +161,13 @@ def test_threads_is_a_positive_whole_number(tmp_path):
     assert load_profile(write(tmp_path, text=text), TECHNIQUE_MODELS).threads is None
     with pytest.raises(ConfigError, match="threads must be a whole number"):
         load_profile(write(tmp_path, text="threads = 0\n" + text), TECHNIQUE_MODELS)
+
+
+@pytest.mark.parametrize("key", ["amp", "channels_last"])
+def test_execution_switches_are_booleans(tmp_path, key):
+    text = MINIMAL.format(dataset_extra="", technique_extra="")
+    profile = load_profile(write(tmp_path, text=text), TECHNIQUE_MODELS)
+    assert (profile.amp, profile.channels_last) == (False, True)  # fp32, NHWC by default
+    assert getattr(load_profile(write(tmp_path, text=f"{key} = false\n" + text), TECHNIQUE_MODELS), key) is False
+    with pytest.raises(ConfigError, match=f"{key} must be true or false, got 'false'"):
+        load_profile(write(tmp_path, text=f'{key} = "false"\n' + text), TECHNIQUE_MODELS)

@@ -39,13 +39,13 @@ class LowRankCases:
         seed = self.study.seed_for(dataset, TECHNIQUE)
         params = {k: self.params[k] for k in ANALYSIS_KEYS}
         spec = {"kind": TECHNIQUE, "base": base.key, "params": params, "retrain": dataclasses.asdict(cfg),
-                "seed": seed, "amp": self.study.amp}
+                "seed": seed, "execution": self.study.execution.spec()}
         label = f"{dataset}-{base.model.name}-{TECHNIQUE}"
 
         def build() -> dict[str, Any]:
             started = time.perf_counter()
             data = self.study.data_at(dataset, base.meta["input_size"])
-            evaluate_on_test = lambda m: evaluate(m, data.test, self.study.profile.eval_batch_size, self.study.amp)  # noqa: E731
+            evaluate_on_test = lambda m: evaluate(m, data.test, self.study.profile.eval_batch_size, self.study.execution)  # noqa: E731
             variants, models = [], []
             for keep in params["keep_ratios"]:
                 model, variant = self._recovered(base.model, keep, data, cfg, derive_seed(seed, keep), label, evaluate_on_test)
@@ -79,7 +79,8 @@ class LowRankCases:
         model = _with_head_rank(base, ratio_rank(base.head, keep))
         before = evaluate_on_test(model)
         history = strategies.partial_finetune(model, data, cfg, seed=seed, label=f"{label} keep {keep:g}",
-                                              eval_batch_size=self.study.profile.eval_batch_size, amp=self.study.amp)
+                                              eval_batch_size=self.study.profile.eval_batch_size,
+                                              execution=self.study.execution, features=self.study.features)
         epochs = [h.as_dict() for h in history]
         return model, {"keep": keep, "rank": model.head.rank, "head_params": count_parameters(model.head),
                        "params": count_parameters(model), "accuracy_before_recovery": before,

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import strategies
 from ..datasets import DatasetSplits, ImageSet, eval_batches
 from ..models import ImageClassifier, build_model, count_parameters
 from ..networks import compress_vgg, conv_outputs
@@ -83,7 +84,7 @@ class VggSiCases:
                 if isinstance(layer, nn.Linear):
                     layer.reset_parameters()
             history = self._fit(model, splits, job.cfg, job, list(model.net.classifier.parameters()),
-                                frozen=[model.net.features])
+                                frozen_backbone=True)
             metrics = {"trained_accuracy": self._test_accuracy(trained.model, dataset, job.size),
                        **self._split_sizes(splits), "val_accuracy": history[-1]["val_accuracy"],
                        "curves_plot": self._plot_curves(job, {"classifier retrain": history})}
@@ -103,7 +104,7 @@ class VggSiCases:
             net = compress_vgg(base.model.net, analysis["layers_kept"], analysis["selected"], 2 * width,
                                splits.num_classes)
             model = ImageClassifier(MODEL, net).to(self.study.device)
-            history = self._fit(model, splits, job.cfg, job, list(net.classifier.parameters()), frozen=[net.features])
+            history = self._fit(model, splits, job.cfg, job, list(net.classifier.parameters()), frozen_backbone=True)
             metrics = {**self._si_metrics(analysis, job), "dense_accuracy": self._test_accuracy(base.model, dataset, job.size),
                        "params_before": count_parameters(base.model), "params_after": count_parameters(model),
                        "val_accuracy": history[-1]["val_accuracy"],
@@ -190,18 +191,23 @@ class VggSiCases:
         return {"lr": lr, "step_epochs": step, "epochs": cfg.epochs, "val_accuracy": history[-1]["val_accuracy"],
                 "history": history}
 
-    def _fit(self, model: nn.Module, splits: DatasetSplits, cfg: TrainConfig, job: "VggJob", params: list,
-             frozen: list[nn.Module] = (), step: str = "") -> list[dict]:
-        for param in model.parameters():
-            param.requires_grad_(False)
-        for param in params:
-            param.requires_grad_(True)
-        history = fit(model, splits, cfg, params=params, seed=job.seed, label=f"{job.label} {step}".strip(),
-                      eval_batch_size=self.study.profile.eval_batch_size, amp=self.study.amp, frozen_modules=frozen)
+    def _fit(self, model: ImageClassifier, splits: DatasetSplits, cfg: TrainConfig, job: "VggJob", params: list,
+             frozen_backbone: bool = False, step: str = "") -> list[dict]:
+        """Train ``params``: of the whole model, or of its classifier on the frozen backbone
+        (on cached features when the recipe does not augment)."""
+        fit_args = {"seed": job.seed, "label": f"{job.label} {step}".strip(), "execution": self.study.execution,
+                    "eval_batch_size": self.study.profile.eval_batch_size}
+        if frozen_backbone:
+            history = strategies.partial_finetune(model, splits, cfg, params=params, features=self.study.features,
+                                                  **fit_args)
+        else:
+            for param in model.parameters():
+                param.requires_grad_(True)
+            history = fit(model, splits, cfg, params=params, **fit_args)
         return [_on_validation(h.as_dict()) for h in history]
 
     def _test_accuracy(self, model: nn.Module, dataset: str, size: int) -> float:
-        return evaluate(model, self.study.data_at(dataset, size).test, self.study.profile.eval_batch_size, self.study.amp)
+        return evaluate(model, self.study.data_at(dataset, size).test, self.study.profile.eval_batch_size, self.study.execution)
 
     def _plot_dir(self):
         return self.study.cache.root / "vgg_si"  # kept with the artifacts they describe
@@ -231,7 +237,7 @@ class VggJob:
         splits = self.study.dataset(self.dataset)
         spec = {"kind": self.technique, "model": MODEL, "data": splits.provenance["fingerprint"],
                 "classes": splits.num_classes, "input_size": self.size, "train": dataclasses.asdict(self.cfg),
-                "seed": self.seed, "amp": self.study.amp, "upstream": self.upstream, "params": self.params}
+                "seed": self.seed, "execution": self.study.execution.spec(), "upstream": self.upstream, "params": self.params}
         def timed() -> dict[str, Any]:
             started = time.perf_counter()
             payload = build()

@@ -43,7 +43,7 @@ class CompressionCases:
         seed = self.study.seed_for(dataset, technique)
         upstream = {base_name: base.key, **self._upstream(dataset, base_name, compression)}
         spec = {"kind": compression.name, "base": base.key, "params": compression.params,
-                "retrain": dataclasses.asdict(cfg), "seed": seed, "amp": self.study.amp, "upstream": upstream}
+                "retrain": dataclasses.asdict(cfg), "seed": seed, "execution": self.study.execution.spec(), "upstream": upstream}
         label = f"{dataset}-{base.model.name}-{technique}"
 
         def build() -> dict[str, Any]:
@@ -177,7 +177,7 @@ class Job:
         return self.study.data_at(self.dataset, self.input_size)
 
     def evaluate(self, model) -> float:
-        return evaluate(model, self.data.test, self.study.profile.eval_batch_size, self.study.amp)
+        return evaluate(model, self.data.test, self.study.profile.eval_batch_size, self.study.execution)
 
     def base_accuracy(self) -> float:
         return self.evaluate(self.base.model)
@@ -191,5 +191,5 @@ class Job:
             strategy = strategies.train_all
         history = strategy(model, self.data, self.cfg, seed=derive_seed(self.seed, step),
                            label=f"{self.label} {step}".strip(),
-                           eval_batch_size=self.study.profile.eval_batch_size, amp=self.study.amp)
+                           eval_batch_size=self.study.profile.eval_batch_size, execution=self.study.execution)
         return [h.as_dict() for h in history]

@@ -5,6 +5,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from ..execution import to_contiguous
+
 PRUNABLE = (nn.Conv2d, nn.Linear)
 
 
@@ -15,9 +17,14 @@ def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
 
 def prune_global_magnitude(model: nn.Module, amount: float) -> None:
     """Mask the ``amount`` fraction of the *remaining* weights with the smallest magnitude,
-    ranked across all layers. Repeated calls compound (3 x 20% leaves 0.8^3 of the weights)."""
-    targets = [(module, "weight") for module in prunable_layers(model).values()]
-    prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=amount)
+    ranked across all layers. Repeated calls compound (3 x 20% leaves 0.8^3 of the weights).
+    torch's pruning flattens with ``view``: the model goes back to NCHW first (training puts
+    it in channels_last again), and the scores are the current masked weights, contiguous."""
+    to_contiguous(model)
+    modules = list(prunable_layers(model).values())
+    scores = {(module, "weight"): _weight(module).contiguous() for module in modules}
+    prune.global_unstructured([(module, "weight") for module in modules], pruning_method=prune.L1Unstructured,
+                              amount=amount, importance_scores=scores)
 
 
 def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:

@@ -13,11 +13,11 @@ from ..cache import ArtifactCache
 from ..errors import ConfigError
 from ..profiles import DATA_SOURCES, DatasetConfig
 from . import sources, synthetic
-from .tensors import ImageSet, eval_batches, random_crop_flip, to_float, train_batches
+from .tensors import FeatureSet, ImageSet, eval_batches, random_crop_flip, to_float, train_batches
 
 GENERATED_SOURCES = ("synthetic", "digits")
 
-__all__ = ["DatasetSplits", "ImageSet", "load_dataset", "parse_source_override", "eval_batches",
+__all__ = ["DatasetSplits", "FeatureSet", "ImageSet", "load_dataset", "parse_source_override", "eval_batches",
            "train_batches", "random_crop_flip", "to_float", "synthetic"]
 
 

@@ -104,21 +104,49 @@ def random_crop_flip(images: torch.Tensor, padding: int, generator: torch.Genera
     return padded[batch, channel, rows, cols]
 
 
-def train_batches(data: ImageSet, batch_size: int, augment: bool,
+@dataclass(frozen=True)
+class FeatureSet:
+    """Precomputed inputs of a model's trainable head: float ``features`` (N, ...) of the
+    frozen backbone, ``labels`` int64 (N,). Batches like an ImageSet (no augmentation)."""
+
+    features: torch.Tensor
+    labels: torch.Tensor
+
+    def __post_init__(self):
+        if not self.features.is_floating_point() or self.labels.shape != (self.features.shape[0],):
+            raise ValueError("features must be floating point with one label per row")
+
+    def __len__(self) -> int:
+        return self.features.shape[0]
+
+    def head(self, count: int) -> "FeatureSet":
+        return FeatureSet(self.features[:count], self.labels[:count])
+
+
+def train_batches(data: ImageSet | FeatureSet, batch_size: int, augment: bool,
                   generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """One epoch of shuffled batches as (float images in [0, 1], labels). The last partial
-    batch is dropped so every step sees ``batch_size`` images (no tiny noisy steps)."""
-    order = torch.randperm(len(data), device=data.images.device, generator=generator)
+    """One epoch of shuffled batches as (float images in [0, 1], labels), or (features,
+    labels) for a FeatureSet. The last partial batch is dropped so every step sees
+    ``batch_size`` images (no tiny noisy steps)."""
+    if augment and isinstance(data, FeatureSet):
+        raise ValueError("precomputed features cannot be augmented")
+    order = torch.randperm(len(data), device=data.labels.device, generator=generator)
     usable = max(len(data) - len(data) % batch_size, min(len(data), batch_size))
-    padding = max(1, data.size // 8)
     for start in range(0, usable, batch_size):
         index = order[start:start + batch_size]
+        if isinstance(data, FeatureSet):
+            yield data.features[index], data.labels[index]
+            continue
         images = data.images[index]
         if augment:
-            images = random_crop_flip(images, padding, generator)
+            images = random_crop_flip(images, max(1, data.size // 8), generator)
         yield to_float(images), data.labels[index]
 
 
-def eval_batches(data: ImageSet, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def eval_batches(data: ImageSet | FeatureSet, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     for start in range(0, len(data), batch_size):
-        yield to_float(data.images[start:start + batch_size]), data.labels[start:start + batch_size]
+        labels = data.labels[start:start + batch_size]
+        if isinstance(data, FeatureSet):
+            yield data.features[start:start + batch_size], labels
+        else:
+            yield to_float(data.images[start:start + batch_size]), labels

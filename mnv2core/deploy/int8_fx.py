@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import Mnv2BenchError
+from ..execution import to_contiguous
 
 BACKEND = "x86"
 
@@ -33,7 +34,7 @@ def quantize_fx(model: nn.Module, calibration: Iterable[torch.Tensor], input_siz
         from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
         torch.backends.quantized.engine = BACKEND
-        float_model = copy.deepcopy(model).cpu().eval()
+        float_model = to_contiguous(copy.deepcopy(model).cpu().eval())  # FX wants NCHW weights
         example = (torch.rand(1, 3, input_size, input_size),)
         try:
             prepared = prepare_fx(float_model, get_default_qconfig_mapping(BACKEND), example)

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..errors import Mnv2BenchError
+from ..execution import to_contiguous
 
 
 class ExportError(Mnv2BenchError):
@@ -19,7 +20,7 @@ class ExportError(Mnv2BenchError):
 
 def export_onnx(model: nn.Module, input_size: int, path: Path) -> Path:
     """Write ``model`` (taking raw [0, 1] pixels) as ONNX with a dynamic batch axis and check it."""
-    model = model.cpu().eval()
+    model = to_contiguous(model.cpu().eval())  # the exported graph takes NCHW input
     path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.rand(1, 3, input_size, input_size)
     with warnings.catch_warnings():
