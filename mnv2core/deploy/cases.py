@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 from filelock import FileLock
 
+from ..cache import ArtifactCache
 from ..datasets import ImageSet, eval_batches
 from ..profiles import DEPLOYMENTS
 from ..training import evaluate
@@ -172,10 +173,13 @@ class DeploymentCases:
 
     def _onnx_files(self, dataset: str, base_name: str, base: "Artifact") -> tuple[Path, Path]:
         """The base exported to ONNX (fp32) and its ORT static int8 twin, kept in the cache
-        under the base's key (so they match it) and made by one process at a time."""
+        under a key of the base's key and the calibration (so they match both) and made by one
+        process at a time."""
         folder = self.study.cache.root / "onnx"
         folder.mkdir(parents=True, exist_ok=True)
-        stem = folder / f"{dataset}-{base_name}-{base.key}"
+        key = ArtifactCache.key({"base": base.key, "calibration_batches": self._int8_params()["calibration_batches"],
+                                 "calibration_batch": CALIBRATION_BATCH})
+        stem = folder / f"{dataset}-{base_name}-{key}"
         fp32_path, int8_path = stem.with_suffix(".onnx"), stem.with_suffix(".int8.onnx")
         with FileLock(f"{stem}.lock"):
             if not int8_path.exists():  # written last: its presence means both are complete
