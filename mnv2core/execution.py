@@ -15,6 +15,7 @@ from torch import nn
 # glibc mallopt parameters, and the size below which freed memory stays in the heap
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 KEEP_FREED_BYTES = 1 << 30
+GLIBC_SETTLED_MMAP = 32 << 20  # glibc's dynamic mmap threshold stops rising here (64-bit)
 # Input pixels per CPU inference batch: above it activations leave the caches (MobileNetV2 at
 # 96 px: 64 images ran 2x faster than 256; at 32 px 256 stays fastest)
 CPU_BATCH_PIXELS = 64 * 96 * 96
@@ -28,6 +29,16 @@ def cpu_has_native_bf16() -> bool:
     return any(check() for check in checks if check is not None)
 
 
+def _glibc():
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    return ctypes.CDLL("libc.so.6")
+
+
+def _set_thresholds(libc, mmap_bytes: int, trim_bytes: int) -> bool:
+    return libc.mallopt(M_MMAP_THRESHOLD, mmap_bytes) == 1 and libc.mallopt(M_TRIM_THRESHOLD, trim_bytes) == 1
+
+
 @functools.cache
 def keep_freed_memory() -> str:
     """Have glibc keep freed blocks of up to 1 GiB for reuse. By default it maps each large
@@ -35,11 +46,27 @@ def keep_freed_memory() -> str:
     it on free, so every batch page-faults its memory in again: on the 2-core machine that
     was half the time of CPU inference (256 -> 530 images/s with this). The heap then keeps
     its peak size. Process-wide, once; returns what was done (for the records)."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    libc = _glibc()
+    if libc is None:
         return "default allocator (not glibc)"
-    libc = ctypes.CDLL("libc.so.6")
-    done = all(libc.mallopt(option, KEEP_FREED_BYTES) == 1 for option in (M_TRIM_THRESHOLD, M_MMAP_THRESHOLD))
+    done = _set_thresholds(libc, KEEP_FREED_BYTES, KEEP_FREED_BYTES)
     return "glibc keeps freed blocks up to 1 GiB (mallopt)" if done else "glibc defaults (mallopt refused)"
+
+
+@contextlib.contextmanager
+def default_allocator():
+    """glibc's own behaviour for the block (its dynamic thresholds where they settle: mmap
+    above 32 MiB, trim above 64 MiB), as a plain PyTorch process has it; then the harness's
+    again if it had set its own. For timing a plain loop inside the harness's process."""
+    libc = _glibc()
+    tuned = libc is not None and keep_freed_memory.cache_info().currsize > 0
+    if tuned:
+        _set_thresholds(libc, GLIBC_SETTLED_MMAP, 2 * GLIBC_SETTLED_MMAP)
+    try:
+        yield
+    finally:
+        if tuned:
+            _set_thresholds(libc, KEEP_FREED_BYTES, KEEP_FREED_BYTES)
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,13 @@ import torch
 import torch.nn.functional as F
 
 from .datasets import ImageSet, eval_batches, to_float, train_batches
-from .execution import Execution
+from .execution import Execution, default_allocator
 from .models import build_model
 from .profiles import TrainConfig
 from .training import cross_entropy_loss, evaluate, make_optimizer, train_one_epoch
 
-REFERENCE = "plain PyTorch eager loop: NCHW fp32, torch.optim.SGD (momentum 0.9), no autocast"
+REFERENCE = ("plain PyTorch eager loop: NCHW fp32, torch.optim.SGD (momentum 0.9), no autocast, "
+             "glibc's default allocator thresholds")
 
 
 def reference_train_round(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images: ImageSet,
@@ -56,11 +57,18 @@ def compare_speed(model_name: str, num_classes: int, train: ImageSet, test: Imag
         batches = train_batches(train, cfg.batch_size, cfg.augment, generator)
         train_one_epoch(harness, batches, harness_optimizer, None, cross_entropy_loss, execution)[0].item()
 
+    def reference_train() -> None:
+        with default_allocator():
+            reference_train_round(reference, reference_optimizer, train, cfg.batch_size)
+
+    def reference_eval() -> None:
+        with default_allocator():
+            reference_eval_round(reference, test, eval_batch_size)
+
     timed = {
-        "reference_train": (lambda: reference_train_round(reference, reference_optimizer, train, cfg.batch_size),
-                            _usable(train, cfg.batch_size)),
+        "reference_train": (reference_train, _usable(train, cfg.batch_size)),
         "harness_train": (harness_train, _usable(train, cfg.batch_size)),
-        "reference_eval": (lambda: reference_eval_round(reference, test, eval_batch_size), len(test)),
+        "reference_eval": (reference_eval, len(test)),
         "harness_eval": (lambda: evaluate(harness, test, eval_batch_size, execution), len(test)),
     }
     rates = _alternating_rates(timed, rounds)

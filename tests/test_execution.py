@@ -10,7 +10,7 @@ from mnv2core.cache import ArtifactCache
 from mnv2core.datasets import DatasetSplits, synthetic
 from mnv2core.deploy.int8_fx import quantize_fx
 from mnv2core.deploy.onnx_runtime import export_onnx, ort_logits, ort_session
-from mnv2core.execution import BF16_FALLBACK_NOTE, Execution, keep_freed_memory
+from mnv2core.execution import BF16_FALLBACK_NOTE, Execution, default_allocator, keep_freed_memory
 from mnv2core.frozen_features import FeatureStore, backbone_state, extract_features
 from mnv2core.models import build_model
 from mnv2core.profiles import TrainConfig
@@ -140,3 +140,13 @@ def test_cpu_inference_batches_are_capped_by_pixels():
 @pytest.mark.skipif(not platform.libc_ver()[0] == "glibc", reason="glibc only")
 def test_glibc_keeps_freed_blocks_for_reuse():
     assert keep_freed_memory() == "glibc keeps freed blocks up to 1 GiB (mallopt)"
+
+
+@pytest.mark.skipif(not platform.libc_ver()[0] == "glibc", reason="glibc only")
+def test_the_plain_loop_is_timed_with_glibc_defaults(monkeypatch):
+    calls = []
+    monkeypatch.setattr("mnv2core.execution._set_thresholds", lambda libc, mmap, trim: calls.append((mmap, trim)))
+    keep_freed_memory()
+    with default_allocator():
+        assert calls[-1] == (32 << 20, 64 << 20)
+    assert calls[-1] == (1 << 30, 1 << 30)
