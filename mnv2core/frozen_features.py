@@ -5,7 +5,6 @@ key, lock, atomic write, corrupt entries rebuilt). Heads then train and evaluate
 from __future__ import annotations
 
 import dataclasses
-import logging
 
 import torch
 
@@ -13,8 +12,6 @@ from .cache import ArtifactCache, payload_digest
 from .datasets import DatasetSplits, FeatureSet, ImageSet, eval_batches
 from .execution import Execution
 from .models import ImageClassifier
-
-log = logging.getLogger("mnv2bench.features")
 
 
 def backbone_state(model: ImageClassifier) -> dict[str, torch.Tensor]:

@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .datasets import ImageSet, eval_batches, to_float, train_batches
+from .datasets import ImageSet, eval_batches, train_batches
 from .execution import Execution, default_allocator
 from .models import build_model
 from .profiles import TrainConfig

@@ -22,7 +22,6 @@ from .compression.cases import CompressionCases
 from .deploy.cases import DeploymentCases
 from .deploy.latency import Timer, eager_latency, measure_latency, torch_threads
 from .seeding import derive_seed
-from .speed import compare_speed
 from .datasets import DatasetSplits, ImageSet, apply_source_override, load_dataset, parse_source_override
 from .datasets.sources import read_synthetic
 from .datasets.synthetic import GENERATOR_VERSION
@@ -32,6 +31,7 @@ from .frozen_features import FeatureStore
 from .grid import TECHNIQUE_MODELS, Case, technique_models
 from .models import ImageClassifier, build_model, count_parameters, from_pretrained
 from .profiles import STUDY_TECHNIQUES, Profile, TrainConfig
+from .speed import compare_speed
 from .training import evaluate
 from .weights import load_pretrained_state, random_init_provenance, resolve_weights_spec
 
