@@ -1,4 +1,5 @@
 import pickle
+import shutil
 import urllib.error
 
 import numpy as np
@@ -142,6 +143,18 @@ def test_undecodable_image_is_named(tmp_path):
     bad = tmp_path / "train" / "cat" / "0.png"
     bad.write_bytes(b"not an image")
     with pytest.raises(DataNotFoundError, match="0.png"):
+        load_dataset(config("imagefolder", path=str(tmp_path)), data_root=tmp_path, download=False, seed=0)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda root: shutil.rmtree(root / "test" / "dog"), r"test lacks the classes \['dog'\] that the train split has"),
+    (lambda root: (root / "test" / "bird").mkdir(), r"test has classes \['bird'\] that the train split lacks"),
+    (lambda root: [f.unlink() for f in (root / "train" / "dog").iterdir()], r"class folder .*train/dog holds no images"),
+])
+def test_class_folders_must_match_and_hold_images(tmp_path, damage, message):
+    write_image_folder(tmp_path)
+    damage(tmp_path)
+    with pytest.raises(DataNotFoundError, match=message):
         load_dataset(config("imagefolder", path=str(tmp_path)), data_root=tmp_path, download=False, seed=0)
 
 

@@ -117,13 +117,21 @@ def _list_split(path: Path, split: str, classes: tuple[str, ...] | None):
         )
     found = tuple(sorted(d.name for d in folder.iterdir() if d.is_dir()))
     classes = classes or found
-    unknown = sorted(set(found) - set(classes))
+    unknown, lacking = sorted(set(found) - set(classes)), sorted(set(classes) - set(found))
     if unknown:
-        raise DataNotFoundError(f"{folder} has classes {unknown} that the train split lacks")
-    files = [(f, label) for label, name in enumerate(classes) if (folder / name).is_dir()
+        raise DataNotFoundError(f"{folder} has classes {unknown} that the train split lacks; "
+                                "train/ and test/ must hold the same class folders")
+    if lacking:
+        raise DataNotFoundError(f"{folder} lacks the classes {lacking} that the train split has; "
+                                "train/ and test/ must hold the same class folders")
+    files = [(f, label) for label, name in enumerate(classes)
              for f in sorted((folder / name).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
     if not files:
         raise DataNotFoundError(f"{folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    empty = [name for label, name in enumerate(classes) if not any(lab == label for _, lab in files)]
+    if empty:
+        raise DataNotFoundError(f"class folder {folder / empty[0]} holds no images "
+                                f"({', '.join(sorted(IMAGE_SUFFIXES))}); every class needs some")
     return files, classes
 
 
