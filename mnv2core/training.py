@@ -17,6 +17,8 @@ from .profiles import TrainConfig
 
 log = logging.getLogger("mnv2bench.train")
 
+# an epoch's mean training loss above this multiple of the first epoch's stops training
+DIVERGENCE_FACTOR = 2.0
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -118,7 +120,8 @@ def fit(model: nn.Module, data: DatasetSplits, cfg: TrainConfig, *, params: list
     every epoch. The model is put in the execution's memory format first.
 
     ``frozen_modules`` stay in eval mode (batch-norm statistics do not move). The loss is
-    checked once per epoch; NaN or inf raises TrainingDivergedError.
+    checked once per epoch: NaN, inf, or more than DIVERGENCE_FACTOR x the first epoch's
+    raises TrainingDivergedError (and nothing gets cached).
     """
     execution.prepare(model)
     generator = torch.Generator(device=data.train.labels.device).manual_seed(seed)
@@ -139,6 +142,12 @@ def fit(model: nn.Module, data: DatasetSplits, cfg: TrainConfig, *, params: list
             raise TrainingDivergedError(
                 f"{label}: the training loss became {train_loss} in epoch {epoch}. Lower the learning "
                 f"rate (now {cfg.lr}) or change the optimizer in the profile, then rerun with --refresh."
+            )
+        first_loss = history[0].train_loss if history else train_loss
+        if train_loss > DIVERGENCE_FACTOR * first_loss:
+            raise TrainingDivergedError(
+                f"{label}: the training loss rose from {first_loss:.4g} (epoch 1) to {train_loss:.4g} in epoch "
+                f"{epoch}: training diverges. Lower the learning rate (now {cfg.lr}) in the profile, then rerun."
             )
         if epoch == cfg.epochs and cfg.bn_recalibration_images:
             recalibrate_batch_norm(model, data.train, cfg.bn_recalibration_images, eval_batch_size,

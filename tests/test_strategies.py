@@ -77,6 +77,26 @@ def test_nan_loss_raises_a_clear_error(tiny_data):
             loss_fn=nan_loss, **FIT)
 
 
+def test_a_rising_loss_stops_training_and_nothing_is_cached(tiny_data, tmp_path):
+    from mnv2core.cache import ArtifactCache
+
+    model, steps = build_model("mobilenet_v2", 10), []
+
+    def rising_loss(m, images, labels):  # as an lr far too high: every step worse than the last
+        steps.append(1)
+        return torch.nn.functional.cross_entropy(m(images), labels) * len(steps) ** 2
+
+    def build():
+        fit(model, tiny_data, TrainConfig(epochs=5, batch_size=32, lr=1e-6), params=list(model.parameters()),
+            loss_fn=rising_loss, **FIT)
+        return {"weights": torch.zeros(1)}
+
+    cache = ArtifactCache(tmp_path)
+    with pytest.raises(TrainingDivergedError, match=r"test: the training loss rose from .* in epoch 2.*now 1e-06"):
+        cache.fetch("diverging", {"kind": "toy"}, build)
+    assert len(steps) == 4 and not list(tmp_path.glob("*.pt"))
+
+
 def test_recalibration_sets_statistics_from_data(tiny_data):
     model = build_model("mobilenet_v2", 10)
     first_bn = model.net.features[0][1]
