@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -233,7 +235,75 @@ def _resolve(name_or_path: str) -> Path:
     return builtin
 
 
+TOP_LEVEL_TYPES = {"description": str, "device": str, "seed": int, "eval_batch_size": int, "amp": bool,
+                   "channels_last": bool, "threads": int}
+
+
+def type_problems(raw: dict, where: str) -> list[str]:
+    """One line per value of the wrong type anywhere in the profile (file, key, expected type),
+    found before anything else is checked or run."""
+    problems = _table_type_problems(raw, TOP_LEVEL_TYPES, f"{where}: ")
+    train_types = typing.get_type_hints(TrainConfig)
+    dataset_types = typing.get_type_hints(DatasetConfig)
+    for tech, table in _tables(raw.get("techniques")):
+        problems += _table_type_problems(table, train_types, f"{where}: techniques.{tech}.")
+    problems += _table_type_problems(raw.get("pretext", {}), {**train_types, "train_size": int}, f"{where}: pretext.")
+    for name, table in _tables(raw.get("datasets")):
+        here = f"{where}: datasets.{name}"
+        problems += _table_type_problems(table, dataset_types, f"{here}.")
+        for tech, overrides in _tables(table.get("overrides")):
+            problems += _table_type_problems(overrides, train_types, f"{here}.overrides.{tech}.")
+    for name, table in _tables(raw.get("compression")):
+        problems += _table_type_problems(table, train_types, f"{where}: compression.{name}.")
+    return problems
+
+
+def _tables(value: Any) -> list[tuple[str, dict]]:
+    return [(k, v) for k, v in value.items() if isinstance(v, dict)] if isinstance(value, dict) else []
+
+
+def _table_type_problems(table: Any, types_by_key: dict[str, Any], prefix: str) -> list[str]:
+    if not isinstance(table, dict):
+        return []
+    return [f"{prefix}{key} is {value!r}; expected {_type_name(types_by_key[key])}"
+            for key, value in table.items() if key in types_by_key and not _has_type(value, types_by_key[key])]
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_has_type(value, option) for option in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if typing.get_origin(hint) is tuple:
+        return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+    if typing.get_origin(hint) is dict:
+        return isinstance(value, dict)
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    names = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(option) for option in typing.get_args(hint) if option is not type(None))
+    if typing.get_origin(hint) is tuple:
+        return "a list of strings"
+    if typing.get_origin(hint) is dict:
+        return "a table"
+    return names.get(hint, str(hint))
+
+
 def _parse(name: str, raw: dict, known_techniques: dict[str, str], where: str) -> Profile:
+    problems = type_problems(raw, where)
+    if problems:
+        raise ConfigError("\n".join(problems))
     _check_keys(raw, {"description", "device", "seed", "eval_batch_size", "amp", "channels_last", "threads", "datasets",
                       "weights", "techniques", "floors", "pretext", "gate", "compression",
                       "deployment", "studies"}, where)

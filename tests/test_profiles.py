@@ -169,5 +169,28 @@ def test_execution_switches_are_booleans(tmp_path, key):
     profile = load_profile(write(tmp_path, text=text), TECHNIQUE_MODELS)
     assert (profile.amp, profile.channels_last) == (False, True)  # fp32, NHWC by default
     assert getattr(load_profile(write(tmp_path, text=f"{key} = false\n" + text), TECHNIQUE_MODELS), key) is False
-    with pytest.raises(ConfigError, match=f"{key} must be true or false, got 'false'"):
+    with pytest.raises(ConfigError, match=f": {key} is 'false'; expected true or false"):
         load_profile(write(tmp_path, text=f'{key} = "false"\n' + text), TECHNIQUE_MODELS)
+
+
+@pytest.mark.parametrize("technique_extra, expected", [
+    ('step_epochs = "two"', "techniques.scratch.step_epochs is 'two'; expected a whole number"),
+    ("bn_recalibration_images = 1.5", "techniques.scratch.bn_recalibration_images is 1.5; expected a whole number"),
+    ('augment = "false"', "techniques.scratch.augment is 'false'; expected true or false"),
+    ('lr = "fast"', "techniques.scratch.lr is 'fast'; expected a number"),
+])
+def test_wrong_types_are_named_before_anything_runs(tmp_path, technique_extra, expected):
+    path = write(tmp_path, technique_extra=technique_extra)
+    with pytest.raises(ConfigError) as error:
+        load_profile(path, TECHNIQUE_MODELS)
+    assert str(error.value) == f"{path}: {expected}"
+
+
+def test_every_wrong_type_gets_its_own_line(tmp_path):
+    path = write(tmp_path, dataset_extra='note = 5\nstudies = "mobilenet"', technique_extra="size = true")
+    with pytest.raises(ConfigError) as error:
+        load_profile(path, TECHNIQUE_MODELS)
+    assert str(error.value).splitlines() == [
+        f"{path}: techniques.scratch.size is True; expected a whole number",
+        f"{path}: datasets.tiny.note is 5; expected a string",
+        f"{path}: datasets.tiny.studies is 'mobilenet'; expected a list of strings"]
