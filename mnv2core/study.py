@@ -136,12 +136,12 @@ class Study:
         if case.technique == SPEED_TECHNIQUE:
             started = time.perf_counter()
             artifact, measured, tags = self._speed(case.dataset)
-            history = []
+            history, train_seconds = [], None
         elif self._deployments.handles(case.technique):
             artifact = self._deployments.base_artifact(case.dataset, case.technique)
             started = time.perf_counter()
             measured, tags = self._deployments.measure(case.dataset, case.technique)
-            history = []  # nothing trained: the base's epochs belong to the base's case
+            history, train_seconds = [], None  # nothing trained: the base's epochs and time are the base case's
         else:
             artifact = self.artifact(case.dataset, case.technique)
             started = time.perf_counter()
@@ -150,7 +150,7 @@ class Study:
             measured, tags = {"accuracy": accuracy, **artifact.meta.get("metrics", {})}, artifact.meta.get("record", {})
             if case.technique in self._measures:
                 measured.update(self._measures[case.technique](case.dataset, artifact))
-            history = artifact.meta["history"]
+            history, train_seconds = artifact.meta["history"], artifact.meta["train_seconds"]
         return {
             "case": case.id, "dataset": case.dataset, "model": case.model, "technique": case.technique,
             "profile": self.profile.name, "seed": self.profile.seed, **tags,
@@ -160,7 +160,7 @@ class Study:
                 "input_size": artifact.meta["input_size"],
                 "parameters": count_parameters(artifact.model),
                 "epochs": history,
-                "train_seconds": artifact.meta["train_seconds"],
+                "train_seconds": train_seconds,
                 "eval_seconds": time.perf_counter() - started,  # evaluation or measurement
             },
             "provenance": {"data": self.dataset(case.dataset).provenance, "weights": artifact.meta["weights"],
