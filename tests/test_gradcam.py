@@ -65,3 +65,13 @@ def test_deleting_the_salient_quadrant_hurts_more_than_deleting_the_rest():
     inverted_deletion, _ = deletion_insertion_auc(model, images, 1 - heatmaps, classes)
     assert deletion.mean() < inverted_deletion.mean()
     assert ((0 <= deletion) & (deletion <= 1) & (0 <= insertion) & (insertion <= 1)).all()
+
+
+def test_grad_cam_leaves_the_model_as_it_found_it():
+    model = build_model("mobilenet_v2", 10).to(memory_format=torch.channels_last).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    heatmaps, _, _ = grad_cam(model, torch.rand(4, 3, 64, 64))
+    assert heatmaps.shape == (4, 64, 64) and torch.isfinite(heatmaps).all()
+    assert all(p.grad is None for p in model.parameters())
+    assert all(not m._forward_hooks for m in model.modules())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()) and not model.training

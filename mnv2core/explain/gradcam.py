@@ -21,7 +21,8 @@ def default_target_layer(model: nn.Module) -> str:
 def grad_cam(model: nn.Module, images: torch.Tensor, layer: str | None = None,
              classes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
     """Heatmaps (N, H, W) in [0, 1] for ``classes`` (default: the predicted ones), the
-    classes used, and the target layer's feature-map size. Hooks are removed on return."""
+    classes used, and the target layer's feature-map size. Hooks are removed on return and
+    the model's parameters are left without gradients."""
     modules = dict(model.named_modules())
     layer = layer or default_target_layer(model)
     if layer not in modules:
@@ -29,7 +30,6 @@ def grad_cam(model: nn.Module, images: torch.Tensor, layer: str | None = None,
     captured: dict[str, torch.Tensor] = {}
 
     def keep(module, inputs, output):
-        output.retain_grad()
         captured["maps"] = output
 
     handle = modules[layer].register_forward_hook(keep)
@@ -39,12 +39,12 @@ def grad_cam(model: nn.Module, images: torch.Tensor, layer: str | None = None,
             logits = model(images.detach())
             classes = logits.argmax(1) if classes is None else classes
             score = logits.gather(1, classes.view(-1, 1)).sum()
-            model.zero_grad(set_to_none=True)
-            score.backward()
+            # gradients of the maps only: the model's parameters get no .grad
+            (map_gradients,) = torch.autograd.grad(score, captured["maps"])
     finally:
         handle.remove()
     maps = captured["maps"]
-    weights = maps.grad.mean(dim=(2, 3), keepdim=True)
+    weights = map_gradients.mean(dim=(2, 3), keepdim=True)
     cam = F.relu((weights * maps).sum(1, keepdim=True)).detach()
     cam = F.interpolate(cam, size=images.shape[-2:], mode="bilinear", align_corners=False).squeeze(1)
     peak = cam.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)
