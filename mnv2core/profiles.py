@@ -332,9 +332,6 @@ def _parse(name: str, raw: dict, known_techniques: dict[str, str], where: str) -
         _train_config({k: v for k, v in pretext.items() if k != "train_size"}, f"{where}: pretext")
     device = raw.get("device", "auto")
     _check_choice(device, ("auto", "cpu", "cuda"), f"{where}: device")
-    for key in ("amp", "channels_last"):
-        if not isinstance(raw.get(key, False), bool):
-            raise ConfigError(f"{where}: {key} must be true or false, got {raw[key]!r}")
     threads = raw.get("threads")
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ConfigError(f"{where}: threads must be a whole number >= 1 (or absent: cores / xdist workers)")

@@ -22,7 +22,7 @@ from .compression.cases import CompressionCases
 from .deploy.cases import DeploymentCases
 from .deploy.latency import Timer, eager_latency, measure_latency, torch_threads
 from .seeding import derive_seed
-from .datasets import DatasetSplits, ImageSet, apply_source_override, load_dataset, parse_source_override
+from .datasets import DatasetSplits, apply_source_override, load_dataset, parse_source_override
 from .datasets.sources import read_synthetic
 from .datasets.synthetic import GENERATOR_VERSION
 from .errors import ConfigError
@@ -177,14 +177,13 @@ class Study:
         cfg = self.profile.train_config(SPEED_TECHNIQUE, dataset)
         size, p = self.input_size(dataset, SPEED_TECHNIQUE), self.profile.studies["speed"]
         data = self.data_at(dataset, size)
-        train = _repeated(data.train, p["train_images"] - p["train_images"] % cfg.batch_size or cfg.batch_size)
-        test = _repeated(data.test, p["eval_images"])
+        train = data.train.cycled(p["train_images"] - p["train_images"] % cfg.batch_size or cfg.batch_size)
+        test = data.test.cycled(p["eval_images"])
         model_name = TECHNIQUE_MODELS[SPEED_TECHNIQUE]
         with torch_threads(p["threads"] or torch.get_num_threads()):
             measured = compare_speed(model_name, data.num_classes, train, test, cfg, self.execution,
                                      self.profile.eval_batch_size, p["rounds"], self.seed_for(dataset, SPEED_TECHNIQUE))
-        meta = {"input_size": size, "train_seconds": None, "history": [], "train": dataclasses.asdict(cfg),
-                "weights": random_init_provenance(model_name)}
+        meta = {"input_size": size, "train": dataclasses.asdict(cfg), "weights": random_init_provenance(model_name)}
         artifact = Artifact(build_model(model_name, data.num_classes), "", "measured", meta)
         return artifact, measured, {"derived": "speed"}
 
@@ -347,12 +346,6 @@ class Study:
                                                     "(offline stand-in for ImageNet weights)"}
             self._start_weights[memo_key] = (state, provenance)
         return self._start_weights[memo_key]
-
-
-def _repeated(images: ImageSet, count: int) -> ImageSet:
-    """``count`` images: the set's first ones, cycled when it holds fewer."""
-    index = torch.arange(count, device=images.labels.device) % len(images)
-    return ImageSet(images.images[index], images.labels[index])
 
 
 def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

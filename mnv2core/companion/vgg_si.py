@@ -25,7 +25,7 @@ from ..datasets import DatasetSplits, ImageSet, eval_batches
 from ..models import ImageClassifier, build_model, count_parameters
 from ..networks import compress_vgg, conv_outputs
 from ..profiles import TrainConfig
-from ..training import evaluate, fit
+from ..training import evaluate
 from ..weights import random_init_provenance
 from .plots import plot_feature_si, plot_layer_si, plot_training_curves
 from .separation import center_separation_index, greedy_feature_selection, layers_to_keep, separation_index
@@ -62,7 +62,7 @@ class VggSiCases:
             cfg = dataclasses.replace(job.cfg, lr=best["lr"], step_epochs=best["step_epochs"])
             torch.manual_seed(job.seed)
             model = build_model(MODEL, splits.num_classes).to(self.study.device)
-            history = self._fit(model, splits, cfg, job, list(model.parameters()))
+            history = self._fit(model, splits, cfg, job)
             curves = {f"lr {t['lr']:g}, step {t['step_epochs']}": t["history"] for t in trials}
             curves["final"] = history
             metrics = {"lr_search": trials, "chosen_lr": cfg.lr, "chosen_step_epochs": cfg.step_epochs,
@@ -83,8 +83,7 @@ class VggSiCases:
             for layer in model.net.classifier:
                 if isinstance(layer, nn.Linear):
                     layer.reset_parameters()
-            history = self._fit(model, splits, job.cfg, job, list(model.net.classifier.parameters()),
-                                frozen_backbone=True)
+            history = self._fit(model, splits, job.cfg, job, head_params=list(model.net.classifier.parameters()))
             metrics = {"trained_accuracy": self._test_accuracy(trained.model, dataset, job.size),
                        **self._split_sizes(splits), "val_accuracy": history[-1]["val_accuracy"],
                        "curves_plot": self._plot_curves(job, {"classifier retrain": history})}
@@ -104,7 +103,7 @@ class VggSiCases:
             net = compress_vgg(base.model.net, analysis["layers_kept"], analysis["selected"], 2 * width,
                                splits.num_classes)
             model = ImageClassifier(MODEL, net).to(self.study.device)
-            history = self._fit(model, splits, job.cfg, job, list(net.classifier.parameters()), frozen_backbone=True)
+            history = self._fit(model, splits, job.cfg, job, head_params=list(net.classifier.parameters()))
             metrics = {**self._si_metrics(analysis, job), "dense_accuracy": self._test_accuracy(base.model, dataset, job.size),
                        "params_before": count_parameters(base.model), "params_after": count_parameters(model),
                        "val_accuracy": history[-1]["val_accuracy"],
@@ -187,23 +186,21 @@ class VggSiCases:
         cfg = dataclasses.replace(job.cfg, lr=lr, step_epochs=step, epochs=self.params["search_epochs"])
         torch.manual_seed(job.seed)
         model = build_model(MODEL, splits.num_classes).to(self.study.device)
-        history = self._fit(model, splits, cfg, job, list(model.parameters()), step=f"search lr {lr:g} step {step}")
+        history = self._fit(model, splits, cfg, job, step=f"search lr {lr:g} step {step}")
         return {"lr": lr, "step_epochs": step, "epochs": cfg.epochs, "val_accuracy": history[-1]["val_accuracy"],
                 "history": history}
 
-    def _fit(self, model: ImageClassifier, splits: DatasetSplits, cfg: TrainConfig, job: "VggJob", params: list,
-             frozen_backbone: bool = False, step: str = "") -> list[dict]:
-        """Train ``params``: of the whole model, or of its classifier on the frozen backbone
-        (on cached features when the recipe does not augment)."""
+    def _fit(self, model: ImageClassifier, splits: DatasetSplits, cfg: TrainConfig, job: "VggJob",
+             head_params: list | None = None, step: str = "") -> list[dict]:
+        """Train the whole model, or only ``head_params`` (the classifier's) on the frozen
+        backbone (on cached features when the recipe does not augment)."""
         fit_args = {"seed": job.seed, "label": f"{job.label} {step}".strip(), "execution": self.study.execution,
                     "eval_batch_size": self.study.profile.eval_batch_size}
-        if frozen_backbone:
-            history = strategies.partial_finetune(model, splits, cfg, params=params, features=self.study.features,
-                                                  **fit_args)
+        if head_params is not None:
+            history = strategies.partial_finetune(model, splits, cfg, params=head_params,
+                                                  features=self.study.features, **fit_args)
         else:
-            for param in model.parameters():
-                param.requires_grad_(True)
-            history = fit(model, splits, cfg, params=params, **fit_args)
+            history = strategies.train_all(model, splits, cfg, **fit_args)
         return [_on_validation(h.as_dict()) for h in history]
 
     def _test_accuracy(self, model: nn.Module, dataset: str, size: int) -> float:

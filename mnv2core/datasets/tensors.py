@@ -44,6 +44,11 @@ class ImageSet:
     def head(self, count: int) -> "ImageSet":
         return ImageSet(self.images[:count], self.labels[:count])
 
+    def cycled(self, count: int) -> "ImageSet":
+        """``count`` images: the set's first ones, repeated from the start when it holds fewer."""
+        index = torch.arange(count, device=self.labels.device) % len(self)
+        return ImageSet(self.images[index], self.labels[index])
+
     def subset(self, count: int | None, seed: int) -> "ImageSet":
         """``count`` images drawn at random (fixed by ``seed``); all of them if None."""
         if count is None or count >= len(self):
