@@ -9,8 +9,8 @@ from pathlib import Path
 
 from .errors import Mnv2BenchError
 from .gate import Tolerances, compare
-from .grid import TECHNIQUE_MODELS
 from .profiles import load_profile
+from .techniques import catalogue
 from .report import FORMATS, render_report
 from .results import build_results, load_results, read_records, write_json_atomic
 
@@ -59,7 +59,7 @@ def merge(args) -> int:
 def _tolerances(baseline: dict, args) -> Tolerances:
     """The baseline profile's tolerances, with the command line's on top."""
     profile = args.profile or baseline.get("mnv2bench", {}).get("profile")
-    base = load_profile(profile, TECHNIQUE_MODELS).gate if profile else Tolerances()
+    base = load_profile(profile, catalogue()).gate if profile else Tolerances()
     if args.accuracy_points is None:
         return base
     points = args.accuracy_points  # the command line's tolerance holds across CPUs too

@@ -1,80 +1,76 @@
-"""The benchmark grid: dataset x model x technique."""
+"""The benchmark grid: dataset x model x technique, from a profile and the technique registry,
+and the order its cases should run in (from the dependency graph)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from .context import Case
 from .errors import ConfigError
-from .profiles import Profile
+from .profiles import Profile, derived_technique
+from .registry import COMPRESSION, DEPLOYMENT, MEASUREMENT, Catalogue
 
-# technique -> the model it trains
-TECHNIQUE_MODELS = {
-    "partial_ft": "mobilenet_v2",
-    "full_ft": "mobilenet_v2",
-    "scratch": "mobilenet_v2",
-    "kd": "mobilenet_v2",
-    "teacher": "resnet50",
-    "vgg_train": "vgg16",
-    "vgg_head": "vgg16",
-    "vgg_si": "vgg16",
-    "light_cnn": "lightcnn",
-    "light_mlp": "mlp",
-    "light_lenet": "lenet",
-    "light_ultra": "ultralight",
-    "light_medium": "mediumlight",
-    "resnet_head": "resnet18",
-    "resnet_lowrank": "resnet18",
-    "train_speed": "mobilenet_v2",
-}
-TECHNIQUE_TITLES = {
-    "partial_ft": "Partial Tuning",
-    "full_ft": "Full Fine-Tuning",
-    "scratch": "From scratch (no KD)",
-    "kd": "Distillation",
-    "teacher": "Teacher",
-    "vgg_train": "VGG16 trained end to end",
-    "vgg_head": "VGG16, classifier retrained on frozen features",
-    "vgg_si": "VGG16 compressed by separation index",
-    "light_cnn": "LightCNN",
-    "light_mlp": "MLP 784-512-256-10",
-    "light_lenet": "LeNet-style CNN (large FC)",
-    "light_ultra": "Ultra-light CNN",
-    "light_medium": "Medium-light CNN",
-    "resnet_head": "ResNet-18, head on frozen backbone",
-    "resnet_lowrank": "ResNet-18, low-rank head",
-    "train_speed": "Harness speed vs a plain PyTorch loop",
-}
+__all__ = ["Case", "build_grid", "plan", "schedule_rank", "upstream_of"]
 
 
-@dataclass(frozen=True)
-class Case:
-    dataset: str
-    model: str
-    technique: str
+def plan(profile: Profile, catalogue: Catalogue) -> dict[str, Case]:
+    """Every technique of the profile as a dataset-free case template: technique name ->
+    Case(model, method, base). Compressions apply to each compression base, deployments
+    to each deployment base (trained or compressed)."""
+    cases = {tech: Case("", catalogue.get(tech).model, tech) for tech in profile.techniques}
+    for tech, base, compression in profile.compressed_cases():
+        cases[tech] = Case("", cases[base].model, tech, compression.name, base)
+    for tech, base, name, _ in profile.deployment_cases():
+        cases[tech] = Case("", cases[base].model, tech, name, base)
+    return cases
 
-    @property
-    def id(self) -> str:
-        return f"{self.dataset}-{self.model}-{self.technique}"
 
-
-def build_grid(profile: Profile, datasets: list[str] | None = None,
+def build_grid(profile: Profile, catalogue: Catalogue, datasets: list[str] | None = None,
                techniques: list[str] | None = None) -> list[Case]:
     """Every (dataset, technique) of the profile, optionally narrowed to some datasets or
     techniques; unknown names raise ConfigError listing the valid ones."""
+    templates = plan(profile, catalogue)
     chosen_datasets = _choose(datasets, list(profile.datasets), "dataset", profile.name)
-    models = technique_models(profile)
-    chosen_techniques = _choose(techniques, list(models), "technique", profile.name)
-    compressed = {tech for tech, _, _ in profile.compressed_cases()}
-    compressed |= {tech for tech, base, _, _ in profile.deployment_cases() if base in compressed}
-    return [Case(ds, models[tech], tech) for ds in chosen_datasets for tech in chosen_techniques
-            if profile.datasets[ds].runs(tech) and (profile.datasets[ds].compress or tech not in compressed)]
+    chosen_techniques = _choose(techniques, list(templates), "technique", profile.name)
+    grid = []
+    for ds in chosen_datasets:
+        config = profile.datasets[ds]
+        for tech in chosen_techniques:
+            case = templates[tech]
+            if config.runs(_study(case, templates, catalogue)) and (config.compress or not _compressed(case, templates, catalogue)):
+                grid.append(Case(ds, case.model, tech, case.method, case.base))
+    return grid
 
 
-def technique_models(profile: Profile) -> dict[str, str]:
-    """Every technique of the profile (trained, then compressed) and the model it yields."""
-    models = {tech: TECHNIQUE_MODELS[tech] for tech in profile.techniques}
-    models.update({tech: TECHNIQUE_MODELS[base] for tech, base, _ in profile.compressed_cases()})
-    models.update({tech: models[base] for tech, base, _, _ in profile.deployment_cases()})
-    return models
+def upstream_of(case: Case, templates: dict[str, Case], catalogue: Catalogue) -> list[str]:
+    """The techniques (grid names) ``case`` waits for on its dataset: its base and what its
+    method needs (named relative to the base: a lottery ticket's "prune" is its base's)."""
+    needs = catalogue.get(case.method).needs
+    if case.base is None:
+        return list(needs)
+    return [case.base, *(derived_technique(case.base, need) for need in needs)]
+
+
+def schedule_rank(case: Case, templates: dict[str, Case], catalogue: Catalogue) -> int:
+    """When to start a case: long trainings others wait for first (-1), measurements of speed
+    last, every other case by its depth in the dependency graph (after all it waits for)."""
+    technique = catalogue.get(case.method)
+    if technique.role == MEASUREMENT:
+        return 1000
+    return -1 if technique.starts_early else _depth(case, templates, catalogue)
+
+
+def _depth(case: Case, templates: dict[str, Case], catalogue: Catalogue) -> int:
+    upstream = [templates[name] for name in upstream_of(case, templates, catalogue) if name in templates]
+    return 1 + max((_depth(up, templates, catalogue) for up in upstream), default=-1)
+
+
+def _study(case: Case, templates: dict[str, Case], catalogue: Catalogue) -> str:
+    return _study(templates[case.base], templates, catalogue) if case.base else catalogue.get(case.method).study
+
+
+def _compressed(case: Case, templates: dict[str, Case], catalogue: Catalogue) -> bool:
+    """Whether ``case`` is a compression or measures a compressed model."""
+    if catalogue.get(case.method).role == COMPRESSION:
+        return True
+    return catalogue.get(case.method).role == DEPLOYMENT and _compressed(templates[case.base], templates, catalogue)
 
 
 def _choose(wanted: list[str] | None, available: list[str], kind: str, profile: str) -> list[str]:

@@ -12,10 +12,20 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Protocol
 
 from .errors import ConfigError
 from .gate import Tolerances
+
+
+class KnownTechniques(Protocol):
+    """What profile loading reads of the technique registry (``registry.Catalogue``): every
+    technique (its role, model, study, floored, params) and every study's parameter defaults."""
+
+    techniques: Mapping[str, Any]
+    studies: Mapping[str, dict[str, Any]]
+
+    def of_role(self, role: str) -> Mapping[str, Any]: ...
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 PRETRAINABLE_MODELS = ("mobilenet_v2", "resnet50", "resnet18")  # the others train from random init
@@ -23,49 +33,8 @@ DATA_SOURCES = ("synthetic", "digits", "cifar10", "stl10", "mnist", "imagefolder
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "onecycle", "cosine", "step")
 INPUT_MODES = ("upscaled", "native")
-# compression technique -> its parameters and their defaults
-COMPRESSIONS: dict[str, dict[str, Any]] = {
-    "prune": {"rounds": 3, "amount": 0.2},
-    "structured": {"ratio": 0.4, "criterion": "l1"},
-    "lottery": {},
-    "svd": {"energy": 0.95, "keep_ratios": [0.5, 0.2]},
-    "spectra": {"energy": 0.95},
-}
-UNTRAINED_COMPRESSIONS = ("spectra",)
-# study -> its trained techniques; a dataset runs the studies it lists (compression and
-# deployment techniques belong to the MobileNetV2 study of their base)
-STUDY_TECHNIQUES: dict[str, tuple[str, ...]] = {
-    "mobilenet": ("partial_ft", "full_ft", "scratch", "kd", "teacher"),
-    "vgg_si": ("vgg_train", "vgg_head", "vgg_si"),
-    "light": ("light_cnn", "light_mlp", "light_lenet", "light_ultra", "light_medium"),
-    "lowrank": ("resnet_head", "resnet_lowrank"),
-    "speed": ("train_speed",),
-}
-UNFLOORED_TECHNIQUES = ("train_speed",)  # measurements of speed: no accuracy to floor
-# study -> its parameters and their defaults ([studies.NAME] in a profile)
-STUDY_PARAMS: dict[str, dict[str, Any]] = {
-    "mobilenet": {},
-    # learning-rate search on a stratified validation split, then separation-index compression
-    "vgg_si": {"validation_fraction": 0.1, "lr_candidates": [0.01, 0.05, 0.1], "step_candidates": [],
-               "search_epochs": 10, "si_fraction": 0.1, "si_pool": 2, "layer_gain": 0.01,
-               "feature_gain": 0.002, "max_features": 128},
-    "light": {"batch_sizes": [1, 64], "warmup": 5, "rounds": 50, "threads": 1},
-    "lowrank": {"layers": ["layer2.0.conv1", "fc"], "energy": 0.95, "keep_ratios": [0.5, 0.2],
-                "batch_size": 64, "warmup": 5, "rounds": 50, "threads": 1},
-    # the harness against a plain PyTorch loop, images per timed round; threads 0: the run's;
-    # the case fails if the harness trains slower than min_train_speedup x the plain loop
-    "speed": {"train_images": 256, "eval_images": 512, "rounds": 3, "threads": 0, "min_train_speedup": 1.0},
-}  # analyses: no retraining, no accuracy floor
-# deployment/security technique -> its parameters and their defaults (measurements of a
-# trained or compressed model: nothing is trained, nothing cached, no accuracy floor)
-DEPLOYMENTS: dict[str, dict[str, Any]] = {
-    "int8": {"calibration_batches": 8, "max_drop": 0.05},
-    "onnx": {"min_top1_agreement": 0.999},
-    "latency": {"batch_sizes": [1, 32], "warmup": 3, "rounds": 20, "threads": 1},
-    "fgsm": {"epsilon": 0.05},
-    "robustness": {"blur_sigmas": [0.5, 1.0, 2.0], "noise_sigmas": [0.05, 0.1, 0.2]},
-    "gradcam": {"layer": "", "images": 64, "overlays": 4, "steps": 10},
-}
+# Which compressions, deployments and studies exist, and their parameters' defaults, come from
+# the technique registry (mnv2core/registry.py), handed to load_profile as a catalogue.
 
 
 @dataclass(frozen=True)
@@ -127,9 +96,9 @@ class DatasetConfig:
             return train.size
         return self.native_size if train.input == "native" else self.input_size
 
-    def runs(self, technique: str) -> bool:
-        """Whether ``technique`` (trained, compressed or deployed) belongs to a study of this dataset."""
-        return technique_study(technique) in self.studies
+    def runs(self, study: str) -> bool:
+        """Whether this dataset runs the techniques of ``study``."""
+        return study in self.studies
 
 
 @dataclass(frozen=True)
@@ -142,19 +111,12 @@ class Compression:
     retrain: dict[str, Any]
 
     def technique(self, base: str) -> str:
-        return compressed_technique(base, self.name)
+        return derived_technique(base, self.name)
 
 
-def technique_study(technique: str) -> str:
-    for study, techniques in STUDY_TECHNIQUES.items():
-        if technique in techniques:
-            return study
-    return "mobilenet"  # compressed and deployed techniques of the MobileNetV2 study
-
-
-def compressed_technique(base: str, compression: str) -> str:
-    """The grid's name for ``compression`` applied to the model of technique ``base``."""
-    return f"{base}_{compression}"
+def derived_technique(base: str, method: str) -> str:
+    """The grid's name for compression or deployment ``method`` applied to the model of ``base``."""
+    return f"{base}_{method}"
 
 
 @dataclass(frozen=True)
@@ -182,7 +144,7 @@ class Profile:
     def deployment_cases(self) -> list[tuple[str, str, str, dict[str, Any]]]:
         """(technique, base, deployment, params) for every deployment of every base (a
         technique's own ``bases`` narrow the table's)."""
-        return [(f"{base}_{name}", base, name, params) for name, params in self.deployments.items()
+        return [(derived_technique(base, name), base, name, params) for name, params in self.deployments.items()
                 for base in params.get("bases", self.deployment_bases)]
 
     def compressed_cases(self) -> list[tuple[str, str, Compression]]:
@@ -207,17 +169,18 @@ def available_profiles() -> list[str]:
     return sorted(p.stem for p in PROFILE_DIR.glob("*.toml"))
 
 
-def load_profile(name_or_path: str, known_techniques: dict[str, str]) -> Profile:
+def load_profile(name_or_path: str, catalogue: KnownTechniques) -> Profile:
     """Load a profile by name (``smoke``, ``full``) or by path to a TOML file.
 
-    ``known_techniques`` maps each technique the harness implements to its model.
+    ``catalogue`` (``techniques.catalogue()``) holds every technique and study the harness
+    implements, with their models and parameter defaults.
     """
     path = _resolve(name_or_path)
     try:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"profile {path} is not valid TOML: {exc}") from None
-    return _parse(path.stem, raw, known_techniques, where=str(path))
+    return _parse(path.stem, raw, catalogue, where=str(path))
 
 
 def _resolve(name_or_path: str) -> Path:
@@ -300,7 +263,7 @@ def _type_name(hint: Any) -> str:
     return names.get(hint, str(hint))
 
 
-def _parse(name: str, raw: dict, known_techniques: dict[str, str], where: str) -> Profile:
+def _parse(name: str, raw: dict, catalogue: KnownTechniques, where: str) -> Profile:
     problems = type_problems(raw, where)
     if problems:
         raise ConfigError("\n".join(problems))
@@ -309,22 +272,26 @@ def _parse(name: str, raw: dict, known_techniques: dict[str, str], where: str) -
                       "deployment", "studies"}, where)
     techniques = {tech: _train_config(cfg, f"{where}: techniques.{tech}")
                   for tech, cfg in _table(raw, "techniques", where).items()}
+    recipes = {n: t for n, t in catalogue.techniques.items() if t.role in ("trained", "measurement")}
     for tech in techniques:
-        if tech not in known_techniques:
-            raise ConfigError(f"{where}: unknown technique {tech!r}; known: {sorted(known_techniques)}")
-    datasets = {ds: _dataset_config(ds, cfg, techniques, where)
+        if tech not in recipes:
+            raise ConfigError(f"{where}: unknown technique {tech!r} in [techniques]; known: {sorted(recipes)}")
+    datasets = {ds: _dataset_config(ds, cfg, techniques, catalogue, where)
                 for ds, cfg in _table(raw, "datasets", where).items()}
     if not datasets or not techniques:
         raise ConfigError(f"{where}: a profile needs at least one dataset and one technique")
     weights = dict(_table(raw, "weights", where))
-    for model in sorted(set(known_techniques[t] for t in techniques)):
+    for model in sorted(set(recipes[t].model for t in techniques)):
         if model in PRETRAINABLE_MODELS and model not in weights:
             raise ConfigError(f"{where}: weights.{model} is missing (imagenet, none, pretext or a path)")
         weights.setdefault(model, "none")
-    bases, compressions = _compressions(_table(raw, "compression", where), techniques, where)
+    bases, compressions = _compressions(_table(raw, "compression", where), techniques, catalogue, where)
     compressed_names = [c.technique(b) for b in bases for c in compressions.values()]
-    compressed = [c.technique(b) for b in bases for c in compressions.values() if c.name not in UNTRAINED_COMPRESSIONS]
-    floors = _floors(_table(raw, "floors", where), datasets, techniques, compressed, where)
+    floored = [t for t in techniques if catalogue.techniques[t].floored]
+    floored_compressed = [(c.technique(b), "mobilenet") for b in bases for c in compressions.values()
+                          if catalogue.techniques[c.name].floored]
+    floors = _floors(_table(raw, "floors", where), datasets,
+                     [(t, catalogue.techniques[t].study) for t in floored], floored_compressed, where)
     pretext = dict(raw.get("pretext", {}))
     if "pretext" in weights.values():
         if "train_size" not in pretext:
@@ -352,8 +319,8 @@ def _parse(name: str, raw: dict, known_techniques: dict[str, str], where: str) -
         gate=_gate_tolerances(_table(raw, "gate", where), where),
         compression_bases=bases,
         compressions=compressions,
-        studies=_studies(_table(raw, "studies", where), datasets, where),
-        **_deployments(_table(raw, "deployment", where), list(techniques) + compressed_names, where),
+        studies=_studies(_table(raw, "studies", where), datasets, catalogue, where),
+        **_deployments(_table(raw, "deployment", where), list(techniques) + compressed_names, catalogue, where),
     )
 
 
@@ -367,17 +334,20 @@ def _train_config(cfg: dict, where: str) -> TrainConfig:
     return train
 
 
-def _studies(raw: dict, datasets: dict[str, DatasetConfig], where: str) -> dict[str, dict[str, Any]]:
+def _studies(raw: dict, datasets: dict[str, DatasetConfig], catalogue: KnownTechniques,
+             where: str) -> dict[str, dict[str, Any]]:
     """[studies.NAME] parameters (defaults filled in) of every study a dataset runs."""
+    defaults = catalogue.studies
     for name, table in raw.items():
-        if name not in STUDY_PARAMS:
-            raise ConfigError(f"{where}: unknown study {name!r} in [studies]; known: {sorted(STUDY_PARAMS)}")
-        _check_keys(table, set(STUDY_PARAMS[name]), f"{where}: studies.{name}")
+        if name not in defaults:
+            raise ConfigError(f"{where}: unknown study {name!r} in [studies]; known: {sorted(defaults)}")
+        _check_keys(table, set(defaults[name]), f"{where}: studies.{name}")
     used = {study for config in datasets.values() for study in config.studies}
-    return {name: {**STUDY_PARAMS[name], **raw.get(name, {})} for name in sorted(used)}
+    return {name: {**defaults[name], **raw.get(name, {})} for name in sorted(used)}
 
 
-def _dataset_config(name: str, cfg: dict, techniques: dict[str, TrainConfig], where: str) -> DatasetConfig:
+def _dataset_config(name: str, cfg: dict, techniques: dict[str, TrainConfig], catalogue: KnownTechniques,
+                    where: str) -> DatasetConfig:
     here = f"{where}: datasets.{name}"
     _check_keys(cfg, {f.name for f in dataclasses.fields(DatasetConfig)} - {"name"}, here)
     for key in ("source", "native_size", "input_size"):
@@ -389,7 +359,7 @@ def _dataset_config(name: str, cfg: dict, techniques: dict[str, TrainConfig], wh
     cfg = dict(cfg)
     studies = tuple(cfg.pop("studies", ("mobilenet",)))
     for study in studies:
-        _check_choice(study, tuple(STUDY_TECHNIQUES), f"{here}.studies")
+        _check_choice(study, tuple(catalogue.studies), f"{here}.studies")
     overrides = cfg.get("overrides", {})
     for tech, values in overrides.items():
         if tech not in techniques:
@@ -398,7 +368,7 @@ def _dataset_config(name: str, cfg: dict, techniques: dict[str, TrainConfig], wh
     return DatasetConfig(name=name, studies=studies, **cfg)
 
 
-def _compressions(raw: dict, techniques: dict[str, TrainConfig], where: str):
+def _compressions(raw: dict, techniques: dict[str, TrainConfig], catalogue: KnownTechniques, where: str):
     """[compression]: ``bases`` (techniques whose models get compressed) and one table per
     compression technique: its parameters plus retraining overrides of the base's recipe."""
     bases = tuple(raw.get("bases", ()))
@@ -406,25 +376,26 @@ def _compressions(raw: dict, techniques: dict[str, TrainConfig], where: str):
         if base not in techniques:
             raise ConfigError(f"{where}: compression.bases names {base!r}, not a technique of this profile")
     compressions = {}
+    known = {n: t.params for n, t in catalogue.of_role("compression").items()}
     train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
     for name, table in raw.items():
         if name == "bases":
             continue
-        if name not in COMPRESSIONS:
-            raise ConfigError(f"{where}: unknown compression technique {name!r}; known: {sorted(COMPRESSIONS)}")
+        if name not in known:
+            raise ConfigError(f"{where}: unknown compression technique {name!r}; known: {sorted(known)}")
         here = f"{where}: compression.{name}"
-        _check_keys(table, set(COMPRESSIONS[name]) | train_keys, here)
+        _check_keys(table, set(known[name]) | train_keys, here)
         retrain = {k: v for k, v in table.items() if k in train_keys}
         for base in bases:
             dataclasses.replace(techniques[base], **retrain).validate(here)
-        params = {**COMPRESSIONS[name], **{k: v for k, v in table.items() if k not in train_keys}}
+        params = {**known[name], **{k: v for k, v in table.items() if k not in train_keys}}
         compressions[name] = Compression(name, params, retrain)
     if compressions and not bases:
         raise ConfigError(f"{where}: [compression] needs bases = [...] (e.g. [\"full_ft\", \"kd\"])")
     return bases, compressions
 
 
-def _deployments(raw: dict, models: list[str], where: str) -> dict[str, Any]:
+def _deployments(raw: dict, models: list[str], catalogue: KnownTechniques, where: str) -> dict[str, Any]:
     """[deployment]: ``bases`` (trained or compressed techniques to measure) and one table
     per deployment technique with its parameters."""
     bases = tuple(raw.get("bases", ()))
@@ -432,28 +403,29 @@ def _deployments(raw: dict, models: list[str], where: str) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"{where}: deployment.bases names {unknown}, not techniques of this profile: {models}")
     deployments = {}
+    known = {n: t.params for n, t in catalogue.of_role("deployment").items()}
     for name, table in raw.items():
         if name == "bases":
             continue
-        if name not in DEPLOYMENTS:
-            raise ConfigError(f"{where}: unknown deployment technique {name!r}; known: {sorted(DEPLOYMENTS)}")
-        _check_keys(table, set(DEPLOYMENTS[name]) | {"bases"}, f"{where}: deployment.{name}")
+        if name not in known:
+            raise ConfigError(f"{where}: unknown deployment technique {name!r}; known: {sorted(known)}")
+        _check_keys(table, set(known[name]) | {"bases"}, f"{where}: deployment.{name}")
         outside = [b for b in table.get("bases", ()) if b not in bases]
         if outside:
             raise ConfigError(f"{where}: deployment.{name}.bases {outside} are not in deployment.bases {list(bases)}")
-        deployments[name] = {**DEPLOYMENTS[name], **table}
+        deployments[name] = {**known[name], **table}
     if deployments and not bases:
         raise ConfigError(f"{where}: [deployment] needs bases = [...] (e.g. [\"full_ft\", \"kd\"])")
     return {"deployment_bases": bases, "deployments": deployments}
 
 
-def _floors(raw: dict, datasets: dict, techniques: list[str], compressed: list[str],
+def _floors(raw: dict, datasets: dict, techniques: list[tuple[str, str]], compressed: list[tuple[str, str]],
             where: str) -> dict[str, dict[str, float]]:
+    """The accuracy floor of every floored (technique, study) a dataset runs."""
     floors = {}
     for ds, config in datasets.items():
         per_dataset = raw.get(ds, {})
-        required = [t for t in [*techniques, *(compressed if config.compress else [])]
-                    if config.runs(t) and t not in UNFLOORED_TECHNIQUES]
+        required = [t for t, study in [*techniques, *(compressed if config.compress else [])] if config.runs(study)]
         missing = [t for t in required if t not in per_dataset]
         if missing:
             raise ConfigError(f"{where}: floors.{ds} has no accuracy floor for {missing}")

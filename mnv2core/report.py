@@ -5,6 +5,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from .techniques import catalogue
 from .report_companion import companion_tables, lowrank_note
 from .results import case_items
 
@@ -32,7 +33,7 @@ def render_report(document: dict[str, Any], fmt: str = "terminal") -> str:
                      _table("Convergence: test accuracy per epoch (VGG16: validation accuracy)",
                             _convergence(dataset, items, expected), fmt)]
         sections += [_table(title, rows(_derived(dataset, items, name)), fmt)
-                     for name, (title, rows) in {**COMPRESSION_TABLES, **DEPLOYMENT_TABLES}.items()]
+                     for name, (title, rows) in _technique_tables(dataset, items)]
         sections.append(_int8_verdict(_derived(dataset, items, "int8")))
         sections += [_table(title, rows, fmt) for title, rows in companion_tables(dataset, items)]
         sections.append(lowrank_note({e["technique"]: e.get("metrics", {}) for c, e in items.items()
@@ -87,64 +88,18 @@ def _convergence(dataset: str, items: dict, expected: list[str]) -> list[dict[st
     return rows
 
 
+def _technique_tables(dataset: str, items: dict) -> list[tuple[str, tuple]]:
+    """(technique, (title, rows)) of every registered technique with a table whose cases ran
+    on ``dataset``, in the grid's (the profile's) order."""
+    techniques = catalogue().techniques
+    ran = dict.fromkeys(extra.get("derived") for case, extra in items.items() if _dataset_of(case) == dataset)
+    return [(name, techniques[name].table) for name in ran if name in techniques and techniques[name].table]
+
+
 def _derived(dataset: str, items: dict, derived: str) -> list[tuple[str, dict]]:
     """(base technique, metrics) of the dataset's cases derived by ``derived``."""
     return [(extra.get("base", ""), extra.get("metrics", {})) for case, extra in items.items()
             if _dataset_of(case) == dataset and extra.get("derived") == derived]
-
-
-def _pruning_rows(found) -> list[dict]:
-    return [{"base": base, "round": r["round"], "sparsity": f"{r['sparsity']:.3f}",
-             "acc pruned": f"{r['accuracy_before_retrain']:.3f}", "acc retrained": f"{r['accuracy']:.3f}"}
-            for base, m in found for r in m.get("rounds", [])]
-
-
-def _structured_rows(found) -> list[dict]:
-    return [{"base": base, "channels": f"{m['channels_before']} -> {m['channels_after']}",
-             "params (M)": f"{m['params_before'] / 1e6:.2f} -> {m['params_after'] / 1e6:.2f}",
-             "size (MB)": f"{m['bytes_before'] / 1e6:.2f} -> {m['bytes_after'] / 1e6:.2f}",
-             "MACs (M)": f"{m['macs_before'] / 1e6:.1f} -> {m['macs_after'] / 1e6:.1f}",
-             "acc dense": f"{m['dense_accuracy']:.3f}", "acc pruned": f"{m['accuracy_before_retrain']:.3f}",
-             "acc retrained": f"{m['accuracy']:.3f}"} for base, m in found if "channels_after" in m]
-
-
-def _lottery_rows(found) -> list[dict]:
-    return [{"base": base, "sparsity": f"{m['sparsity']:.3f}", "acc dense": f"{m['dense_accuracy']:.3f}",
-             "acc pruned": f"{m['pruned_accuracy']:.3f}", "acc ticket": f"{m['ticket_accuracy']:.3f}",
-             "acc random reinit": f"{m['control_accuracy']:.3f}",
-             "reaches dense": "yes" if m["reaches_dense"] else "no"} for base, m in found if "ticket_accuracy" in m]
-
-
-def _svd_rows(found) -> list[dict]:
-    rows = []
-    for base, m in found:
-        rows.append({"base": base, "head": f"{m['head_shape'][0]}x{m['head_shape'][1]} (dense)", "rank": "",
-                     "head params": m["head_params_before"], "size (MB)": f"{m['bytes_before'] / 1e6:.3f}",
-                     "acc before": "", "acc recovered": f"{m['dense_accuracy']:.3f}"})
-        rows += [{"base": base, "head": v["variant"], "rank": v["rank"], "head params": v["head_params"],
-                  "size (MB)": f"{v['bytes'] / 1e6:.3f}", "acc before": f"{v['accuracy_before_recovery']:.3f}",
-                  "acc recovered": f"{v['accuracy']:.3f}"} for v in m.get("variants", [])]
-    return rows
-
-
-def _spectra_rows(found) -> list[dict]:
-    return [{"base": base, "layers": m["layers"], "mean k95 fraction": f"{m['mean_k95_fraction']:.3f}",
-             "classifier k95": m["head_k95"], "plot": m["plot"]} for base, m in found if "layers" in m]
-
-
-COMPRESSION_TABLES = {
-    "prune": ("Iterative magnitude pruning (20% of the remaining weights per round)", _pruning_rows),
-    "structured": ("Structured pruning of the last conv", _structured_rows),
-    "lottery": ("Lottery ticket (rewound to the saved start weights) vs random reinit", _lottery_rows),
-    "svd": ("SVD low-rank classifier", _svd_rows),
-    "spectra": ("Singular-value spectra (k95: components holding 95% of the energy)", _spectra_rows),
-}
-
-
-def _int8_rows(found) -> list[dict]:
-    return [{"model": base, "fp32 acc": f"{m['fp32_accuracy']:.3f}", "int8 acc": f"{m['accuracy']:.3f}",
-             "int8 - fp32 (points)": f"{-m['int8_drop'] * 100:+.1f}", "calibration images": m["calibration_images"]}
-            for base, m in found if "fp32_accuracy" in m]
 
 
 def _int8_verdict(found) -> str:
@@ -157,53 +112,6 @@ def _int8_verdict(found) -> str:
     names = {"full_ft": "the full fine-tuned model", "kd": "the distilled model"}
     return (f"More stable under int8: {names[steadier]} (accuracy change {-drops[steadier] * 100:+.1f} points "
             f"against {-drops[other] * 100:+.1f} for {names[other]}).")
-
-
-def _onnx_rows(found) -> list[dict]:
-    return [{"model": base, "ONNX acc": f"{m['accuracy']:.3f}", "ORT int8 acc": f"{m['ort_int8_accuracy']:.3f}",
-             "top-1 agreement": f"{m['top1_agreement']:.4f}",
-             "max abs logit diff": f"{m['max_abs_logit_diff']:.2e}",
-             "MB fp32 / int8": f"{m['onnx_bytes'] / 1e6:.2f} / {m['onnx_int8_bytes'] / 1e6:.2f}"}
-            for base, m in found if "top1_agreement" in m]
-
-
-def _latency_rows(found) -> list[dict]:
-    rows = []
-    for base, m in found:
-        for key, value in m.get("latency", {}).items():
-            runner, batch, _ = key.rsplit("_", 2)
-            speedup = m["speedup"].get(f"{runner}_{batch}_speedup")
-            rows.append({"model": base, "runtime": runner, "batch": batch.removeprefix("b"),
-                         "median ms": f"{value:.2f}", "IQR ms": f"{m['latency_iqr'][f'{runner}_{batch}_iqr']:.2f}",
-                         "speed-up vs eager": f"{speedup:.2f}x" if speedup else "1.00x",
-                         "fastest": "*" if m["fastest"].get(batch) == runner else ""})
-    return rows
-
-
-def _fgsm_rows(found) -> list[dict]:
-    return [{"model": base, "epsilon": m["epsilon"], "clean acc": f"{m['clean_accuracy']:.3f}",
-             "FGSM acc": f"{m['accuracy']:.3f}",
-             "int8 clean": f"{m['int8_clean_accuracy']:.3f}" if "int8_clean_accuracy" in m else "not run",
-             "int8 FGSM*": f"{m['int8_fgsm_accuracy']:.3f}" if "int8_fgsm_accuracy" in m else "not run"}
-            for base, m in found if "clean_accuracy" in m]
-
-
-def _robustness_rows(found) -> list[dict]:
-    rows = []
-    for base, m in found:
-        row = {"model": base, "clean": f"{m['accuracy']:.3f}"}
-        for kind in ("blur", "noise"):
-            row.update({f"{kind} {k.split('_')[1]}": f"{v:.3f}" for k, v in m.get(kind, {}).items()})
-        row["plot"] = m.get("plot", "")
-        rows.append(row)
-    return rows
-
-
-def _gradcam_rows(found) -> list[dict]:
-    return [{"model": base, "input px": m["input_size"], "layer": m["layer"],
-             "map": "x".join(str(v) for v in m["feature_map"]), "deletion AUC (low=faithful)": f"{m['deletion_auc']:.3f}",
-             "insertion AUC (high=faithful)": f"{m['insertion_auc']:.3f}", "top-10% mass": f"{m['top10_mass_share']:.3f}",
-             "entropy": f"{m['entropy']:.3f}", "overlays": m["plot"]} for base, m in found if "deletion_auc" in m]
 
 
 def resolution_analysis(items: dict) -> str:
@@ -228,30 +136,6 @@ def resolution_analysis(items: dict) -> str:
         lines.append("At these inputs the last conv map is 1x1, so Grad-CAM cannot localise at all "
                      f"(one value spread over the image): {', '.join(flat)}.")
     return "Resolution study (generated from the Grad-CAM figures above)\n\n" + "\n".join(lines)
-
-
-def _speed_rows(found) -> list[dict]:
-    rows = []
-    for _, m in found:
-        rate = m["images_per_second"]
-        # evaluation batches: the profile's for the plain loop, capped on a CPU for the harness
-        for kind, what in (("train", f"batch {m['batch_size']}"), ("eval", "profile's batch")):
-            rows.append({"what": f"{kind} {m['input_size']} px, {what}",
-                         "plain loop img/s": f"{rate[f'reference_{kind}_images_per_second']:.0f}",
-                         "harness img/s": f"{rate[f'harness_{kind}_images_per_second']:.0f}",
-                         "harness / plain": f"{m['speedup'][f'{kind}_speedup']:.2f}x", "threads": m["threads"]})
-    return rows
-
-
-DEPLOYMENT_TABLES = {
-    "speed": ("Harness speed against a plain PyTorch loop (NCHW fp32; median of alternating rounds)", _speed_rows),
-    "int8": ("Int8 post-training quantization (FX, x86)", _int8_rows),
-    "onnx": ("ONNX Runtime (fp32, and static int8 QDQ) against PyTorch", _onnx_rows),
-    "latency": ("CPU latency (1 thread; speed-ups measured back to back in one process)", _latency_rows),
-    "fgsm": ("FGSM (* int8 attacked with the gradients of its fp32 twin)", _fgsm_rows),
-    "robustness": ("Robustness: accuracy under Gaussian blur and noise (sigma)", _robustness_rows),
-    "gradcam": ("Grad-CAM: faithfulness and focus", _gradcam_rows),
-}
 
 
 def _problems(items: dict) -> list[dict[str, str]]:

@@ -1,38 +1,39 @@
-"""The study: builds each trained artifact once (through the cache), runs the grid's cases
-and returns their records. Plain library code: the pytest plugin only wires it up."""
+"""The study: resolves a case's technique in the registry, builds each artifact once (through
+the cache, seeded) and returns the cases' records. It implements the build context
+(``context.Context``) the technique modules see. Plain library code: the pytest plugin only
+wires it up."""
 from __future__ import annotations
 
-import copy
+import contextlib
 import dataclasses
-import functools
 import logging
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from . import strategies
 from .cache import ArtifactCache, payload_digest
-from .companion.resnet_lowrank import LowRankCases
-from .companion.vgg_si import VggSiCases
 from .compression.architecture import restore_model
-from .compression.cases import CompressionCases
-from .deploy.cases import DeploymentCases
-from .deploy.latency import Timer, eager_latency, measure_latency, torch_threads
-from .seeding import derive_seed
+from .context import Artifact, Build, Case
 from .datasets import DatasetSplits, apply_source_override, load_dataset, parse_source_override
 from .datasets.sources import read_synthetic
 from .datasets.synthetic import GENERATOR_VERSION
+from .deploy.latency import Timer, measure_latency
 from .errors import ConfigError
+from .training import evaluate
 from .execution import Execution, keep_freed_memory
 from .frozen_features import FeatureStore
-from .grid import TECHNIQUE_MODELS, Case, technique_models
+from .grid import plan
 from .models import ImageClassifier, build_model, count_parameters, from_pretrained
-from .profiles import STUDY_TECHNIQUES, Profile, TrainConfig
-from .speed import compare_speed
-from .training import evaluate
+from .profiles import Profile, TrainConfig
+from .registry import COMPRESSION, TRAINED, Catalogue, require
+from .techniques import catalogue
+from .seeding import derive_seed
 from .weights import load_pretrained_state, random_init_provenance, resolve_weights_spec
 
 log = logging.getLogger("mnv2bench.study")
@@ -40,7 +41,6 @@ log = logging.getLogger("mnv2bench.study")
 NO_PRETRAINED_NOTE = "no pretrained weights: the network starts from random initialisation"
 PRETEXT_PALETTE_OFFSET = 0.5
 PRETEXT_SEED_OFFSET = 1000
-SPEED_TECHNIQUE = "train_speed"
 
 
 @dataclass(frozen=True)
@@ -58,15 +58,6 @@ class Settings:
     weights: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Artifact:
-    model: ImageClassifier
-    key: str
-    status: str
-    meta: dict[str, Any]
-    start_state: dict[str, torch.Tensor] | None = None  # the exact weights training began from
-
-
 def resolve_device(requested: str) -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -76,15 +67,37 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
+@contextlib.contextmanager
+def modes_restored(model: torch.nn.Module):
+    """Give every module back the train/eval mode it had on entry."""
+    modes = [(module, module.training) for module in model.modules()]
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def seed_everything(seed: int) -> None:
+    """Seed every generator a build may draw from (torch's CPU and CUDA ones, Python's, NumPy's)."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+
+
 class Study:
-    def __init__(self, profile: Profile, settings: Settings):
+    def __init__(self, profile: Profile, settings: Settings, techniques: Catalogue | None = None):
         self.profile = profile
         self.settings = settings
+        self.catalogue = techniques or catalogue()
         self.device = resolve_device(settings.device or profile.device)
         self.execution = Execution.resolve(self.device, profile.channels_last, profile.amp)
         self.allocator = keep_freed_memory()
         self.cache = ArtifactCache(Path(settings.cache_dir), run_id=settings.run_id, refresh=settings.refresh)
+        self.cache_root = self.cache.root
+        self.plots_dir = Path(settings.results_dir) / "plots"
         self.features = FeatureStore(self.cache, profile.eval_batch_size, self.execution)
+        self.timer: Timer = measure_latency  # the pytest plugin may time through pytest-benchmark
         self.datasets = dict(profile.datasets)
         for text in settings.data_sources:
             name, source, path = parse_source_override(text)
@@ -92,24 +105,12 @@ class Study:
                 raise ConfigError(f"--data-source names {name!r}, which profile {profile.name!r} lacks; "
                                   f"its datasets: {sorted(self.datasets)}")
             self.datasets[name] = apply_source_override(self.datasets[name], source, path)
+        self.templates = plan(profile, self.catalogue)  # technique -> Case(model, method, base)
         self._loaded: dict[str, DatasetSplits] = {}
         self._sized: dict[tuple[str, int], DatasetSplits] = {}
         self._artifacts: dict[tuple[str, str], Artifact] = {}
         self._start_weights: dict[tuple, tuple[dict | None, dict]] = {}
-        self._builders: dict[str, Callable[[str], Artifact]] = {
-            "partial_ft": self._partial_ft, "full_ft": self._full_ft, "scratch": self._scratch,
-            "kd": self._kd, "teacher": self._teacher, "resnet_head": self._resnet_head,
-            **{tech: functools.partial(self._light, tech) for tech in STUDY_TECHNIQUES["light"]},
-        }
-        self.timer: Timer = measure_latency  # the pytest plugin may time through pytest-benchmark
-        self._compressions = CompressionCases(self)
-        self._deployments = DeploymentCases(self)
-        self._lowrank = LowRankCases(self)
-        self._derived = [self._compressions, VggSiCases(self), self._lowrank]  # build their own artifacts
-        self._measures: dict[str, Callable[[str, Artifact], dict]] = {
-            "resnet_lowrank": self._lowrank.measure,
-            **{tech: self._light_latency for tech in STUDY_TECHNIQUES["light"]},
-        }
+        self._memo: dict[tuple, Any] = {}
 
     # data -----------------------------------------------------------------
     def dataset(self, name: str) -> DatasetSplits:
@@ -129,28 +130,32 @@ class Study:
     def input_size(self, dataset: str, technique: str) -> int:
         return self.datasets[dataset].size_for(self.profile.train_config(technique, dataset))
 
+    def seed_for(self, dataset: str, technique: str) -> int:
+        return derive_seed(self.profile.seed, dataset, technique)
+
+    def memo(self, key: tuple, make: Callable[[], Any]) -> Any:
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
+
     # cases ----------------------------------------------------------------
+    def case(self, dataset: str, technique: str) -> Case:
+        """The grid case of ``technique`` on ``dataset``."""
+        if dataset not in self.datasets:
+            raise ConfigError(f"unknown dataset {dataset!r}; profile datasets: {sorted(self.datasets)}")
+        if technique not in self.templates:
+            raise ConfigError(f"technique {technique!r} is not in profile {self.profile.name!r}: "
+                              f"{sorted(self.templates)}")
+        template = self.templates[technique]
+        return dataclasses.replace(template, dataset=dataset)
+
     def run_case(self, case: Case) -> dict[str, Any]:
-        """Train (or load) the case's model, evaluate it, and return its record."""
+        """Build (or load) the case's model, evaluate or measure it, and return its record."""
+        technique = self.catalogue.get(case.method)
         events_before = len(self.cache.events)
-        if case.technique == SPEED_TECHNIQUE:
-            started = time.perf_counter()
-            artifact, measured, tags = self._speed(case.dataset)
-            history, train_seconds = [], None
-        elif self._deployments.handles(case.technique):
-            artifact = self._deployments.base_artifact(case.dataset, case.technique)
-            started = time.perf_counter()
-            measured, tags = self._deployments.measure(case.dataset, case.technique)
-            history, train_seconds = [], None  # nothing trained: the base's epochs and time are the base case's
-        else:
-            artifact = self.artifact(case.dataset, case.technique)
-            started = time.perf_counter()
-            data = self.data_at(case.dataset, artifact.meta["input_size"])
-            accuracy = evaluate(artifact.model, data.test, self.profile.eval_batch_size, self.execution)
-            measured, tags = {"accuracy": accuracy, **artifact.meta.get("metrics", {})}, artifact.meta.get("record", {})
-            if case.technique in self._measures:
-                measured.update(self._measures[case.technique](case.dataset, artifact))
-            history, train_seconds = artifact.meta["history"], artifact.meta["train_seconds"]
+        with contextlib.ExitStack() as stack:
+            artifact, measured, history, train_seconds, started = self._measure(case, technique, stack)
+        tags = {"base": case.base, "derived": case.method} if case.base else artifact.meta.get("record", {})
         return {
             "case": case.id, "dataset": case.dataset, "model": case.model, "technique": case.technique,
             "profile": self.profile.name, "seed": self.profile.seed, **tags,
@@ -171,135 +176,77 @@ class Study:
                             "latency_timer": getattr(self.timer, "name", "harness")},
         }
 
-    def _speed(self, dataset: str) -> tuple[Artifact, dict[str, Any], dict[str, str]]:
-        """The harness's training step and evaluation against a plain PyTorch loop, on this
-        dataset's images at its input size (nothing cached: the speed is of this run)."""
-        cfg = self.profile.train_config(SPEED_TECHNIQUE, dataset)
-        size, p = self.input_size(dataset, SPEED_TECHNIQUE), self.profile.studies["speed"]
-        data = self.data_at(dataset, size)
-        train = data.train.cycled(p["train_images"] - p["train_images"] % cfg.batch_size or cfg.batch_size)
-        test = data.test.cycled(p["eval_images"])
-        model_name = TECHNIQUE_MODELS[SPEED_TECHNIQUE]
-        with torch_threads(p["threads"] or torch.get_num_threads()):
-            measured = compare_speed(model_name, data.num_classes, train, test, cfg, self.execution,
-                                     self.profile.eval_batch_size, p["rounds"], self.seed_for(dataset, SPEED_TECHNIQUE))
-        meta = {"input_size": size, "train": dataclasses.asdict(cfg), "weights": random_init_provenance(model_name)}
-        artifact = Artifact(build_model(model_name, data.num_classes), "", "measured", meta)
-        return artifact, measured, {"derived": "speed"}
+    def _measure(self, case: Case, technique, stack: contextlib.ExitStack):
+        """(artifact, metrics, per-epoch history, training seconds, when measuring began): a
+        trained or compressed model's test accuracy and its build's metrics; a deployment's
+        or measurement's metrics of this run. The measured model's train/eval modes are
+        restored afterwards: measuring never changes a cached model."""
+        if technique.role in (TRAINED, COMPRESSION):
+            artifact = self.artifact(case.dataset, case.technique)
+            stack.enter_context(modes_restored(artifact.model))
+            started = time.perf_counter()
+            data = self.data_at(case.dataset, artifact.meta["input_size"])
+            accuracy = evaluate(artifact.model, data.test, self.profile.eval_batch_size, self.execution)
+            measured = {"accuracy": accuracy, **artifact.meta.get("metrics", {})}
+            history, train_seconds = artifact.meta["history"], artifact.meta["train_seconds"]
+        else:  # measured in this run: the base's epochs and training time are the base case's
+            artifact = self.artifact(case.dataset, case.base) if case.base else technique.build(self, case)
+            stack.enter_context(modes_restored(artifact.model))
+            started = time.perf_counter()
+            measured, history, train_seconds = {}, [], None
+        if technique.measure is not None:
+            measured.update(technique.measure(self, case, artifact))
+        return artifact, measured, history, train_seconds, started
+
+    def check(self, case: Case, record: dict[str, Any]) -> None:
+        """What the case's technique guarantees of its metrics, then the profile's accuracy
+        floor; CheckFailed (an AssertionError) names what broke."""
+        technique = self.catalogue.get(case.method)
+        metrics = record["metrics"]
+        if technique.check is not None:
+            technique.check(metrics, case)
+        if metrics["floor"] is not None:
+            require(metrics["accuracy"] >= metrics["floor"], f"{case.id}: test accuracy {metrics['accuracy']:.4f} "
+                                                             f"is below the floor {metrics['floor']} of profile {self.profile.name!r}")
 
     # artifacts ------------------------------------------------------------
     def artifact(self, dataset: str, technique: str) -> Artifact:
-        """The trained model of ``technique`` on ``dataset``: from this process's memory, the
-        disk cache, or trained now."""
-        if dataset not in self.datasets:
-            raise ConfigError(f"unknown dataset {dataset!r}; profile datasets: {sorted(self.datasets)}")
+        """The model of a trained or compressed ``technique`` on ``dataset``: from this
+        process's memory, the disk cache, or built now."""
+        case = self.case(dataset, technique)
+        builder = self.catalogue.get(case.method)
+        if builder.role not in (TRAINED, COMPRESSION):
+            raise ConfigError(f"{case.id} is a {builder.role}: it measures a model and has none of its own")
         if (dataset, technique) not in self._artifacts:
-            self._artifacts[dataset, technique] = self._build(dataset, technique)
+            self._artifacts[dataset, technique] = builder.build(self, case)
         return self._artifacts[dataset, technique]
 
-    def _build(self, dataset: str, technique: str) -> Artifact:
-        for derived in self._derived:
-            if derived.handles(technique):
-                return derived.artifact(dataset, technique)
-        if technique not in self._builders or technique not in self.profile.techniques:
-            raise ConfigError(f"technique {technique!r} is not in profile {self.profile.name!r}: "
-                              f"{sorted(technique_models(self.profile))}")
-        return self._builders[technique](dataset)
-
-    def seed_for(self, dataset: str, technique: str) -> int:
-        return derive_seed(self.profile.seed, dataset, technique)
-
-    def _partial_ft(self, dataset: str) -> Artifact:
-        return self._train("partial_ft", dataset, self._head_only, self._pretrained_init)
-
-    def _head_only(self, model, data, cfg, **fit_args):
-        """Partial fine-tuning, on the frozen backbone's cached features where it can."""
-        return strategies.partial_finetune(model, data, cfg, features=self.features, **fit_args)
-
-    def _teacher(self, dataset: str) -> Artifact:
-        return self._train("teacher", dataset, strategies.train_all, self._pretrained_init)
-
-    def _scratch(self, dataset: str) -> Artifact:
-        return self._train("scratch", dataset, strategies.train_from_scratch, self._random_init)
-
-    def _full_ft(self, dataset: str) -> Artifact:
-        upstream = self.artifact(dataset, "partial_ft")
-        init = lambda model, classes, size: (_copy_model(upstream.model), upstream.meta["weights"])
-        return self._train("full_ft", dataset, strategies.full_finetune, init, {"partial_ft": upstream.key})
-
-    def _resnet_head(self, dataset: str) -> Artifact:
-        """The low-rank study's base: a fresh ``fc`` trained on the frozen (pretrained) backbone."""
-        return self._train("resnet_head", dataset, self._head_only, self._pretrained_init)
-
-    def _light(self, technique: str, dataset: str) -> Artifact:
-        return self._train(technique, dataset, strategies.train_from_scratch, self._random_init)
-
-    def _light_latency(self, dataset: str, artifact: Artifact) -> dict[str, Any]:
-        p = self.profile.studies["light"]
-        timed = eager_latency({"eager_fp32": artifact.model}, artifact.meta["input_size"], p["batch_sizes"],
-                              p["warmup"], p["rounds"], p["threads"], self.timer)
-        return {**timed, "threads": p["threads"], "rounds": p["rounds"]}
-
-    def _kd(self, dataset: str) -> Artifact:
-        teacher = self.artifact(dataset, "teacher")
-        if teacher.meta["input_size"] != self.input_size(dataset, "kd"):
-            raise ConfigError(f"{dataset}: the teacher trains at {teacher.meta['input_size']} px but kd at "
-                              f"{self.input_size(dataset, 'kd')} px; give both the same 'input' in the profile")
-        distill = lambda model, data, cfg, **kw: strategies.distill(model, teacher.model, data, cfg, **kw)
-        return self._train("kd", dataset, distill, self._random_init, {"teacher": teacher.key})
-
-    def _train(self, technique: str, dataset: str, strategy: Callable, init: Callable,
-               upstream: dict[str, str] | None = None) -> Artifact:
-        """Build (or load) one artifact: ``init`` gives the starting model and its weights
-        provenance, ``strategy`` trains it."""
-        model_name = TECHNIQUE_MODELS[technique]
-        cfg = self.profile.train_config(technique, dataset)
-        size = self.input_size(dataset, technique)
-        splits = self.dataset(dataset)
-        seed = self.seed_for(dataset, technique)
-        start_weights = self._weights_fingerprint(init, model_name, size)
-        spec = {"kind": technique, "model": model_name, "data": splits.provenance["fingerprint"],
-                "classes": splits.num_classes, "input_size": size, "train": dataclasses.asdict(cfg),
-                "seed": seed, "execution": self.execution.spec(), "weights": start_weights, "upstream": upstream or {},
-                "payload": "with-start-state"}
-        label = f"{dataset}-{model_name}-{technique}"
-
-        def build() -> dict[str, Any]:
-            torch.manual_seed(seed)
-            model, weights = init(model_name, splits.num_classes, size)
-            model = self.execution.prepare(model)
-            start_state = cpu_state(model)
+    def fetch(self, label: str, spec: dict[str, Any], seed: int, build: Build) -> Artifact:
+        """Fetch or build a model payload through the cache (the build seeded first, so it
+        does not depend on what ran before it in this process) and restore it on the device."""
+        def seeded() -> dict[str, Any]:
+            seed_everything(seed)
             started = time.perf_counter()
-            history = strategy(model, self.data_at(dataset, size), cfg, seed=seed, label=label,
-                               eval_batch_size=self.profile.eval_batch_size, execution=self.execution)
-            return {"model": model_name, "num_classes": splits.num_classes, "state_dict": cpu_state(model),
-                    "start_state": start_state,
-                    "meta": {"history": [h.as_dict() for h in history], "weights": weights,
-                             "train_seconds": time.perf_counter() - started, "input_size": size,
-                             "upstream": upstream or {}, "train": dataclasses.asdict(cfg)}}
+            payload = build()
+            payload["meta"].setdefault("train_seconds", time.perf_counter() - started)
+            return payload
 
-        return self.cached(label, spec, build)
-
-    def cached(self, label: str, spec: dict[str, Any], build: Callable[[], dict[str, Any]]) -> Artifact:
-        """Fetch or build a model payload through the cache and restore it on the device."""
-        result = self.cache.fetch(label, spec, build)
+        result = self.cache.fetch(label, {**spec, "seed": seed}, seeded)
         payload = result.payload
         model = self.execution.prepare(restore_model(payload["model"], payload["num_classes"],
                                                      payload["state_dict"], payload.get("arch")))
         return Artifact(model, result.key, result.status, payload["meta"], payload.get("start_state"))
 
     # starting weights -------------------------------------------------------
-    def _random_init(self, model_name: str, num_classes: int, size: int):
-        return build_model(model_name, num_classes), random_init_provenance(model_name)
-
-    def _pretrained_init(self, model_name: str, num_classes: int, size: int):
-        state, provenance = self._pretrained_state(model_name, size)
+    def start_model(self, model_name: str, num_classes: int, size: int,
+                    pretrained: bool) -> tuple[ImageClassifier, dict[str, Any]]:
+        state, provenance = self._pretrained_state(model_name, size) if pretrained else (None, None)
         if state is None:
-            return self._random_init(model_name, num_classes, size)
+            return build_model(model_name, num_classes), provenance or random_init_provenance(model_name)
         return from_pretrained(model_name, state, num_classes), provenance
 
-    def _weights_fingerprint(self, init: Callable, model_name: str, size: int) -> Any:
-        if init != self._pretrained_init:
+    def start_fingerprint(self, model_name: str, size: int, pretrained: bool) -> Any:
+        if not pretrained:
             return None
         _, provenance = self._pretrained_state(model_name, size)
         return {"source": provenance["source"], "sha256": provenance["sha256"]}
@@ -331,7 +278,7 @@ class Study:
             raw = read_synthetic(size, train_size, max(256, train_size // 4),
                                  seed=self.profile.seed + PRETEXT_SEED_OFFSET, palette_offset=PRETEXT_PALETTE_OFFSET)
             splits = DatasetSplits("pretext", raw.train, raw.test, raw.classes, {}).at_size(size, self.device)
-            torch.manual_seed(seed)
+            seed_everything(seed)
             model = self.execution.prepare(build_model(model_name, splits.num_classes))
             strategies.train_from_scratch(model, splits, cfg, seed=seed, label=f"pretext-{model_name}-{size}px",
                                           eval_batch_size=self.profile.eval_batch_size, execution=self.execution)
@@ -347,10 +294,3 @@ class Study:
             self._start_weights[memo_key] = (state, provenance)
         return self._start_weights[memo_key]
 
-
-def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-
-
-def _copy_model(model: ImageClassifier) -> ImageClassifier:
-    return copy.deepcopy(model)

@@ -12,7 +12,8 @@ from mnv2core.datasets.sources import read_mnist
 from mnv2core.datasets.tensors import ImageSet
 from mnv2core.deploy.latency import eager_latency
 from mnv2core.errors import ConfigError, DataNotFoundError
-from mnv2core.grid import TECHNIQUE_MODELS, build_grid
+from mnv2core.grid import build_grid
+from mnv2core.techniques import catalogue
 from mnv2core.models import MNIST_MEAN, MNIST_STD, ImageClassifier, build_model, count_parameters
 from mnv2core.networks import compress_vgg, conv_outputs
 from mnv2core.profiles import TrainConfig, load_profile
@@ -110,8 +111,8 @@ light_cnn = 0.0
 def test_datasets_run_only_their_studies_and_need_only_their_floors(tmp_path):
     path = tmp_path / "p.toml"
     path.write_text(STUDIES_PROFILE.format(extra="[studies.light]\nrounds = 7"))
-    profile = load_profile(str(path), TECHNIQUE_MODELS)
-    assert [c.id for c in build_grid(profile)] == ["digits-lightcnn-light_cnn"]
+    profile = load_profile(str(path), catalogue())
+    assert [c.id for c in build_grid(profile, catalogue())] == ["digits-lightcnn-light_cnn"]
     assert profile.studies == {"light": {"batch_sizes": [1, 64], "warmup": 5, "rounds": 7, "threads": 1}}
     config = profile.datasets["digits"]
     assert config.size_for(profile.train_config("resnet_head", "digits")) == 64
@@ -126,14 +127,14 @@ def test_bad_study_tables_are_named(tmp_path, extra, message):
     path = tmp_path / "p.toml"
     path.write_text(STUDIES_PROFILE.format(extra=extra))
     with pytest.raises(ConfigError, match=message):
-        load_profile(str(path), TECHNIQUE_MODELS)
+        load_profile(str(path), catalogue())
 
 
 def test_unknown_study_of_a_dataset_is_named(tmp_path):
     path = tmp_path / "p.toml"
     path.write_text(STUDIES_PROFILE.format(extra="").replace('studies = ["light"]', 'studies = ["lite"]'))
     with pytest.raises(ConfigError, match="studies is 'lite'"):
-        load_profile(str(path), TECHNIQUE_MODELS)
+        load_profile(str(path), catalogue())
 
 
 def test_missing_mnist_names_the_files_and_the_fixes(tmp_path):
@@ -144,7 +145,7 @@ def test_missing_mnist_names_the_files_and_the_fixes(tmp_path):
 def test_synthetic_digits_load_as_a_stand_in(tmp_path):
     path = tmp_path / "p.toml"
     path.write_text(STUDIES_PROFILE.format(extra=""))
-    config = load_profile(str(path), TECHNIQUE_MODELS).datasets["digits"]
+    config = load_profile(str(path), catalogue()).datasets["digits"]
     splits = load_dataset(config, data_root=tmp_path, download=False, seed=0)
     assert (len(splits.train), len(splits.test), splits.num_classes) == (40, 20, 10)
     assert splits.provenance["stand_in"] and "MNIST" in splits.provenance["note"]

@@ -1,8 +1,9 @@
 import pytest
 
 from mnv2core.errors import ConfigError
-from mnv2core.grid import TECHNIQUE_MODELS, build_grid
-from mnv2core.profiles import STUDY_TECHNIQUES, available_profiles, load_profile
+from mnv2core.grid import build_grid
+from mnv2core.techniques import catalogue
+from mnv2core.profiles import available_profiles, load_profile
 
 MINIMAL = """
 [datasets.tiny]
@@ -35,14 +36,14 @@ def write(tmp_path, dataset_extra="", technique_extra="", text=None):
 @pytest.mark.parametrize("name", ["smoke", "full"])
 def test_builtin_profiles_load_and_cover_the_grid(name):
     assert name in available_profiles()
-    profile = load_profile(name, TECHNIQUE_MODELS)
-    cases = build_grid(profile)
+    profile = load_profile(name, catalogue())
+    cases = build_grid(profile, catalogue())
     trained = {"partial_ft", "full_ft", "scratch", "kd", "teacher"}
     compressed = {f"{base}_{c}" for base in ("full_ft", "kd")
                   for c in ("prune", "structured", "lottery", "svd", "spectra")}
     deployed = {f"{base}_{d}" for base in ("partial_ft", "full_ft", "kd", "full_ft_prune")
                 for d in ("int8", "onnx", "latency", "fgsm", "robustness")} | {"full_ft_gradcam", "kd_gradcam"}
-    companions = {t for study, techs in STUDY_TECHNIQUES.items() if study != "mobilenet" for t in techs}
+    companions = {t for study in ("vgg_si", "light", "lowrank", "speed") for t in catalogue().study_techniques(study)}
     assert {c.technique for c in cases} == trained | compressed | deployed | companions
     measured_only = deployed | {"full_ft_spectra", "kd_spectra", "train_speed"}
     floors = [profile.floor(c.dataset, c.technique) for c in cases if c.technique not in measured_only]
@@ -51,7 +52,7 @@ def test_builtin_profiles_load_and_cover_the_grid(name):
 
 
 def test_smoke_is_the_offline_synthetic_cpu_profile():
-    profile = load_profile("smoke", TECHNIQUE_MODELS)
+    profile = load_profile("smoke", catalogue())
     assert profile.device == "cpu"
     assert {d.source for d in profile.datasets.values()} == {"synthetic", "digits"}
     assert sorted(d.native_size for d in profile.datasets.values()) == [28, 32, 96]
@@ -59,12 +60,12 @@ def test_smoke_is_the_offline_synthetic_cpu_profile():
 
 def test_unknown_profile_lists_the_known_ones():
     with pytest.raises(ConfigError, match="smoke"):
-        load_profile("nope", TECHNIQUE_MODELS)
+        load_profile("nope", catalogue())
 
 
 def test_minimal_profile_and_grid_ids(tmp_path):
-    profile = load_profile(write(tmp_path), TECHNIQUE_MODELS)
-    assert [c.id for c in build_grid(profile)] == ["tiny-mobilenet_v2-scratch"]
+    profile = load_profile(write(tmp_path), catalogue())
+    assert [c.id for c in build_grid(profile, catalogue())] == ["tiny-mobilenet_v2-scratch"]
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -76,40 +77,40 @@ def test_bad_technique_entries_are_named(tmp_path, extra, message):
     text = MINIMAL.replace("epochs = 1\n", "").format(dataset_extra="", technique_extra=extra + (
         "" if "epochs" in extra else "\nepochs = 1"))
     with pytest.raises(ConfigError, match=message):
-        load_profile(write(tmp_path, text=text), TECHNIQUE_MODELS)
+        load_profile(write(tmp_path, text=text), catalogue())
 
 
 def test_missing_floor_is_an_error(tmp_path):
     text = MINIMAL.format(dataset_extra="", technique_extra="").replace("scratch = 0.0", "")
     with pytest.raises(ConfigError, match="no accuracy floor"):
-        load_profile(write(tmp_path, text=text), TECHNIQUE_MODELS)
+        load_profile(write(tmp_path, text=text), catalogue())
 
 
 def test_per_dataset_overrides(tmp_path):
     extra = "[datasets.tiny.overrides.scratch]\nepochs = 5\ninput = \"native\""
-    profile = load_profile(write(tmp_path, dataset_extra=extra), TECHNIQUE_MODELS)
+    profile = load_profile(write(tmp_path, dataset_extra=extra), catalogue())
     assert profile.train_config("scratch", "tiny").epochs == 5
     assert profile.techniques["scratch"].epochs == 1
 
 
 def test_unknown_dataset_or_technique_selection(tmp_path):
-    profile = load_profile(write(tmp_path), TECHNIQUE_MODELS)
+    profile = load_profile(write(tmp_path), catalogue())
     with pytest.raises(ConfigError, match=r"choose from \['tiny'\]"):
-        build_grid(profile, ["cifar100"])
+        build_grid(profile, catalogue(), ["cifar100"])
     with pytest.raises(ConfigError, match="technique"):
-        build_grid(profile, None, ["prune"])
+        build_grid(profile, catalogue(), None, ["prune"])
 
 
 def test_gate_tolerances_come_from_the_profile(tmp_path):
     text = MINIMAL.format(dataset_extra="", technique_extra="") + (
         "\n[gate]\naccuracy_points = 0.05\n[gate.per_metric]\nint8_accuracy = 0.08\n")
-    gate = load_profile(write(tmp_path, text=text), TECHNIQUE_MODELS).gate
+    gate = load_profile(write(tmp_path, text=text), catalogue()).gate
     assert gate.accuracy_points == 0.05 and gate.for_metric("int8_accuracy", "accuracy") == 0.08
     assert gate.for_metric("accuracy", "accuracy") == 0.05
     with pytest.raises(ConfigError, match="gate tolerances must be numbers >= 0"):
-        load_profile(write(tmp_path, text=text.replace("0.05", "-1")), TECHNIQUE_MODELS)
+        load_profile(write(tmp_path, text=text.replace("0.05", "-1")), catalogue())
     with pytest.raises(ConfigError, match="unknown key.*accuracy"):
-        load_profile(write(tmp_path, text=text.replace("accuracy_points", "accuracy")), TECHNIQUE_MODELS)
+        load_profile(write(tmp_path, text=text.replace("accuracy_points", "accuracy")), catalogue())
 
 COMPRESSION = """
 [compression]
@@ -124,15 +125,15 @@ lr = 0.5
 def test_compression_cases_need_floors_and_retrain_from_the_base_recipe(tmp_path):
     text = MINIMAL.format(dataset_extra="", technique_extra="") + COMPRESSION
     with pytest.raises(ConfigError, match=r"floors.tiny has no accuracy floor for \['scratch_prune'\]"):
-        load_profile(write(tmp_path, text=text), TECHNIQUE_MODELS)
+        load_profile(write(tmp_path, text=text), catalogue())
     text = text.replace("scratch = 0.0", "scratch = 0.0\nscratch_prune = 0.1")
-    profile = load_profile(write(tmp_path, text=text), TECHNIQUE_MODELS)
+    profile = load_profile(write(tmp_path, text=text), catalogue())
     (technique, base, compression), = profile.compressed_cases()
     assert (technique, base) == ("scratch_prune", "scratch")
     assert compression.params == {"rounds": 2, "amount": 0.2}
     retrain = profile.retrain_config(compression, base, "tiny")
     assert (retrain.epochs, retrain.lr, retrain.batch_size) == (3, 0.5, 16)
-    assert [c.technique for c in build_grid(profile)] == ["scratch", "scratch_prune"]
+    assert [c.technique for c in build_grid(profile, catalogue())] == ["scratch", "scratch_prune"]
 
 
 @pytest.mark.parametrize("change, message", [
@@ -143,34 +144,34 @@ def test_compression_cases_need_floors_and_retrain_from_the_base_recipe(tmp_path
 def test_bad_compression_tables_are_named(tmp_path, change, message):
     text = (MINIMAL.format(dataset_extra="", technique_extra="") + COMPRESSION).replace(*change)
     with pytest.raises(ConfigError, match=message):
-        load_profile(write(tmp_path, text=text), TECHNIQUE_MODELS)
+        load_profile(write(tmp_path, text=text), catalogue())
 
 
 def test_a_deployment_technique_can_narrow_the_bases(tmp_path):
     text = MINIMAL.format(dataset_extra="", technique_extra="") + (
         '\n[deployment]\nbases = ["scratch"]\n[deployment.fgsm]\n[deployment.gradcam]\nbases = []\n')
-    profile = load_profile(write(tmp_path, text=text), TECHNIQUE_MODELS)
+    profile = load_profile(write(tmp_path, text=text), catalogue())
     assert [t for t, _, _, _ in profile.deployment_cases()] == ["scratch_fgsm"]
     with pytest.raises(ConfigError, match=r"deployment.gradcam.bases \['kd'\] are not in deployment.bases"):
-        load_profile(write(tmp_path, text=text.replace("bases = []", 'bases = ["kd"]')), TECHNIQUE_MODELS)
+        load_profile(write(tmp_path, text=text.replace("bases = []", 'bases = ["kd"]')), catalogue())
 
 
 def test_threads_is_a_positive_whole_number(tmp_path):
-    assert load_profile("smoke", TECHNIQUE_MODELS).threads == 1
+    assert load_profile("smoke", catalogue()).threads == 1
     text = MINIMAL.format(dataset_extra="", technique_extra="")
-    assert load_profile(write(tmp_path, text=text), TECHNIQUE_MODELS).threads is None
+    assert load_profile(write(tmp_path, text=text), catalogue()).threads is None
     with pytest.raises(ConfigError, match="threads must be a whole number"):
-        load_profile(write(tmp_path, text="threads = 0\n" + text), TECHNIQUE_MODELS)
+        load_profile(write(tmp_path, text="threads = 0\n" + text), catalogue())
 
 
 @pytest.mark.parametrize("key", ["amp", "channels_last"])
 def test_execution_switches_are_booleans(tmp_path, key):
     text = MINIMAL.format(dataset_extra="", technique_extra="")
-    profile = load_profile(write(tmp_path, text=text), TECHNIQUE_MODELS)
+    profile = load_profile(write(tmp_path, text=text), catalogue())
     assert (profile.amp, profile.channels_last) == (False, True)  # fp32, NHWC by default
-    assert getattr(load_profile(write(tmp_path, text=f"{key} = false\n" + text), TECHNIQUE_MODELS), key) is False
+    assert getattr(load_profile(write(tmp_path, text=f"{key} = false\n" + text), catalogue()), key) is False
     with pytest.raises(ConfigError, match=f": {key} is 'false'; expected true or false"):
-        load_profile(write(tmp_path, text=f'{key} = "false"\n' + text), TECHNIQUE_MODELS)
+        load_profile(write(tmp_path, text=f'{key} = "false"\n' + text), catalogue())
 
 
 @pytest.mark.parametrize("technique_extra, expected", [
@@ -182,14 +183,14 @@ def test_execution_switches_are_booleans(tmp_path, key):
 def test_wrong_types_are_named_before_anything_runs(tmp_path, technique_extra, expected):
     path = write(tmp_path, technique_extra=technique_extra)
     with pytest.raises(ConfigError) as error:
-        load_profile(path, TECHNIQUE_MODELS)
+        load_profile(path, catalogue())
     assert str(error.value) == f"{path}: {expected}"
 
 
 def test_every_wrong_type_gets_its_own_line(tmp_path):
     path = write(tmp_path, dataset_extra='note = 5\nstudies = "mobilenet"', technique_extra="size = true")
     with pytest.raises(ConfigError) as error:
-        load_profile(path, TECHNIQUE_MODELS)
+        load_profile(path, catalogue())
     assert str(error.value).splitlines() == [
         f"{path}: techniques.scratch.size is True; expected a whole number",
         f"{path}: datasets.tiny.note is 5; expected a string",

@@ -13,45 +13,45 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .. import strategies
+from ..building import fit_args
+from ..companion.plots import plot_feature_si, plot_layer_si, plot_training_curves
+from ..companion.separation import (center_separation_index, greedy_feature_selection, layers_to_keep,
+                                    separation_index)
+from ..context import Artifact, Case, Context, model_payload
 from ..datasets import DatasetSplits, ImageSet, eval_batches
 from ..models import ImageClassifier, build_model, count_parameters
 from ..networks import compress_vgg, conv_outputs
 from ..profiles import TrainConfig
+from ..registry import TRAINED, Technique, register, register_study, require
 from ..training import evaluate
 from ..weights import random_init_provenance
-from .plots import plot_feature_si, plot_layer_si, plot_training_curves
-from .separation import center_separation_index, greedy_feature_selection, layers_to_keep, separation_index
-
-if TYPE_CHECKING:
-    from ..study import Artifact, Study
 
 MODEL = "vgg16"
+STUDY = "vgg_si"
 SEARCH_KEYS = ("validation_fraction", "lr_candidates", "step_candidates", "search_epochs")
 SI_KEYS = ("si_fraction", "si_pool", "layer_gain", "feature_gain", "max_features")
+# learning-rate search on a stratified validation split, then separation-index compression
+register_study(STUDY, {"validation_fraction": 0.1, "lr_candidates": [0.01, 0.05, 0.1], "step_candidates": [],
+                       "search_epochs": 10, "si_fraction": 0.1, "si_pool": 2, "layer_gain": 0.01,
+                       "feature_gain": 0.002, "max_features": 128})
 
 
-class VggSiCases:
-    def __init__(self, study: "Study"):
-        self.study = study
-        self.params = study.profile.studies.get("vgg_si", {})
-        self._builders = {"vgg_train": self._train, "vgg_head": self._head, "vgg_si": self._compress}
+class VggSi:
+    """The three steps on one context (their shared helpers need the study's parameters)."""
 
-    def handles(self, technique: str) -> bool:
-        return technique in self._builders
-
-    def artifact(self, dataset: str, technique: str) -> "Artifact":
-        return self._builders[technique](dataset)
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        self.params = ctx.profile.studies[STUDY]
 
     # the three steps ----------------------------------------------------------
-    def _train(self, dataset: str) -> "Artifact":
+    def train(self, dataset: str) -> Artifact:
         job = self._job(dataset, "vgg_train", upstream={}, keys=SEARCH_KEYS)
 
         def build() -> dict[str, Any]:
@@ -60,8 +60,8 @@ class VggSiCases:
                       for step in (self.params["step_candidates"] or [job.cfg.step_epochs])]
             best = max(trials, key=lambda t: t["val_accuracy"])  # first candidate on ties
             cfg = dataclasses.replace(job.cfg, lr=best["lr"], step_epochs=best["step_epochs"])
-            torch.manual_seed(job.seed)
-            model = build_model(MODEL, splits.num_classes).to(self.study.device)
+            torch.manual_seed(job.seed)  # the final model starts as every trial did
+            model = build_model(MODEL, splits.num_classes).to(self.ctx.device)
             history = self._fit(model, splits, cfg, job)
             curves = {f"lr {t['lr']:g}, step {t['step_epochs']}": t["history"] for t in trials}
             curves["final"] = history
@@ -72,8 +72,8 @@ class VggSiCases:
 
         return job.fetch(build)
 
-    def _head(self, dataset: str) -> "Artifact":
-        trained = self.study.artifact(dataset, "vgg_train")
+    def head(self, dataset: str) -> Artifact:
+        trained = self.ctx.artifact(dataset, "vgg_train")
         job = self._job(dataset, "vgg_head", upstream={"vgg_train": trained.key}, keys=("validation_fraction",))
 
         def build() -> dict[str, Any]:
@@ -91,18 +91,18 @@ class VggSiCases:
 
         return job.fetch(build)
 
-    def _compress(self, dataset: str) -> "Artifact":
-        base = self.study.artifact(dataset, "vgg_head")
+    def compress(self, dataset: str) -> Artifact:
+        base = self.ctx.artifact(dataset, "vgg_head")
         job = self._job(dataset, "vgg_si", upstream={"vgg_head": base.key}, keys=("validation_fraction", *SI_KEYS))
 
         def build() -> dict[str, Any]:
             splits = self._splits(dataset, job.size)
-            analysis = self._analyse(base.model, splits.train, self.study.data_at(dataset, job.size).test)
+            analysis = self._analyse(base.model, splits.train, self.ctx.data_at(dataset, job.size).test)
             width = len(analysis["selected"])
             torch.manual_seed(job.seed)
             net = compress_vgg(base.model.net, analysis["layers_kept"], analysis["selected"], 2 * width,
                                splits.num_classes)
-            model = ImageClassifier(MODEL, net).to(self.study.device)
+            model = ImageClassifier(MODEL, net).to(self.ctx.device)
             history = self._fit(model, splits, job.cfg, job, head_params=list(net.classifier.parameters()))
             metrics = {**self._si_metrics(analysis, job), "dense_accuracy": self._test_accuracy(base.model, dataset, job.size),
                        "params_before": count_parameters(base.model), "params_after": count_parameters(model),
@@ -117,7 +117,7 @@ class VggSiCases:
     def _analyse(self, model: ImageClassifier, train: ImageSet, test: ImageSet) -> dict[str, Any]:
         """SI per conv layer on a stratified share of the training and test images, the number of
         layers worth keeping, and the greedy choice of the last kept layer's filters."""
-        fraction, seed = self.params["si_fraction"], self.study.profile.seed
+        fraction, seed = self.params["si_fraction"], self.ctx.profile.seed
         train_part, test_part = train.stratified_split(fraction, seed)[1], test.stratified_split(fraction, seed)[1]
         train_maps, train_channels = self._layer_features(model, train_part)
         test_maps, _ = self._layer_features(model, test_part)
@@ -140,7 +140,7 @@ class VggSiCases:
         model.eval()
         outputs = set(conv_outputs(model.net.features))
         pooled, means = [], []
-        for batch, _ in eval_batches(images, self.study.profile.eval_batch_size):
+        for batch, _ in eval_batches(images, self.ctx.profile.eval_batch_size):
             x, maps, channel_means = model.normalize(batch), [], []
             for index, layer in enumerate(model.net.features):
                 x = layer(x)
@@ -168,14 +168,14 @@ class VggSiCases:
 
     # helpers ------------------------------------------------------------------
     def _job(self, dataset: str, technique: str, upstream: dict[str, str], keys: tuple[str, ...]) -> "VggJob":
-        cfg = self.study.profile.train_config(technique, dataset)
-        return VggJob(self.study, dataset, technique, cfg, self.study.input_size(dataset, technique),
-                      self.study.seed_for(dataset, technique), upstream, {k: self.params[k] for k in keys})
+        cfg = self.ctx.profile.train_config(technique, dataset)
+        return VggJob(self.ctx, dataset, technique, cfg, self.ctx.input_size(dataset, technique),
+                      self.ctx.seed_for(dataset, technique), upstream, {k: self.params[k] for k in keys})
 
     def _splits(self, dataset: str, size: int) -> DatasetSplits:
         """Training data less a stratified validation share, which takes the test set's place."""
-        data = self.study.data_at(dataset, size)
-        rest, validation = data.train.stratified_split(self.params["validation_fraction"], self.study.profile.seed)
+        data = self.ctx.data_at(dataset, size)
+        rest, validation = data.train.stratified_split(self.params["validation_fraction"], self.ctx.profile.seed)
         return dataclasses.replace(data, train=rest, test=validation)
 
     @staticmethod
@@ -185,7 +185,7 @@ class VggSiCases:
     def _trial(self, job: "VggJob", splits: DatasetSplits, lr: float, step: int) -> dict[str, Any]:
         cfg = dataclasses.replace(job.cfg, lr=lr, step_epochs=step, epochs=self.params["search_epochs"])
         torch.manual_seed(job.seed)
-        model = build_model(MODEL, splits.num_classes).to(self.study.device)
+        model = build_model(MODEL, splits.num_classes).to(self.ctx.device)
         history = self._fit(model, splits, cfg, job, step=f"search lr {lr:g} step {step}")
         return {"lr": lr, "step_epochs": step, "epochs": cfg.epochs, "val_accuracy": history[-1]["val_accuracy"],
                 "history": history}
@@ -194,20 +194,19 @@ class VggSiCases:
              head_params: list | None = None, step: str = "") -> list[dict]:
         """Train the whole model, or only ``head_params`` (the classifier's) on the frozen
         backbone (on cached features when the recipe does not augment)."""
-        fit_args = {"seed": job.seed, "label": f"{job.label} {step}".strip(), "execution": self.study.execution,
-                    "eval_batch_size": self.study.profile.eval_batch_size}
+        args = fit_args(self.ctx, job.seed, f"{job.label} {step}".strip())
         if head_params is not None:
             history = strategies.partial_finetune(model, splits, cfg, params=head_params,
-                                                  features=self.study.features, **fit_args)
+                                                  features=self.ctx.features, **args)
         else:
-            history = strategies.train_all(model, splits, cfg, **fit_args)
+            history = strategies.train_all(model, splits, cfg, **args)
         return [_on_validation(h.as_dict()) for h in history]
 
     def _test_accuracy(self, model: nn.Module, dataset: str, size: int) -> float:
-        return evaluate(model, self.study.data_at(dataset, size).test, self.study.profile.eval_batch_size, self.study.execution)
+        return evaluate(model, self.ctx.data_at(dataset, size).test, self.ctx.profile.eval_batch_size, self.ctx.execution)
 
     def _plot_dir(self):
-        return self.study.cache.root / "vgg_si"  # kept with the artifacts they describe
+        return self.ctx.cache_root / "vgg_si"  # kept with the artifacts they describe
 
     def _plot_curves(self, job: "VggJob", curves: dict[str, list[dict]]) -> str:
         return str(plot_training_curves(curves, self._plot_dir() / f"{job.label}-curves.png", job.label))
@@ -217,7 +216,7 @@ class VggSiCases:
 class VggJob:
     """One cached VGG build: its recipe, seed and cache identity."""
 
-    study: "Study"
+    ctx: Context
     dataset: str
     technique: str
     cfg: TrainConfig
@@ -230,26 +229,19 @@ class VggJob:
     def label(self) -> str:
         return f"{self.dataset}-{MODEL}-{self.technique}"
 
-    def fetch(self, build) -> "Artifact":
-        splits = self.study.dataset(self.dataset)
+    def fetch(self, build) -> Artifact:
+        splits = self.ctx.dataset(self.dataset)
         spec = {"kind": self.technique, "model": MODEL, "data": splits.provenance["fingerprint"],
                 "classes": splits.num_classes, "input_size": self.size, "train": dataclasses.asdict(self.cfg),
-                "seed": self.seed, "execution": self.study.execution.spec(), "upstream": self.upstream, "params": self.params}
-        def timed() -> dict[str, Any]:
-            started = time.perf_counter()
-            payload = build()
-            payload["meta"]["train_seconds"] = time.perf_counter() - started
-            return payload
-
-        return self.study.cached(self.label, spec, timed)
+                "execution": self.ctx.execution.spec(), "upstream": self.upstream, "params": self.params}
+        return self.ctx.fetch(self.label, spec, self.seed, build)
 
     def payload(self, model: nn.Module, history: list[dict], metrics: dict[str, Any],
                 train: TrainConfig | None = None, arch: dict | None = None) -> dict[str, Any]:
-        return {"model": MODEL, "num_classes": model.head.out_features, "arch": arch,
-                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                "meta": {"history": history, "weights": random_init_provenance(MODEL), "train_seconds": None,
-                         "input_size": self.size, "upstream": self.upstream, "metrics": metrics,
-                         "train": dataclasses.asdict(train or self.cfg), "record": {"study": "vgg_si"}}}
+        meta = {"history": history, "weights": random_init_provenance(MODEL), "input_size": self.size,
+                "upstream": self.upstream, "metrics": metrics, "train": dataclasses.asdict(train or self.cfg),
+                "record": {"study": STUDY}}
+        return model_payload(model, meta, arch=arch)
 
 
 def _on_validation(epoch: dict) -> dict:
@@ -262,3 +254,49 @@ def _on_validation(epoch: dict) -> dict:
 def _standardise(features: torch.Tensor) -> torch.Tensor:
     """Columns to zero mean and unit variance, so no filter wins distances by its scale."""
     return (features - features.mean(0)) / features.std(0).clamp_min(1e-8)
+
+
+# checks --------------------------------------------------------------------------------------
+def is_png(path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(4) == b"\x89PNG"
+
+
+def check_train(m: dict, case: Case) -> None:
+    best = max(t["val_accuracy"] for t in m["lr_search"])
+    require(any(t["lr"] == m["chosen_lr"] and t["val_accuracy"] == best for t in m["lr_search"]),
+            f"lr {m['chosen_lr']} was chosen, not the best on validation ({best})")
+    require(m["validation_images"] > 0 and is_png(m["curves_plot"]), "no validation split or curves plot")
+    require(all("val_accuracy" in epoch for epoch in m["epochs"]), "training curves must be scored on validation")
+
+
+def check_head(m: dict, case: Case) -> None:
+    require(is_png(m["curves_plot"]), f"{m['curves_plot']} is not a PNG")
+    require(all("val_accuracy" in epoch for epoch in m["epochs"]), "training curves must be scored on validation")
+
+
+def check_si(m: dict, case: Case) -> None:
+    layers = m["conv_layers"]
+    require(len(m["si_train"]) == len(m["si_test"]) == layers == 13, "SI must cover VGG16's 13 conv layers")
+    require(all(0 <= v <= 1 for v in m["si_train"] + m["si_test"]), "SI outside [0, 1]")
+    require(1 <= m["layers_kept"] <= layers, f"{m['layers_kept']} layers kept")
+    kept_best = max(m["si_train"][:m["layers_kept"]])
+    require(max(m["si_train"][m["layers_kept"]:], default=0) <= kept_best + m["layer_gain"] + 1e-9,
+            "a dropped layer raised the SI by more than layer_gain")
+    selection = [s["si"] for s in m["selection"]]
+    require(1 <= m["features_selected"] == len(selection) <= m["channels_available"], "bad feature selection")
+    require(selection == sorted(selection), "greedy selection must not lower the separation index")
+    require(m["params_after"] < m["params_before"], "the SI-compressed model is not smaller")
+    require(is_png(m["si_layers_plot"]) and is_png(m["si_features_plot"]), "SI plots missing")
+
+
+def _step(method: str):
+    return lambda ctx, case: getattr(VggSi(ctx), method)(case.dataset)
+
+
+register(Technique("vgg_train", TRAINED, "VGG16 trained end to end", study=STUDY, model=MODEL,
+                   build=_step("train"), check=check_train, starts_early=True))
+register(Technique("vgg_head", TRAINED, "VGG16, classifier retrained on frozen features", study=STUDY, model=MODEL,
+                   build=_step("head"), check=check_head, needs=("vgg_train",)))
+register(Technique("vgg_si", TRAINED, "VGG16 compressed by separation index", study=STUDY, model=MODEL,
+                   build=_step("compress"), check=check_si, needs=("vgg_head",)))

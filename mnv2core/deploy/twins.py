@@ -1,0 +1,71 @@
+"""What the deployment techniques share: a base model's test set on a device, its int8
+calibration batches, its FX int8 twin (made once per process) and its ONNX fp32 and ORT int8
+files (cached with the base's key)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from filelock import FileLock
+
+from ..cache import ArtifactCache
+from ..context import Artifact, Case, Context
+from ..datasets import ImageSet, eval_batches
+from .int8_fx import quantize_fx
+from .latency import cpu_copy
+from .onnx_runtime import export_onnx, quantize_onnx_static
+
+CALIBRATION_BATCH = 32  # images per int8 calibration batch (FX and ONNX Runtime alike)
+INT8_DEFAULTS = {"calibration_batches": 8, "max_drop": 0.05}
+
+
+def test_set(ctx: Context, case: Case, base: Artifact, device) -> ImageSet:
+    return ctx.data_at(case.dataset, base.meta["input_size"]).test.to(torch.device(device))
+
+
+def int8_params(ctx: Context) -> dict:
+    return ctx.profile.deployments.get("int8", INT8_DEFAULTS)
+
+
+def calibration(ctx: Context, case: Case, base: Artifact) -> list[torch.Tensor]:
+    """The first training batches (no augmentation): calibration for FX and ORT int8 alike."""
+    train = ctx.data_at(case.dataset, base.meta["input_size"]).train
+    count = int8_params(ctx)["calibration_batches"]
+    return [images for index, (images, _) in zip(range(count), eval_batches(train, CALIBRATION_BATCH))]
+
+
+def int8_model(ctx: Context, case: Case, base: Artifact) -> torch.nn.Module:
+    """The FX int8 twin of the base (made once per process)."""
+    return ctx.memo(("fx-int8", base.key), lambda: quantize_fx(base.model, calibration(ctx, case, base),
+                                                               base.meta["input_size"]))
+
+
+def onnx_files(ctx: Context, case: Case, base: Artifact) -> tuple[Path, Path]:
+    """The base exported to ONNX (fp32) and its ORT static int8 twin, kept in the cache under
+    a key of the base's key and the calibration (so they match both) and made by one process
+    at a time."""
+    folder = ctx.cache_root / "onnx"
+    folder.mkdir(parents=True, exist_ok=True)
+    key = ArtifactCache.key({"base": base.key, "calibration_batches": int8_params(ctx)["calibration_batches"],
+                             "calibration_batch": CALIBRATION_BATCH})
+    stem = folder / f"{case.dataset}-{case.base}-{key}"
+    fp32_path, int8_path = stem.with_suffix(".onnx"), stem.with_suffix(".int8.onnx")
+    with FileLock(f"{stem}.lock"):
+        if not int8_path.exists():  # written last: its presence means both are complete
+            export_onnx(cpu_copy(base.model), base.meta["input_size"], fp32_path)
+            partial = stem.with_suffix(".int8-partial.onnx")
+            quantize_onnx_static(fp32_path, partial, calibration(ctx, case, base))
+            os.replace(partial, int8_path)
+    return fp32_path, int8_path
+
+
+@torch.no_grad()
+def accuracy_on(model: torch.nn.Module, batches) -> float:
+    """Top-1 accuracy over (float images, labels) batches."""
+    model.eval()
+    correct = total = 0
+    for images, labels in batches:
+        correct += int((model(images).argmax(1) == labels).sum())
+        total += labels.shape[0]
+    return correct / total

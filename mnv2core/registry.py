@@ -1,0 +1,104 @@
+"""The technique registry: every technique is declared once, in its own module under
+``mnv2core/techniques/``, with its model, study, role, upstream techniques, how it is built
+or measured, its checks and its report table. Profiles, the grid, the study, the pytest
+plugin and the report all read it (``techniques.catalogue()`` imports every technique
+module); adding a technique is one new module plus profile lines."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .context import Artifact, Case, Context
+from .errors import ConfigError
+
+# roles: how a technique's case comes about
+TRAINED = "trained"  # trained from its recipe in [techniques.NAME] (maybe from an upstream model)
+COMPRESSION = "compression"  # [compression.NAME]: compresses (and retrains) each of [compression] bases
+DEPLOYMENT = "deployment"  # [deployment.NAME]: measures each of [deployment] bases; nothing trained or cached
+MEASUREMENT = "measurement"  # [techniques.NAME] recipe, measured in this run; nothing cached, no accuracy
+ROLES = (TRAINED, COMPRESSION, DEPLOYMENT, MEASUREMENT)
+
+Builder = Callable[[Context, Case], Artifact]
+Measurer = Callable[[Context, Case, Artifact], dict[str, Any]]
+Checker = Callable[[dict[str, Any], Case], None]
+Rows = Callable[[list[tuple[str, dict]]], list[dict]]
+
+
+class CheckFailed(AssertionError):
+    """A case's metrics break what its technique guarantees."""
+
+
+def require(condition: bool, message: str) -> None:
+    """A technique's check (not an ``assert``: checks must hold under ``python -O`` too)."""
+    if not condition:
+        raise CheckFailed(message)
+
+
+@dataclass(frozen=True)
+class Technique:
+    """One technique. ``build`` makes its model (trained and compression roles; it caches
+    through the context); ``measure`` adds metrics of this run (for deployments and
+    measurements, every metric, ``accuracy`` first when there is one). ``needs`` lists the
+    techniques on the same dataset it waits for (a base is implied for compressions and
+    deployments). ``table``: (title, rows from [(base, metrics)]) in the report."""
+
+    name: str
+    role: str
+    title: str
+    study: str = "mobilenet"
+    model: str | None = None  # None: its base's model
+    build: Builder | None = None
+    measure: Measurer | None = None
+    check: Checker | None = None
+    params: dict[str, Any] = field(default_factory=dict)  # defaults of its profile table
+    needs: tuple[str, ...] = ()  # upstream methods, named relative to the base ("prune": the base's prune)
+    floored: bool = True  # whether its cases assert an accuracy floor
+    starts_early: bool = False  # a long training other cases wait for: scheduled first
+    table: tuple[str, Rows] | None = None
+    # how a compressed model of this technique retrains: (context, dataset) -> strategy;
+    # None: every parameter against the labels (distillation keeps distilling)
+    retrain: Callable[[Context, str], Callable] | None = None
+
+    def __post_init__(self):
+        if self.role not in ROLES:
+            raise ValueError(f"technique {self.name}: role {self.role!r} is not one of {ROLES}")
+        if self.role in (TRAINED, MEASUREMENT) and not self.model:
+            raise ValueError(f"technique {self.name}: a {self.role} technique names its model")
+        if self.role in (TRAINED, COMPRESSION) and self.build is None:
+            raise ValueError(f"technique {self.name}: a {self.role} technique needs build")
+        if self.role == MEASUREMENT and self.build is None:
+            raise ValueError(f"technique {self.name}: a measurement builds the (uncached) model it measures")
+        if self.role in (DEPLOYMENT, MEASUREMENT) and self.measure is None:
+            raise ValueError(f"technique {self.name}: a {self.role} technique needs measure")
+
+
+@dataclass
+class Catalogue:
+    techniques: dict[str, Technique] = field(default_factory=dict)
+    studies: dict[str, dict[str, Any]] = field(default_factory=dict)  # study -> [studies.NAME] defaults
+
+    def get(self, name: str) -> Technique:
+        if name not in self.techniques:
+            raise ConfigError(f"unknown technique {name!r}; known: {sorted(self.techniques)}")
+        return self.techniques[name]
+
+    def of_role(self, role: str) -> dict[str, Technique]:
+        return {name: t for name, t in self.techniques.items() if t.role == role}
+
+    def study_techniques(self, study: str) -> tuple[str, ...]:
+        return tuple(name for name, t in self.techniques.items() if t.study == study and t.role in (TRAINED, MEASUREMENT))
+
+
+REGISTERED = Catalogue()  # filled by the technique modules as they are imported
+
+
+def register(technique: Technique) -> Technique:
+    if technique.name in REGISTERED.techniques:
+        raise ValueError(f"technique {technique.name!r} is registered twice")
+    REGISTERED.techniques[technique.name] = technique
+    return technique
+
+
+def register_study(name: str, params: dict[str, Any] | None = None) -> None:
+    """A study a dataset can list (``studies = [...]``) and its parameter defaults."""
+    REGISTERED.studies.setdefault(name, dict(params or {}))

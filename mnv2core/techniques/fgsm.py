@@ -1,0 +1,55 @@
+"""FGSM: accuracy of a base model (and of its int8 twin) on adversarial images."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..context import Artifact, Case, Context
+from ..datasets import eval_batches
+from ..deploy.attacks import fgsm
+from ..deploy.twins import accuracy_on, int8_model, test_set
+from ..registry import DEPLOYMENT, Technique, register, require
+from ..training import evaluate
+
+INT8_NOTE = "int8 model attacked with the gradients of its fp32 twin (int8 has none)"
+
+
+def attacked_metrics(ctx: Context, case: Case, base: Artifact, attack) -> dict[str, Any]:
+    """Accuracy on the test set before and after ``attack(model, images, labels)``, and of
+    the base's int8 twin on the same adversarial images when the profile has int8."""
+    model = base.model.eval()
+    test = test_set(ctx, case, base, ctx.device)
+    batch = ctx.profile.eval_batch_size
+    attacked = [(attack(model, images, labels), labels) for images, labels in eval_batches(test, batch)]
+    metrics = {"accuracy": accuracy_on(model, attacked), "clean_accuracy": evaluate(model, test, batch)}
+    if "int8" in ctx.profile.deployments:
+        int8 = int8_model(ctx, case, base)
+        on_cpu = [(images.cpu(), labels.cpu()) for images, labels in attacked]
+        metrics.update({"int8_fgsm_accuracy": accuracy_on(int8, on_cpu),
+                        "int8_clean_accuracy": evaluate(int8, test.to(torch.device("cpu")), batch),
+                        "int8_note": INT8_NOTE})
+    return metrics
+
+
+def measure(ctx: Context, case: Case, base: Artifact) -> dict[str, Any]:
+    epsilon = ctx.profile.deployments[case.method]["epsilon"]
+    return {**attacked_metrics(ctx, case, base, lambda m, x, y: fgsm(m, x, y, epsilon)), "epsilon": epsilon}
+
+
+def check(m: dict, case: Case) -> None:
+    require(m["accuracy"] <= m["clean_accuracy"], f"the attack raised accuracy: {m['accuracy']} > {m['clean_accuracy']}")
+    if "int8_fgsm_accuracy" in m:
+        require(m["int8_fgsm_accuracy"] <= m["int8_clean_accuracy"] + 0.02, "the transferred attack raised int8 accuracy")
+
+
+def rows(found) -> list[dict]:
+    return [{"model": base, "epsilon": m["epsilon"], "clean acc": f"{m['clean_accuracy']:.3f}",
+             "attacked acc": f"{m['accuracy']:.3f}",
+             "int8 clean": f"{m['int8_clean_accuracy']:.3f}" if "int8_clean_accuracy" in m else "not run",
+             "int8 attacked*": f"{m['int8_fgsm_accuracy']:.3f}" if "int8_fgsm_accuracy" in m else "not run"}
+            for base, m in found if "clean_accuracy" in m]
+
+
+register(Technique("fgsm", DEPLOYMENT, "FGSM", measure=measure, check=check, params={"epsilon": 0.05},
+                   table=("FGSM (* int8 attacked with the gradients of its fp32 twin)", rows)))

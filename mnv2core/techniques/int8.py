@@ -1,0 +1,33 @@
+"""FX graph-mode int8 (x86 backend) of a base model: accuracy against its fp32 twin."""
+from __future__ import annotations
+
+from typing import Any
+
+from ..context import Artifact, Case, Context
+from ..deploy.latency import cpu_copy
+from ..deploy.twins import INT8_DEFAULTS, calibration, int8_model, test_set
+from ..registry import DEPLOYMENT, Technique, register, require
+from ..training import evaluate
+
+
+def measure(ctx: Context, case: Case, base: Artifact) -> dict[str, Any]:
+    test = test_set(ctx, case, base, "cpu")
+    fp32 = evaluate(cpu_copy(base.model), test, ctx.profile.eval_batch_size)
+    int8 = evaluate(int8_model(ctx, case, base), test, ctx.profile.eval_batch_size)
+    return {"accuracy": int8, "fp32_accuracy": fp32, "int8_drop": fp32 - int8,
+            "max_drop": ctx.profile.deployments[case.method]["max_drop"],
+            "calibration_images": sum(len(b) for b in calibration(ctx, case, base)), "backend": "fx x86"}
+
+
+def check(m: dict, case: Case) -> None:
+    require(m["int8_drop"] <= m["max_drop"], f"int8 lost {m['int8_drop']:.3f}, more than {m['max_drop']}")
+
+
+def rows(found) -> list[dict]:
+    return [{"model": base, "fp32 acc": f"{m['fp32_accuracy']:.3f}", "int8 acc": f"{m['accuracy']:.3f}",
+             "int8 - fp32 (points)": f"{-m['int8_drop'] * 100:+.1f}", "calibration images": m["calibration_images"]}
+            for base, m in found if "fp32_accuracy" in m]
+
+
+register(Technique("int8", DEPLOYMENT, "FX int8", measure=measure, check=check, params=dict(INT8_DEFAULTS),
+                   table=("Int8 post-training quantization (FX, x86)", rows)))

@@ -1,0 +1,53 @@
+"""CPU latency of a base model: eager fp32, FX int8, ORT fp32 and ORT int8, back to back."""
+from __future__ import annotations
+
+from typing import Any
+
+from ..context import Artifact, Case, Context
+from ..deploy.latency import cpu_copy, time_runners
+from ..deploy.onnx_runtime import ort_session
+from ..deploy.twins import int8_model, onnx_files
+from ..registry import DEPLOYMENT, Technique, register, require
+
+
+def measure(ctx: Context, case: Case, base: Artifact) -> dict[str, Any]:
+    params = ctx.profile.deployments[case.method]
+    size = base.meta["input_size"]
+    fp32_path, int8_path = onnx_files(ctx, case, base)
+    session, int8_session = ort_session(fp32_path, params["threads"]), ort_session(int8_path, params["threads"])
+    runners = {"eager_fp32": cpu_copy(base.model).eval(), "fx_int8": int8_model(ctx, case, base),
+               "ort_fp32": lambda images: session.run(None, {"images": images.numpy()}),
+               "ort_int8": lambda images: int8_session.run(None, {"images": images.numpy()})}
+    timed = time_runners(runners, size, params["batch_sizes"], params["warmup"], params["rounds"],
+                         params["threads"], ctx.timer)
+    latency, spread = timed["latency"], timed["latency_iqr"]
+    speedup = {f"{r}_b{b}_speedup": latency[f"eager_fp32_b{b}_ms"] / latency[f"{r}_b{b}_ms"]
+               for b in params["batch_sizes"] for r in list(runners)[1:]}
+    fastest = {f"b{b}": min(runners, key=lambda r: latency[f"{r}_b{b}_ms"]) for b in params["batch_sizes"]}
+    return {"latency": latency, "latency_iqr": spread, "speedup": speedup, "fastest": fastest,
+            "threads": params["threads"], "rounds": params["rounds"], "input_size": size}
+
+
+def check(m: dict, case: Case) -> None:
+    eager = [key for key in m["latency"] if key.startswith("eager_fp32_")]
+    require(bool(eager) and all(value > 0 for value in m["latency"].values()), f"latencies missing: {m['latency']}")
+    require(len(m["speedup"]) == 3 * len(eager) and all(value > 0 for value in m["speedup"].values()),
+            f"speed-ups missing: {m['speedup']}")
+
+
+def rows(found) -> list[dict]:
+    rows = []
+    for base, m in found:
+        for key, value in m.get("latency", {}).items():
+            runner, batch, _ = key.rsplit("_", 2)
+            speedup = m["speedup"].get(f"{runner}_{batch}_speedup")
+            rows.append({"model": base, "runtime": runner, "batch": batch.removeprefix("b"),
+                         "median ms": f"{value:.2f}", "IQR ms": f"{m['latency_iqr'][f'{runner}_{batch}_iqr']:.2f}",
+                         "speed-up vs eager": f"{speedup:.2f}x" if speedup else "1.00x",
+                         "fastest": "*" if m["fastest"].get(batch) == runner else ""})
+    return rows
+
+
+register(Technique("latency", DEPLOYMENT, "CPU latency", measure=measure, check=check,
+                   params={"batch_sizes": [1, 32], "warmup": 3, "rounds": 20, "threads": 1},
+                   table=("CPU latency (1 thread; speed-ups measured back to back in one process)", rows)))

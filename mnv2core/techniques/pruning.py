@@ -1,0 +1,145 @@
+"""Pruning of the compression bases: iterative global magnitude pruning, structured pruning
+of MobileNetV2's last conv, and the lottery ticket (the pruned mask on the base's start
+weights) against a random re-initialisation with the same mask."""
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from ..compression.channels import count_macs, prune_last_conv_channels, state_dict_bytes
+from ..compression.retraining import Retraining, compression_artifact
+from ..compression.unstructured import (apply_masks, make_permanent, masks_of, measured_sparsity,
+                                        prune_global_magnitude, rewind)
+from ..context import Case
+from ..errors import ConfigError
+from ..models import build_model, count_parameters
+from ..registry import COMPRESSION, Technique, register, require
+
+
+# iterative magnitude pruning --------------------------------------------------------------
+def prune(job: Retraining, params: dict) -> tuple:
+    model = copy.deepcopy(job.base.model)
+    rounds, history = [], []
+    for round_ in range(1, params["rounds"] + 1):
+        prune_global_magnitude(model, params["amount"])
+        before = job.evaluate(model)
+        epochs = job.retrain(model, f"round {round_}")
+        history += epochs
+        rounds.append({"round": round_, "sparsity": measured_sparsity(model),
+                       "accuracy_before_retrain": before, "accuracy": epochs[-1]["test_accuracy"]})
+    make_permanent(model)
+    metrics = {"dense_accuracy": job.base_accuracy(), "sparsity": measured_sparsity(model),
+               "target_sparsity": 1 - (1 - params["amount"]) ** params["rounds"], "rounds": rounds}
+    return model, None, metrics, history
+
+
+def check_prune(m: dict, case: Case) -> None:
+    require(abs(m["sparsity"] - m["target_sparsity"]) <= 0.005,
+            f"sparsity {m['sparsity']:.4f}, target {m['target_sparsity']:.4f}")
+    sparsities = [r["sparsity"] for r in m["rounds"]]
+    require(all(a < b for a, b in zip(sparsities, sparsities[1:])), f"sparsity must grow every round: {sparsities}")
+
+
+def prune_rows(found) -> list[dict]:
+    return [{"base": base, "round": r["round"], "sparsity": f"{r['sparsity']:.3f}",
+             "acc pruned": f"{r['accuracy_before_retrain']:.3f}", "acc retrained": f"{r['accuracy']:.3f}"}
+            for base, m in found for r in m.get("rounds", [])]
+
+
+# structured pruning of the last conv ---------------------------------------------------------
+def structured(job: Retraining, params: dict) -> tuple:
+    dense = job.base.model
+    model = prune_last_conv_channels(dense, params["ratio"], params["criterion"])
+    before = job.evaluate(model)
+    history = job.retrain(model)
+    conv = dense.net.features[18][0]
+    size = job.input_size
+    metrics = {"dense_accuracy": job.base_accuracy(), "accuracy_before_retrain": before,
+               "criterion": params["criterion"], "classes": dense.head.out_features,
+               "conv_weights_per_channel": conv.weight[0].numel(),
+               "channels_before": dense.head.in_features, "channels_after": model.head.in_features,
+               "params_before": count_parameters(dense), "params_after": count_parameters(model),
+               "bytes_before": state_dict_bytes(dense), "bytes_after": state_dict_bytes(model),
+               "macs_before": count_macs(dense, size), "macs_after": count_macs(model, size)}
+    return model, {"last_channels": model.head.in_features}, metrics, history
+
+
+def check_structured(m: dict, case: Case) -> None:
+    removed = m["channels_before"] - m["channels_after"]
+    # each removed channel takes its conv filter, its batch norm's weight and bias, and one
+    # classifier weight per class with it; nothing else changes
+    expected = removed * (m["conv_weights_per_channel"] + 2 + m["classes"])
+    require(m["params_before"] - m["params_after"] == expected,
+            f"removing {removed} channels removed {m['params_before'] - m['params_after']} parameters, not {expected}")
+    require(m["macs_after"] < m["macs_before"] and m["bytes_after"] < m["bytes_before"], "not smaller or cheaper")
+
+
+def structured_rows(found) -> list[dict]:
+    return [{"base": base, "channels": f"{m['channels_before']} -> {m['channels_after']}",
+             "params (M)": f"{m['params_before'] / 1e6:.2f} -> {m['params_after'] / 1e6:.2f}",
+             "size (MB)": f"{m['bytes_before'] / 1e6:.2f} -> {m['bytes_after'] / 1e6:.2f}",
+             "MACs (M)": f"{m['macs_before'] / 1e6:.1f} -> {m['macs_after'] / 1e6:.1f}",
+             "acc dense": f"{m['dense_accuracy']:.3f}", "acc pruned": f"{m['accuracy_before_retrain']:.3f}",
+             "acc retrained": f"{m['accuracy']:.3f}"} for base, m in found if "channels_after" in m]
+
+
+# lottery ticket ------------------------------------------------------------------------------
+def lottery(job: Retraining, params: dict) -> tuple:
+    if job.base.start_state is None:
+        raise ConfigError(f"{job.label}: the base artifact has no saved start weights; rebuild it with --refresh")
+    pruned = job.upstream("prune")
+    masks = masks_of(pruned.model)
+    name, classes, device = job.base.model.name, job.base.model.head.out_features, job.ctx.device
+    ticket = build_model(name, classes).to(device)
+    rewind(ticket, job.base.start_state, masks)
+    ticket_history = job.retrain(ticket, "ticket")
+    make_permanent(ticket)
+    torch.manual_seed(job.seed + 1)
+    control = build_model(name, classes).to(device)
+    apply_masks(control, masks)
+    control_history = job.retrain(control, "random reinit control")
+    make_permanent(control)
+    dense, ticket_accuracy = job.base_accuracy(), ticket_history[-1]["test_accuracy"]
+    metrics = {"dense_accuracy": dense, "pruned_accuracy": pruned.meta["metrics"]["rounds"][-1]["accuracy"],
+               "ticket_accuracy": ticket_accuracy, "control_accuracy": control_history[-1]["test_accuracy"],
+               "sparsity": measured_sparsity(ticket), "control_sparsity": measured_sparsity(control),
+               "mask_kept": {"ticket": _share_kept(ticket, masks), "control": _share_kept(control, masks)},
+               "reaches_dense": ticket_accuracy >= dense, "control_epochs": control_history}
+    return ticket, None, metrics, ticket_history
+
+
+def _share_kept(model, masks) -> float:
+    """Share of the masked-out weights that are zero in ``model`` (1.0: the mask held)."""
+    pruned = [(~mask, weight) for mask, weight in zip(masks.values(), masks_of(model).values())]
+    zeros = sum(int((keep_out & ~nonzero).sum()) for keep_out, nonzero in pruned)
+    return zeros / max(1, sum(int(keep_out.sum()) for keep_out, _ in pruned))
+
+
+def check_lottery(m: dict, case: Case) -> None:
+    require(abs(m["sparsity"] - m["control_sparsity"]) < 1e-6, "ticket and control must share one mask")
+    require(m["mask_kept"]["ticket"] == 1.0 and m["mask_kept"]["control"] == 1.0,
+            f"weights outside the pruned mask survived: {m['mask_kept']}")
+    require(m["sparsity"] > 0.4, f"sparsity {m['sparsity']:.3f}: the ticket must take iterative pruning's mask")
+
+
+def lottery_rows(found) -> list[dict]:
+    return [{"base": base, "sparsity": f"{m['sparsity']:.3f}", "acc dense": f"{m['dense_accuracy']:.3f}",
+             "acc pruned": f"{m['pruned_accuracy']:.3f}", "acc ticket": f"{m['ticket_accuracy']:.3f}",
+             "acc random reinit": f"{m['control_accuracy']:.3f}",
+             "reaches dense": "yes" if m["reaches_dense"] else "no"} for base, m in found if "ticket_accuracy" in m]
+
+
+def compressing(make):
+    return lambda ctx, case: compression_artifact(ctx, case, make)
+
+
+register(Technique("prune", COMPRESSION, "Iterative magnitude pruning", build=compressing(prune), check=check_prune,
+                   params={"rounds": 3, "amount": 0.2},
+                   table=("Iterative magnitude pruning (20% of the remaining weights per round)", prune_rows)))
+register(Technique("structured", COMPRESSION, "Structured pruning of the last conv", build=compressing(structured),
+                   check=check_structured, params={"ratio": 0.4, "criterion": "l1"},
+                   table=("Structured pruning of the last conv", structured_rows)))
+register(Technique("lottery", COMPRESSION, "Lottery ticket", build=compressing(lottery), check=check_lottery,
+                   needs=("prune",),
+                   table=("Lottery ticket (rewound to the saved start weights) vs random reinit", lottery_rows)))

@@ -1,0 +1,164 @@
+"""The case layer outside the grid: a Study on a tiny profile builds, measures and checks
+cases in-process; measurements leave cached models untouched; the checks that guard the
+compression techniques fail on metrics that break them."""
+import copy
+
+import pytest
+import torch
+
+from mnv2core.profiles import load_profile
+from mnv2core.registry import CheckFailed
+from mnv2core.techniques import catalogue
+from mnv2core.study import Settings, Study
+
+TINY = """
+description = "tiny case layer"
+device = "cpu"
+seed = 3
+eval_batch_size = 64
+threads = 1
+
+[datasets.tiny]
+source = "synthetic"
+native_size = 32
+input_size = 32
+train_size = 64
+test_size = 32
+
+[weights]
+mobilenet_v2 = "none"
+resnet50 = "none"
+
+[techniques.partial_ft]
+epochs = 1
+batch_size = 32
+augment = false
+[techniques.full_ft]
+epochs = 1
+batch_size = 32
+lr = 1e-4
+
+[compression]
+bases = ["full_ft"]
+[compression.prune]
+rounds = 2
+amount = 0.3
+epochs = 1
+[compression.structured]
+ratio = 0.5
+epochs = 1
+[compression.lottery]
+epochs = 1
+[compression.svd]
+energy = 0.9
+keep_ratios = [0.5]
+epochs = 1
+
+[deployment]
+bases = ["full_ft"]
+[deployment.int8]
+calibration_batches = 1
+max_drop = 1.0
+[deployment.onnx]
+[deployment.latency]
+batch_sizes = [1]
+warmup = 1
+rounds = 2
+[deployment.fgsm]
+[deployment.robustness]
+blur_sigmas = [1.0]
+noise_sigmas = [0.1]
+[deployment.gradcam]
+images = 8
+overlays = 2
+steps = 3
+
+[floors.tiny]
+partial_ft = 0.0
+full_ft = 0.0
+full_ft_prune = 0.0
+full_ft_structured = 0.0
+full_ft_lottery = 0.0
+full_ft_svd = 0.0
+"""
+DEPLOYMENTS = ("int8", "onnx", "latency", "fgsm", "robustness", "gradcam")
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("case_layer")
+    path = root / "tiny.toml"
+    path.write_text(TINY)
+    profile = load_profile(str(path), catalogue())
+    return Study(profile, Settings(cache_dir=root / "cache", results_dir=root / "results"))
+
+
+def run(study, technique):
+    case = study.case("tiny", technique)
+    record = study.run_case(case)
+    study.check(case, record)
+    return record["metrics"]
+
+
+def snapshot(model):
+    return {"state": copy.deepcopy(model.state_dict()),
+            "modes": [m.training for m in model.modules()],
+            "hooks": sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+                         for m in model.modules()),
+            "grads": [p.grad for p in model.parameters()],
+            "requires_grad": [p.requires_grad for p in model.parameters()]}
+
+
+@pytest.mark.parametrize("method", DEPLOYMENTS)
+def test_a_measurement_leaves_the_cached_model_as_it_was(study, method):
+    base = study.artifact("tiny", "full_ft").model
+    before = snapshot(base)
+    metrics = run(study, f"full_ft_{method}")
+    after = snapshot(base)
+    assert metrics  # it measured something
+    assert after["modes"] == before["modes"] and after["hooks"] == before["hooks"] == 0
+    assert all(g is None for g in after["grads"]) and after["requires_grad"] == before["requires_grad"]
+    assert all(torch.equal(before["state"][k], v) for k, v in after["state"].items())
+
+
+def test_structured_pruning_check_holds_and_catches_a_wrong_count(study):
+    metrics = run(study, "full_ft_structured")
+    assert metrics["channels_after"] == 640
+    broken = {**metrics, "params_after": metrics["params_after"] + 1}
+    with pytest.raises(CheckFailed, match="parameters"):
+        catalogue().get("structured").check(broken, study.case("tiny", "full_ft_structured"))
+
+
+def test_svd_check_holds_and_catches_a_rank_that_drops_too_much_energy(study):
+    metrics = run(study, "full_ft_svd")
+    by_energy = metrics["variants"][0]
+    assert by_energy["residual_energy"] <= 0.1 + 1e-6
+    broken = copy.deepcopy(metrics)
+    broken["variants"][0]["residual_energy"] = 0.2
+    with pytest.raises(CheckFailed, match="energy"):
+        catalogue().get("svd").check(broken, study.case("tiny", "full_ft_svd"))
+
+
+def test_lottery_ticket_and_control_share_the_pruned_mask(study):
+    metrics = run(study, "full_ft_lottery")
+    pruned = run(study, "full_ft_prune")
+    assert metrics["sparsity"] == pytest.approx(pruned["sparsity"], abs=1e-6)
+    assert metrics["mask_kept"] == {"ticket": 1.0, "control": 1.0}
+    broken = {**metrics, "mask_kept": {"ticket": 0.9, "control": 1.0}}
+    with pytest.raises(CheckFailed, match="mask"):
+        catalogue().get("lottery").check(broken, study.case("tiny", "full_ft_lottery"))
+
+
+def test_a_compressed_model_rebuilt_in_a_fresh_study_is_bit_identical(study, tmp_path):
+    """Seeded builds: the same case built in another process state (fresh study, empty cache,
+    other artifacts built in another order) gives the same weights."""
+    first = study.artifact("tiny", "full_ft_prune").model.state_dict()
+    torch.manual_seed(12345)  # whatever ran before must not matter
+    other = Study(study.profile, Settings(cache_dir=tmp_path / "cache", results_dir=tmp_path / "results"))
+    rebuilt = other.artifact("tiny", "full_ft_prune").model.state_dict()
+    assert all(torch.equal(first[k], rebuilt[k]) for k in first)
+
+
+def test_a_measurement_has_no_model_of_its_own(study):
+    with pytest.raises(Exception, match="measures a model"):
+        study.artifact("tiny", "full_ft_int8")
