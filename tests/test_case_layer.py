@@ -65,6 +65,8 @@ batch_sizes = [1]
 warmup = 1
 rounds = 2
 [deployment.fgsm]
+[deployment.pgd]
+steps = 3
 [deployment.robustness]
 blur_sigmas = [1.0]
 noise_sigmas = [0.1]
@@ -81,7 +83,7 @@ full_ft_structured = 0.0
 full_ft_lottery = 0.0
 full_ft_svd = 0.0
 """
-DEPLOYMENTS = ("int8", "onnx", "latency", "fgsm", "robustness", "gradcam")
+DEPLOYMENTS = ("int8", "onnx", "latency", "fgsm", "pgd", "robustness", "gradcam")
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +121,14 @@ def test_a_measurement_leaves_the_cached_model_as_it_was(study, method):
     assert after["modes"] == before["modes"] and after["hooks"] == before["hooks"] == 0
     assert all(g is None for g in after["grads"]) and after["requires_grad"] == before["requires_grad"]
     assert all(torch.equal(before["state"][k], v) for k, v in after["state"].items())
+
+
+def test_pgd_is_at_least_as_strong_as_fgsm_at_the_same_epsilon(study):
+    fgsm, pgd = run(study, "full_ft_fgsm"), run(study, "full_ft_pgd")
+    assert fgsm["clean_accuracy"] == pgd["clean_accuracy"]
+    assert pgd["steps"] == 3 and pgd["epsilon"] == fgsm["epsilon"] == 0.05
+    assert pgd["accuracy"] <= pgd["clean_accuracy"]
+    assert "int8_fgsm_accuracy" in pgd  # the int8 twin is attacked too
 
 
 def test_structured_pruning_check_holds_and_catches_a_wrong_count(study):

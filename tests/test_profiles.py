@@ -42,7 +42,7 @@ def test_builtin_profiles_load_and_cover_the_grid(name):
     compressed = {f"{base}_{c}" for base in ("full_ft", "kd")
                   for c in ("prune", "structured", "lottery", "svd", "spectra")}
     deployed = {f"{base}_{d}" for base in ("partial_ft", "full_ft", "kd", "full_ft_prune")
-                for d in ("int8", "onnx", "latency", "fgsm", "robustness")} | {"full_ft_gradcam", "kd_gradcam"}
+                for d in ("int8", "onnx", "latency", "fgsm", "robustness")} | {f"{base}_{d}" for base in ("full_ft", "kd") for d in ("gradcam", "pgd")}
     companions = {t for study in ("vgg_si", "light", "lowrank", "speed") for t in catalogue().study_techniques(study)}
     assert {c.technique for c in cases} == trained | compressed | deployed | companions
     measured_only = deployed | {"full_ft_spectra", "kd_spectra", "train_speed"}
