@@ -7,6 +7,7 @@ import io
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from ..errors import ConfigError
 from ..models import ImageClassifier
@@ -62,31 +63,17 @@ def resize_last_conv(model: ImageClassifier, channels: int) -> None:
 
 
 def count_macs(model: nn.Module, input_size: int) -> int:
-    """Multiply-accumulates of one forward pass on one image (conv and linear layers)."""
-    total = 0
-
-    def conv_hook(module, inputs, output):
-        nonlocal total
-        kernel = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
-        total += output.numel() * kernel
-
-    def linear_hook(module, inputs, output):
-        nonlocal total
-        total += output.numel() * module.in_features
-
-    hooks = [m.register_forward_hook(conv_hook if isinstance(m, nn.Conv2d) else linear_hook)
-             for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    """Multiply-accumulates of one forward pass on one image: torch's FlopCounterMode counts
+    2 FLOPs per multiply-accumulate of every conv and matmul."""
     device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
     try:
-        with torch.no_grad():
-            was_training = model.training
-            model.eval()
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(torch.zeros(1, 3, input_size, input_size, device=device))
-            model.train(was_training)
     finally:
-        for hook in hooks:
-            hook.remove()
-    return total
+        model.train(was_training)
+    return counter.get_total_flops() // 2
 
 
 def state_dict_bytes(model: nn.Module) -> int:

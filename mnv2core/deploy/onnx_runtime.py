@@ -52,7 +52,7 @@ def ort_logits(session: onnxruntime.InferenceSession, images: torch.Tensor) -> t
 def quantize_onnx_static(fp32_path: Path, int8_path: Path, calibration: list[torch.Tensor]) -> Path:
     """Static int8 quantization in QDQ format (per-channel weights), observers fed with the
     same calibration batches as FX int8."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quant_pre_process, quantize_static
 
     class Batches(CalibrationDataReader):
         def __init__(self):
@@ -61,10 +61,15 @@ def quantize_onnx_static(fp32_path: Path, int8_path: Path, calibration: list[tor
         def get_next(self):
             return next(self._feeds, None)
 
+    prepared = int8_path.with_name(int8_path.name + ".prepared.onnx")
     try:
-        quantize_static(str(fp32_path), str(int8_path), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
+        # as onnxruntime's own MobileNetV2 example: shape inference and graph optimisation first
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        quantize_static(str(prepared), str(int8_path), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     except Exception as exc:
         raise ExportError(f"ONNX Runtime static int8 quantization of {fp32_path} failed: "
                           f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    finally:
+        prepared.unlink(missing_ok=True)
     return int8_path
