@@ -119,11 +119,14 @@ def fit(model: nn.Module, data: DatasetSplits, cfg: TrainConfig, *, params: list
     the target device and size, or precomputed features), evaluating on ``data.test`` after
     every epoch. The model is put in the execution's memory format first.
 
+    Everything random is seeded from ``seed``: the batches' order and augmentation, and
+    torch's global generator (dropout), so a training does not depend on what ran before it.
     ``frozen_modules`` stay in eval mode (batch-norm statistics do not move). The loss is
     checked once per epoch: NaN, inf, or more than DIVERGENCE_FACTOR x the first epoch's
     raises TrainingDivergedError (and nothing gets cached).
     """
     execution.prepare(model)
+    torch.manual_seed(seed)  # dropout and anything else drawing from torch's global generator
     generator = torch.Generator(device=data.train.labels.device).manual_seed(seed)
     optimizer = make_optimizer(params, cfg)
     steps_per_epoch = max(1, len(data.train) // cfg.batch_size)

@@ -101,11 +101,11 @@ def grid(pytester, tmp_path, monkeypatch):
     for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
         monkeypatch.delenv(name, raising=False)  # when these tests run under xdist themselves
 
-    def run(*args, kd_floor="0.0"):
+    def run(*args, kd_floor="0.0", profile_text=TINY, cache="cache"):
         profile = tmp_path / "tiny.toml"
-        profile.write_text(TINY.replace("{kd_floor}", kd_floor))
+        profile.write_text(profile_text.replace("{kd_floor}", kd_floor))
         return pytester.runpytest_subprocess(
-            str(REPO / "benchmarks"), "--profile", str(profile), "--cache-dir", str(tmp_path / "cache"),
+            str(REPO / "benchmarks"), "--profile", str(profile), "--cache-dir", str(tmp_path / cache),
             "--results-dir", str(tmp_path / "results"), "-p", "no:cacheprovider", *args)
 
     return run
@@ -196,3 +196,39 @@ def test_missing_real_data_fails_with_a_readable_message(grid, tmp_path):
     result.assert_outcomes(failed=1, deselected=8)
     result.stdout.fnmatch_lines(["*DataNotFoundError: CIFAR-10 not found*--download*"])
     assert "Traceback" not in result.stdout.str()
+
+
+# the tiny grid with retrained compressions (MobileNetV2 has dropout) and a measurement of a
+# compressed model; one thread per process, as the smoke profile, so reductions split alike
+REPRODUCIBLE = "threads = 1\n" + TINY.replace("kd = {kd_floor}", "kd = 0.0\nfull_ft_prune = 0.0\nkd_prune = 0.0") + """
+[compression]
+bases = ["full_ft", "kd"]
+[compression.prune]
+rounds = 2
+amount = 0.3
+epochs = 1
+
+[deployment]
+bases = ["kd_prune"]
+[deployment.int8]
+calibration_batches = 1
+max_drop = 1.0
+"""
+
+
+def test_serial_and_xdist_runs_give_bit_identical_accuracies(grid, tmp_path):
+    """Every build is seeded from its case: which worker builds what, in which order, and
+    whether a base was built or loaded in this process do not change a single accuracy."""
+    def accuracies():
+        return {e["case"]: (e["records"][0]["metrics"]["accuracy"],
+                            [(h["train_loss"], h["test_accuracy"]) for h in e["records"][0]["metrics"]["epochs"]])
+                for e in latest_records(tmp_path)}
+
+    wanted = ["-k", "not speed and not light"]
+    serial_run = grid(*wanted, profile_text=REPRODUCIBLE, cache="serial")
+    assert serial_run.ret == 0 and serial_run.parseoutcomes()["passed"] == 8
+    serial = accuracies()
+    xdist_run = grid(*wanted, "-n", "2", profile_text=REPRODUCIBLE, cache="xdist")
+    assert xdist_run.ret == 0 and xdist_run.parseoutcomes()["passed"] == 8
+    assert set(serial) >= {"tiny-mobilenet_v2-kd_prune", "tiny-mobilenet_v2-kd_prune_int8"}
+    assert accuracies() == serial
