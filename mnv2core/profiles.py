@@ -202,9 +202,11 @@ TOP_LEVEL_TYPES = {"description": str, "device": str, "seed": int, "eval_batch_s
                    "channels_last": bool, "threads": int}
 
 
-def type_problems(raw: dict, where: str) -> list[str]:
-    """One line per value of the wrong type anywhere in the profile (file, key, expected type),
-    found before anything else is checked or run."""
+def type_problems(raw: dict, where: str, catalogue: KnownTechniques | None = None) -> list[str]:
+    """One line per value of the wrong type or out of range anywhere in the profile (file,
+    key, expected type or range), found before anything else is checked or run. Technique and
+    study parameters are typed by their registered defaults; their ranges come from the
+    technique's ``ranges`` (every number >= 0 otherwise)."""
     problems = _table_type_problems(raw, TOP_LEVEL_TYPES, f"{where}: ")
     train_types = typing.get_type_hints(TrainConfig)
     dataset_types = typing.get_type_hints(DatasetConfig)
@@ -218,7 +220,58 @@ def type_problems(raw: dict, where: str) -> list[str]:
             problems += _table_type_problems(overrides, train_types, f"{here}.overrides.{tech}.")
     for name, table in _tables(raw.get("compression")):
         problems += _table_type_problems(table, train_types, f"{where}: compression.{name}.")
+    if catalogue is not None:
+        problems += _parameter_problems(raw, where, catalogue)
     return problems
+
+
+def _parameter_problems(raw: dict, where: str, catalogue: KnownTechniques) -> list[str]:
+    """[compression.X], [deployment.X] and [studies.X] values against their defaults' types
+    and the technique's ranges."""
+    sections = [("compression", catalogue.of_role("compression")), ("deployment", catalogue.of_role("deployment"))]
+    problems = []
+    for section, known in sections:
+        for name, table in _tables(raw.get(section)):
+            if name in known:
+                problems += _value_problems(table, known[name].params, known[name].ranges, f"{where}: {section}.{name}.")
+    for name, table in _tables(raw.get("studies")):
+        if name in catalogue.studies:
+            problems += _value_problems(table, catalogue.studies[name], {}, f"{where}: studies.{name}.")
+    return problems
+
+
+def _value_problems(table: dict, defaults: dict[str, Any], ranges: dict[str, tuple], prefix: str) -> list[str]:
+    problems = []
+    for key, value in table.items():
+        if key not in defaults:
+            continue  # unknown keys and recipe keys are named elsewhere
+        if not _like(value, defaults[key]):
+            problems.append(f"{prefix}{key} is {value!r}; expected {_described(defaults[key])}")
+            continue
+        low, high = ranges.get(key, (0, None))
+        numbers = [v for v in (value if isinstance(value, list) else [value])
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if any(v < low or (high is not None and v > high) for v in numbers):
+            problems.append(f"{prefix}{key} is {value!r}; expected "
+                            + (f"values between {low} and {high}" if high is not None else f"values >= {low}"))
+    return problems
+
+
+def _like(value: Any, default: Any) -> bool:
+    """Whether ``value`` has the type of ``default`` (a whole number where it is one; a number
+    where it is a float; a list whose items are like its first item)."""
+    if isinstance(default, list):
+        return isinstance(value, list) and (not default or all(_like(v, default[0]) for v in value))
+    return _has_type(value, type(default))
+
+
+def _described(default: Any) -> str:
+    if isinstance(default, list):
+        return f"a list of {PLURALS[type(default[0])]}" if default else "a list"
+    return _type_name(type(default))
+
+
+PLURALS = {bool: "true/false values", int: "whole numbers", float: "numbers", str: "strings"}
 
 
 def _tables(value: Any) -> list[tuple[str, dict]]:
@@ -264,7 +317,7 @@ def _type_name(hint: Any) -> str:
 
 
 def _parse(name: str, raw: dict, catalogue: KnownTechniques, where: str) -> Profile:
-    problems = type_problems(raw, where)
+    problems = type_problems(raw, where, catalogue)
     if problems:
         raise ConfigError("\n".join(problems))
     _check_keys(raw, {"description", "device", "seed", "eval_batch_size", "amp", "channels_last", "threads", "datasets",

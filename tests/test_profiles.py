@@ -195,3 +195,19 @@ def test_every_wrong_type_gets_its_own_line(tmp_path):
         f"{path}: techniques.scratch.size is True; expected a whole number",
         f"{path}: datasets.tiny.note is 5; expected a string",
         f"{path}: datasets.tiny.studies is 'mobilenet'; expected a list of strings"]
+
+
+@pytest.mark.parametrize("table, expected", [
+    ('[deployment.pgd]\nsteps = "ten"', "deployment.pgd.steps is 'ten'; expected a whole number"),
+    ("[deployment.pgd]\nepsilon = 2.0", "deployment.pgd.epsilon is 2.0; expected values between 0 and 1"),
+    ("[deployment.latency]\nbatch_sizes = [1, 8.5]", "deployment.latency.batch_sizes is [1, 8.5]; expected a list of whole numbers"),
+    ("[compression.prune]\namount = 1.5", "compression.prune.amount is 1.5; expected values between 0.01 and 0.99"),
+    ("[compression.svd]\nkeep_ratios = [0.5, 2]", "compression.svd.keep_ratios is [0.5, 2]; expected values between 0.001 and 1.0"),
+    ("[studies.speed]\nrounds = -5", "studies.speed.rounds is -5; expected values >= 0"),
+])
+def test_technique_and_study_parameters_are_typed_and_ranged_by_the_registry(tmp_path, table, expected):
+    text = MINIMAL.format(dataset_extra="", technique_extra="") + "\n" + table + "\n"
+    path = write(tmp_path, text=text)
+    with pytest.raises(ConfigError) as error:
+        load_profile(path, catalogue())
+    assert str(error.value) == f"{path}: {expected}"

@@ -51,5 +51,5 @@ def rows(found) -> list[dict]:
             for base, m in found if "clean_accuracy" in m]
 
 
-register(Technique("fgsm", DEPLOYMENT, "FGSM", measure=measure, check=check, params={"epsilon": 0.05},
+register(Technique("fgsm", DEPLOYMENT, "FGSM", measure=measure, check=check, params={"epsilon": 0.05}, ranges={"epsilon": (0, 1)},
                    table=("FGSM (* int8 attacked with the gradients of its fp32 twin)", rows)))

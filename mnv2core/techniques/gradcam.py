@@ -52,4 +52,5 @@ def rows(found) -> list[dict]:
 
 register(Technique("gradcam", DEPLOYMENT, "Grad-CAM", measure=measure, check=check,
                    params={"layer": "", "images": 64, "overlays": 4, "steps": 10},
+                   ranges={"images": (1, None), "steps": (1, None)},
                    table=("Grad-CAM: faithfulness and focus", rows)))

@@ -30,4 +30,5 @@ def rows(found) -> list[dict]:
 
 
 register(Technique("int8", DEPLOYMENT, "FX int8", measure=measure, check=check, params=dict(INT8_DEFAULTS),
+                   ranges={"calibration_batches": (1, None), "max_drop": (0, 1)},
                    table=("Int8 post-training quantization (FX, x86)", rows)))

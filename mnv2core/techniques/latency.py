@@ -50,4 +50,5 @@ def rows(found) -> list[dict]:
 
 register(Technique("latency", DEPLOYMENT, "CPU latency", measure=measure, check=check,
                    params={"batch_sizes": [1, 32], "warmup": 3, "rounds": 20, "threads": 1},
+                   ranges={"batch_sizes": (1, None), "rounds": (1, None), "threads": (1, None)},
                    table=("CPU latency (1 thread; speed-ups measured back to back in one process)", rows)))

@@ -113,7 +113,8 @@ def spectra_rows(found) -> list[dict]:
 
 
 register(Technique("svd", COMPRESSION, "SVD low-rank classifier", build=compressing(svd), check=check_svd,
-                   params={"energy": 0.95, "keep_ratios": [0.5, 0.2]}, table=("SVD low-rank classifier", svd_rows)))
+                   params={"energy": 0.95, "keep_ratios": [0.5, 0.2]},
+                   ranges={"energy": (0.01, 1.0), "keep_ratios": (0.001, 1.0)}, table=("SVD low-rank classifier", svd_rows)))
 register(Technique("spectra", COMPRESSION, "Singular-value spectra", build=compressing(spectra), check=check_spectra,
-                   params={"energy": 0.95}, floored=False,
+                   params={"energy": 0.95}, ranges={"energy": (0.01, 1.0)}, floored=False,
                    table=("Singular-value spectra (k95: components holding 95% of the energy)", spectra_rows)))

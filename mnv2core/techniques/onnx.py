@@ -47,5 +47,5 @@ def rows(found) -> list[dict]:
 
 
 register(Technique("onnx", DEPLOYMENT, "ONNX Runtime", measure=measure, check=check,
-                   params={"min_top1_agreement": 0.999},
+                   params={"min_top1_agreement": 0.999}, ranges={"min_top1_agreement": (0, 1)},
                    table=("ONNX Runtime (fp32, and static int8 QDQ) against PyTorch", rows)))

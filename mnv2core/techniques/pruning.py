@@ -135,10 +135,10 @@ def compressing(make):
 
 
 register(Technique("prune", COMPRESSION, "Iterative magnitude pruning", build=compressing(prune), check=check_prune,
-                   params={"rounds": 3, "amount": 0.2},
+                   params={"rounds": 3, "amount": 0.2}, ranges={"rounds": (1, None), "amount": (0.01, 0.99)},
                    table=("Iterative magnitude pruning (20% of the remaining weights per round)", prune_rows)))
 register(Technique("structured", COMPRESSION, "Structured pruning of the last conv", build=compressing(structured),
-                   check=check_structured, params={"ratio": 0.4, "criterion": "l1"},
+                   check=check_structured, params={"ratio": 0.4, "criterion": "l1"}, ranges={"ratio": (0.01, 0.99)},
                    table=("Structured pruning of the last conv", structured_rows)))
 register(Technique("lottery", COMPRESSION, "Lottery ticket", build=compressing(lottery), check=check_lottery,
                    needs=("prune",),
