@@ -170,7 +170,7 @@ class Study:
             },
             "provenance": {"data": self.dataset(case.dataset).provenance, "weights": artifact.meta["weights"],
                            "upstream": artifact.meta.get("upstream", {}), "train": artifact.meta["train"]},
-            "cache": {"key": artifact.key, "status": artifact.status,
+            "cache": {**self._cache_status(technique, artifact),
                       "events": [list(e) for e in self.cache.events[events_before:]]},
             "environment": {**self.execution.record(), "allocator": self.allocator, "torch": torch.__version__,
                             "latency_timer": getattr(self.timer, "name", "harness")},
@@ -197,6 +197,14 @@ class Study:
         if technique.measure is not None:
             measured.update(technique.measure(self, case, artifact))
         return artifact, measured, history, train_seconds, started
+
+    @staticmethod
+    def _cache_status(technique, artifact: Artifact) -> dict[str, Any]:
+        """The case's own model's cache key and status; a measurement has no model of its own
+        (it names the model it measured, whose status is that case's)."""
+        if technique.role in (TRAINED, COMPRESSION):
+            return {"key": artifact.key, "status": artifact.status}
+        return {"key": None, "status": "measured", "measured_key": artifact.key or None}
 
     def check(self, case: Case, record: dict[str, Any]) -> None:
         """What the case's technique guarantees of its metrics, then the profile's accuracy

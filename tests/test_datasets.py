@@ -192,3 +192,12 @@ def test_train_batches_cover_each_image_once_per_epoch():
     batches = list(train_batches(data, 4, True, torch.Generator().manual_seed(0)))
     assert [len(y) for _, y in batches] == [4, 4]  # partial last batch dropped
     assert batches[0][0].dtype == torch.float32 and batches[0][0].max() <= 1.0
+
+
+def test_spread_takes_every_class_in_turn_from_a_class_sorted_set():
+    labels = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    images = torch.arange(9, dtype=torch.uint8).view(9, 1, 1, 1).expand(9, 3, 2, 2).contiguous()
+    sample = ImageSet(images, labels).spread(5)
+    assert sample.labels.tolist() == [0, 1, 2, 0, 1]
+    assert sample.images[:, 0, 0, 0].tolist() == [0, 3, 5, 1, 4]  # each class's own order kept
+    assert len(ImageSet(images, labels).spread(100)) == 9

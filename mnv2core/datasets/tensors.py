@@ -44,6 +44,19 @@ class ImageSet:
     def head(self, count: int) -> "ImageSet":
         return ImageSet(self.images[:count], self.labels[:count])
 
+    def spread(self, count: int) -> "ImageSet":
+        """``count`` images taken in turn from every class (each class's first image, then each
+        one's second, ...), in the set's order within a class: a sample spanning the classes
+        even of a class-sorted folder."""
+        labels = self.labels.cpu()
+        rank = torch.zeros(len(self), dtype=torch.long)
+        for label in labels.unique():
+            members = (labels == label).nonzero().flatten()
+            rank[members] = torch.arange(len(members))
+        order = sorted(range(len(self)), key=lambda i: (int(rank[i]), int(labels[i])))[:count]
+        index = torch.tensor(order, dtype=torch.long, device=self.labels.device)
+        return ImageSet(self.images[index], self.labels[index])
+
     def cycled(self, count: int) -> "ImageSet":
         """``count`` images: the set's first ones, repeated from the start when it holds fewer."""
         index = torch.arange(count, device=self.labels.device) % len(self)

@@ -52,8 +52,12 @@ def grad_cam(model: nn.Module, images: torch.Tensor, layer: str | None = None,
 
 
 def plot_overlays(images: torch.Tensor, heatmaps: torch.Tensor, labels: torch.Tensor, predictions: torch.Tensor,
-                  path, title: str):
-    """A grid of heatmap overlays, one column per image, marked correct or misclassified."""
+                  path, title: str, class_names: tuple[str, ...] | None = None):
+    """A grid of heatmap overlays, one column per image, captioned with the true and the
+    predicted class (by name when given) and marked correct or misclassified."""
+    def name(index) -> str:
+        return class_names[int(index)] if class_names else str(int(index))
+
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -65,12 +69,15 @@ def plot_overlays(images: torch.Tensor, heatmaps: torch.Tensor, labels: torch.Te
         axes[0, column].imshow(picture)
         axes[1, column].imshow(picture)
         axes[1, column].imshow(heatmaps[column].cpu().numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1)
-        verdict = "ok" if predictions[column] == labels[column] else "wrong"
-        axes[0, column].set_title(f"{verdict}: pred {int(predictions[column])}, true {int(labels[column])}", fontsize=7)
+        if predictions[column] == labels[column]:
+            caption = f"{name(labels[column])}\n(correct)"
+        else:
+            caption = f"{name(labels[column])}\nread as {name(predictions[column])}"
+        axes[0, column].set_title(caption, fontsize=7, color="black" if predictions[column] == labels[column] else "red")
         for row in range(2):
             axes[row, column].axis("off")
     figure.suptitle(title, fontsize=9)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100, bbox_inches="tight")
+    figure.savefig(path, dpi=80, bbox_inches="tight")
     plt.close(figure)
     return path

@@ -1,5 +1,6 @@
-"""Grad-CAM of a base model: faithfulness (deletion/insertion AUC), focus (top-10% mass
-share, entropy) and an overlay PNG of correct and misclassified images."""
+"""Grad-CAM of a base model on a test sample spanning the classes: faithfulness
+(deletion/insertion AUC), focus (top-10% mass share, entropy) and an overlay PNG of correct
+and misclassified images captioned with class names."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,7 +20,7 @@ def measure(ctx: Context, case: Case, base: Artifact) -> dict[str, Any]:
     params = ctx.profile.deployments[case.method]
     model = base.model.eval()
     layer = params["layer"] or default_target_layer(model)
-    test = test_set(ctx, case, base, ctx.device).head(params["images"])
+    test = test_set(ctx, case, base, ctx.device).spread(params["images"])  # every class, not the first one's
     images, labels = next(eval_batches(test, len(test)))
     heatmaps, predicted, map_size = grad_cam(model, images, layer)
     deletion, insertion = deletion_insertion_auc(model, images, heatmaps, predicted, params["steps"])
@@ -29,9 +30,11 @@ def measure(ctx: Context, case: Case, base: Artifact) -> dict[str, Any]:
     shown = torch.cat([correct, wrong])
     plot = plot_overlays(images[shown], heatmaps[shown], labels[shown], predicted[shown],
                          ctx.plots_dir / f"{case.dataset}-{case.base}-gradcam.png",
-                         f"Grad-CAM {case.dataset} {case.base} ({layer}, map {map_size[0]}x{map_size[1]})")
+                         f"Grad-CAM {case.dataset} {case.base} ({layer}, map {map_size[0]}x{map_size[1]})",
+                         ctx.dataset(case.dataset).classes)
     return {"sample_accuracy": float((predicted == labels).float().mean()), "layer": layer,
             "feature_map": list(map_size), "input_size": base.meta["input_size"], "images": len(test),
+            "classes_in_sample": int(labels.unique().numel()), "classes": ctx.dataset(case.dataset).num_classes,
             "deletion_auc": float(deletion.mean()), "insertion_auc": float(insertion.mean()),
             "top10_mass_share": float(top_share.mean()), "entropy": float(entropy.mean()), "plot": str(plot)}
 
@@ -40,6 +43,8 @@ def check(m: dict, case: Case) -> None:
     require(m["feature_map"][0] >= 1 and 0 <= m["entropy"] <= 1 and 0 < m["top10_mass_share"] <= 1,
             f"maps out of range: entropy {m['entropy']}, top-10% mass {m['top10_mass_share']}")
     require(0 <= m["deletion_auc"] <= 1 and 0 <= m["insertion_auc"] <= 1, "AUCs outside [0, 1]")
+    require(m["classes_in_sample"] == min(m["classes"], m["images"]),
+            f"the sample spans {m['classes_in_sample']} of {m['classes']} classes")
     require(Path(m["plot"]).read_bytes()[:4] == b"\x89PNG", f"{m['plot']} is not a PNG")
 
 
