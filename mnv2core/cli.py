@@ -1,4 +1,4 @@
-"""Command line: ``python -m mnv2core report|gate|merge``."""
+"""Command line: ``python -m mnv2core report|gate|docs|merge``."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from .docs import write_results_page
 from .errors import Mnv2BenchError
 from .gate import Tolerances, compare
 from .profiles import load_profile
@@ -56,6 +57,13 @@ def merge(args) -> int:
     return 0
 
 
+def docs(args) -> int:
+    page = write_results_page([load_results(path) for path in args.results], args.output,
+                              [str(path) for path in args.results])
+    print(f"wrote {page} and its figures")
+    return 0
+
+
 def _tolerances(baseline: dict, args) -> Tolerances:
     """The baseline profile's tolerances, with the command line's on top."""
     profile = args.profile or baseline.get("mnv2bench", {}).get("profile")
@@ -82,6 +90,11 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--profile", help="take tolerances from this profile (default: the baseline's)")
     check.add_argument("--accuracy-points", type=float, help="allowed accuracy drop, e.g. 0.02")
     check.set_defaults(command=gate)
+
+    page = commands.add_parser("docs", help="write RESULTS.md and its PNG figures from results files")
+    page.add_argument("results", type=Path, nargs="+", help="results JSON files, e.g. benchmarks/baselines/cpu-*.json")
+    page.add_argument("-o", "--output", type=Path, default=Path("docs"), help="folder (default docs/)")
+    page.set_defaults(command=docs)
 
     rebuild = commands.add_parser("merge", help="rebuild a results file from a run's records-*.jsonl")
     rebuild.add_argument("records", type=Path)

@@ -25,10 +25,10 @@ def render_report(document: dict[str, Any], fmt: str = "terminal") -> str:
     found = case_items(document)
     expected = run.get("cases") or list(found)
     items = {case: found[case] for case in _in_order(expected, found) if case in found}  # grid order
-    sections = [_heading(f"mnv2bench results: profile {run.get('profile', '?')}", 1, fmt), _run_line(document)]
+    sections = [_heading(f"mnv2bench results: profile {run.get('profile', '?')}", 1, fmt), run_line(document)]
     for dataset in _ordered_datasets(expected, items):
         sections += [_heading(dataset, 2, fmt),
-                     _table("Study summary", _summary(dataset, items), fmt),
+                     _table("Study summary", summary_rows(dataset, items), fmt),
                      _table("Training", _training(dataset, items, expected), fmt),
                      _table("Convergence: test accuracy per epoch (VGG16: validation accuracy)",
                             _convergence(dataset, items, expected), fmt)]
@@ -44,7 +44,7 @@ def render_report(document: dict[str, Any], fmt: str = "terminal") -> str:
     return "\n\n".join(s for s in sections if s) + "\n"
 
 
-def _summary(dataset: str, items: dict) -> list[dict[str, str]]:
+def summary_rows(dataset: str, items: dict) -> list[dict[str, str]]:
     rows = []
     for title, technique in SUMMARY_ROWS:
         case = _case_id(dataset, "mobilenet_v2", technique)
@@ -203,7 +203,7 @@ def _heading(text: str, level: int, fmt: str) -> str:
     return f"{text}\n{('=' if level == 1 else '-') * len(text)}"
 
 
-def _run_line(document: dict[str, Any]) -> str:
+def run_line(document: dict[str, Any]) -> str:
     run = document.get("mnv2bench", {})
     commit = document.get("commit_info", {})
     machine = document.get("machine_info", {})

@@ -1,0 +1,60 @@
+"""The results page: which variant to deploy (Pareto front), the figures, and the command."""
+from mnv2core.cli import main
+from mnv2core.docs import deployment_variants, pareto_front, write_results_page
+from mnv2core.results import case_items
+
+from results_factory import document, entry
+
+PARAMETERS = 2_000_000
+
+
+def study_document():
+    ms = {"eager_fp32": 9.0, "fx_int8": 5.0, "ort_fp32": 1.4, "ort_int8": 0.7}
+    latency = {"latency": {f"{r}_b1_ms": v for r, v in ms.items()}, "latency_iqr": {f"{r}_b1_iqr": 0.1 for r in ms},
+               "speedup": {f"{r}_b1_speedup": 9.0 / v for r, v in ms.items() if r != "eager_fp32"},
+               "fastest": {"b1": "ort_int8"}}
+    return document([
+        entry("real-mobilenet_v2-full_ft", 0.88, metrics={"parameters": PARAMETERS,
+                                                          "epochs": [{"epoch": 1, "test_accuracy": 0.86},
+                                                                     {"epoch": 2, "test_accuracy": 0.88}]}),
+        entry("real-mobilenet_v2-full_ft_int8", 0.85, base="full_ft", derived="int8",
+              metrics={"fp32_accuracy": 0.88, "int8_drop": 0.03, "calibration_images": 256}),
+        entry("real-mobilenet_v2-full_ft_onnx", 0.88, base="full_ft", derived="onnx",
+              metrics={"ort_int8_accuracy": 0.876, "top1_agreement": 1.0, "max_abs_logit_diff": 1e-5,
+                       "onnx_bytes": 8_900_000, "onnx_int8_bytes": 2_500_000}),
+        entry("real-mobilenet_v2-full_ft_latency", metrics=latency, base="full_ft", derived="latency"),
+        entry("real-mobilenet_v2-full_ft_robustness", 0.88, base="full_ft", derived="robustness",
+              metrics={"blur": {"sigma_1_accuracy": 0.7}, "noise": {"sigma_0.1_accuracy": 0.6}, "plot": "gone.png"}),
+    ])
+
+
+def test_every_runtime_becomes_a_variant_with_its_accuracy_latency_and_size():
+    rows = {row["runtime"]: row for row in deployment_variants(case_items(study_document()))}
+    assert set(rows) == {"eager fp32", "FX int8", "ORT fp32", "ORT int8"}
+    assert (rows["FX int8"]["accuracy"], rows["FX int8"]["latency ms (b1)"], rows["FX int8"]["size MB"]) == (0.85, 5.0, 2.0)
+    assert rows["ORT int8"]["accuracy"] == 0.876 and rows["eager fp32"]["size MB"] == 8.0
+
+
+def test_the_pareto_front_keeps_only_variants_nothing_beats_on_both_axes():
+    rows = [{"key": k, "accuracy": a, "latency ms (b1)": ms} for k, a, ms in
+            [("slow best", 0.9, 10.0), ("fast good", 0.85, 1.0), ("dominated", 0.8, 2.0), ("fastest", 0.5, 0.5),
+             ("tie of fast good", 0.85, 1.0)]]
+    assert pareto_front(rows) == {"slow best", "fast good", "tie of fast good", "fastest"}
+
+
+def test_the_page_has_the_tables_and_small_figures(tmp_path):
+    page = write_results_page([study_document()], tmp_path / "docs", ["cpu-real.json"])
+    text = page.read_text()
+    assert "### real" in text and "| full_ft | ORT int8 |" in text.replace("  ", " ").replace("  ", " ")
+    for figure in ("real-pareto.png", "real-robustness.png", "real-convergence.png"):
+        assert f"]({figure})" in text
+        assert (tmp_path / "docs" / figure).read_bytes()[:4] == b"\x89PNG"
+        assert (tmp_path / "docs" / figure).stat().st_size < 200_000
+
+
+def test_the_docs_command_writes_the_page(tmp_path, capsys):
+    import json
+    results = tmp_path / "cpu-real.json"
+    results.write_text(json.dumps(study_document()))
+    assert main(["docs", str(results), "-o", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "RESULTS.md").is_file() and "wrote" in capsys.readouterr().out
