@@ -233,20 +233,25 @@ def _parameter_problems(raw: dict, where: str, catalogue: KnownTechniques) -> li
     for section, known in sections:
         for name, table in _tables(raw.get(section)):
             if name in known:
-                problems += _value_problems(table, known[name].params, known[name].ranges, f"{where}: {section}.{name}.")
+                problems += _value_problems(table, known[name].params, known[name].ranges, f"{where}: {section}.{name}.",
+                                            known[name].choices)
     for name, table in _tables(raw.get("studies")):
         if name in catalogue.studies:
             problems += _value_problems(table, catalogue.studies[name], {}, f"{where}: studies.{name}.")
     return problems
 
 
-def _value_problems(table: dict, defaults: dict[str, Any], ranges: dict[str, tuple], prefix: str) -> list[str]:
+def _value_problems(table: dict, defaults: dict[str, Any], ranges: dict[str, tuple], prefix: str,
+                    choices: dict[str, tuple] | None = None) -> list[str]:
     problems = []
     for key, value in table.items():
         if key not in defaults:
             continue  # unknown keys and recipe keys are named elsewhere
         if not _like(value, defaults[key]):
             problems.append(f"{prefix}{key} is {value!r}; expected {_described(defaults[key])}")
+            continue
+        if key in (choices or {}) and value not in choices[key]:
+            problems.append(f"{prefix}{key} is {value!r}; choose one of {list(choices[key])}")
             continue
         low, high = ranges.get(key, (0, None))
         numbers = [v for v in (value if isinstance(value, list) else [value])

@@ -52,6 +52,7 @@ class Technique:
     check: Checker | None = None
     params: dict[str, Any] = field(default_factory=dict)  # defaults of its profile table
     ranges: dict[str, tuple[float, float | None]] = field(default_factory=dict)  # inclusive; else >= 0
+    choices: dict[str, tuple[str, ...]] = field(default_factory=dict)  # the values a string parameter takes
     needs: tuple[str, ...] = ()  # upstream methods, named relative to the base ("prune": the base's prune)
     floored: bool = True  # whether its cases assert an accuracy floor
     starts_early: bool = False  # a long training other cases wait for: scheduled first

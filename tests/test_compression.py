@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -5,8 +7,8 @@ from torch import nn
 from mnv2core.compression.channels import count_macs, prune_last_conv_channels, resize_last_conv, state_dict_bytes
 from mnv2core.compression.lowrank import energy_rank, factorize_linear, layer_spectra, ratio_rank
 from mnv2core.compression.plots import plot_cumulative_energy
-from mnv2core.compression.unstructured import (apply_masks, make_permanent, masks_of, measured_sparsity,
-                                               prune_global_magnitude, rewind)
+from mnv2core.compression.unstructured import (apply_masks, empty_output_channels, layer_sparsity, make_permanent,
+                                               masks_of, measured_sparsity, prunable_layers, prune_magnitude, rewind)
 from mnv2core.errors import ConfigError
 from mnv2core.models import build_model, count_parameters
 
@@ -20,7 +22,7 @@ def model():
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
 def test_three_rounds_of_20_percent_leave_0_8_cubed(model, memory_format):
     for _ in range(3):
-        prune_global_magnitude(model, 0.2)
+        prune_magnitude(model, 0.2)
         model.to(memory_format=memory_format)  # as retraining leaves it
         with torch.no_grad():  # training between rounds moves the surviving weights
             for param in model.parameters():
@@ -50,7 +52,7 @@ def test_rewind_restores_the_saved_init_exactly_on_surviving_weights(model):
     with torch.no_grad():
         for param in model.parameters():
             param.mul_(3).add_(1)  # "training"
-    prune_global_magnitude(model, 0.5)
+    prune_magnitude(model, 0.5)
     make_permanent(model)
     masks = masks_of(model)
 
@@ -145,3 +147,41 @@ def test_a_channel_pruned_model_still_exports_to_onnx(model):
     (logits,) = session.run(None, {"images": images.numpy()})
     assert logits.shape == (2, 10)
     assert torch.allclose(torch.from_numpy(logits), pruned(images), atol=1e-4)
+
+
+@pytest.mark.parametrize("scope", ["layer", "normalized"])
+def test_every_scope_compounds_to_the_same_overall_sparsity(model, scope):
+    for _ in range(3):
+        prune_magnitude(model, 0.2, scope)
+    make_permanent(model)
+    assert measured_sparsity(model) == pytest.approx(1 - 0.8 ** 3, abs=0.005)
+    if scope == "layer":
+        big = {name: s for name, s in layer_sparsity(model).items() if prunable_layers(model)[name].weight.numel() > 1000}
+        assert all(s == pytest.approx(1 - 0.8 ** 3, abs=0.01) for s in big.values()), big
+
+
+def test_a_layer_of_small_weights_is_emptied_by_global_ranking_but_kept_by_layer_and_normalized(model):
+    with torch.no_grad():
+        model.head.weight.mul_(1e-4)  # a layer on a smaller scale than the rest
+    sparsity, dead = {}, {}
+    for scope in ("global", "layer", "normalized"):
+        pruned = copy.deepcopy(model)
+        prune_magnitude(pruned, 0.5, scope)
+        make_permanent(pruned)
+        sparsity[scope], dead[scope] = layer_sparsity(pruned)["net.classifier.1"], empty_output_channels(pruned)
+    assert sparsity["global"] == 1.0 and dead["global"] >= 10  # all 10 classifier rows died
+    assert sparsity["layer"] == pytest.approx(0.5, abs=0.01) and sparsity["normalized"] < 0.9
+
+
+def test_unknown_scope_is_named(model):
+    with pytest.raises(ConfigError, match="pruning scope 'local'"):
+        prune_magnitude(model, 0.2, "local")
+
+
+def test_skipping_depthwise_convs_leaves_them_dense_and_counts_sparsity_over_the_rest(model):
+    prune_magnitude(model, 0.5, "layer", skip_depthwise=True)
+    make_permanent(model)
+    depthwise = [name for name, m in prunable_layers(model).items() if name not in prunable_layers(model, True)]
+    assert len(depthwise) == 17 and all(layer_sparsity(model)[name] == 0 for name in depthwise)
+    assert measured_sparsity(model, skip_depthwise=True) == pytest.approx(0.5, abs=0.005)
+    assert measured_sparsity(model) < 0.5

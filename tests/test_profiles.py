@@ -130,7 +130,7 @@ def test_compression_cases_need_floors_and_retrain_from_the_base_recipe(tmp_path
     profile = load_profile(write(tmp_path, text=text), catalogue())
     (technique, base, compression), = profile.compressed_cases()
     assert (technique, base) == ("scratch_prune", "scratch")
-    assert compression.params == {"rounds": 2, "amount": 0.2}
+    assert compression.params == {"rounds": 2, "amount": 0.2, "scope": "layer", "skip_depthwise": True}
     retrain = profile.retrain_config(compression, base, "tiny")
     assert (retrain.epochs, retrain.lr, retrain.batch_size) == (3, 0.5, 16)
     assert [c.technique for c in build_grid(profile, catalogue())] == ["scratch", "scratch_prune"]
@@ -211,3 +211,10 @@ def test_technique_and_study_parameters_are_typed_and_ranged_by_the_registry(tmp
     with pytest.raises(ConfigError) as error:
         load_profile(path, catalogue())
     assert str(error.value) == f"{path}: {expected}"
+
+
+def test_a_string_parameter_takes_one_of_its_choices(tmp_path):
+    path = write(tmp_path, text=MINIMAL.format(dataset_extra="", technique_extra="") + '\n[compression.prune]\nscope = "local"\n')
+    with pytest.raises(ConfigError) as error:
+        load_profile(path, catalogue())
+    assert str(error.value) == f"{path}: compression.prune.scope is 'local'; choose one of ['global', 'layer', 'normalized']"

@@ -9,8 +9,8 @@ import torch
 
 from ..compression.channels import count_macs, prune_last_conv_channels, state_dict_bytes
 from ..compression.retraining import Retraining, compression_artifact
-from ..compression.unstructured import (apply_masks, make_permanent, masks_of, measured_sparsity,
-                                        prune_global_magnitude, rewind)
+from ..compression.unstructured import (SCOPES, apply_masks, empty_output_channels, layer_sparsity, make_permanent,
+                                        masks_of, measured_sparsity, prune_magnitude, rewind)
 from ..context import Case
 from ..errors import ConfigError
 from ..models import build_model, count_parameters
@@ -22,15 +22,20 @@ def prune(job: Retraining, params: dict) -> tuple:
     model = copy.deepcopy(job.base.model)
     rounds, history = [], []
     for round_ in range(1, params["rounds"] + 1):
-        prune_global_magnitude(model, params["amount"])
+        prune_magnitude(model, params["amount"], params["scope"], params["skip_depthwise"])
         before = job.evaluate(model)
         epochs = job.retrain(model, f"round {round_}")
         history += epochs
-        rounds.append({"round": round_, "sparsity": measured_sparsity(model),
+        rounds.append({"round": round_, "sparsity": measured_sparsity(model, params["skip_depthwise"]),
                        "accuracy_before_retrain": before, "accuracy": epochs[-1]["test_accuracy"]})
     make_permanent(model)
-    metrics = {"dense_accuracy": job.base_accuracy(), "sparsity": measured_sparsity(model),
-               "target_sparsity": 1 - (1 - params["amount"]) ** params["rounds"], "rounds": rounds}
+    layers = layer_sparsity(model)
+    metrics = {"dense_accuracy": job.base_accuracy(), "sparsity": measured_sparsity(model, params["skip_depthwise"]),
+               "sparsity_all_layers": measured_sparsity(model), "scope": params["scope"],
+               "skip_depthwise": params["skip_depthwise"],
+               "target_sparsity": 1 - (1 - params["amount"]) ** params["rounds"], "rounds": rounds,
+               "max_layer_sparsity": max(layers.values()), "min_layer_sparsity": min(layers.values()),
+               "empty_output_channels": empty_output_channels(model)}
     return model, None, metrics, history
 
 
@@ -42,9 +47,17 @@ def check_prune(m: dict, case: Case) -> None:
 
 
 def prune_rows(found) -> list[dict]:
-    return [{"base": base, "round": r["round"], "sparsity": f"{r['sparsity']:.3f}",
-             "acc pruned": f"{r['accuracy_before_retrain']:.3f}", "acc retrained": f"{r['accuracy']:.3f}"}
+    return [{"base": base, "scope": m.get("scope", "global"), "round": r["round"], "sparsity": f"{r['sparsity']:.3f}",
+             "acc pruned": f"{r['accuracy_before_retrain']:.3f}", "acc retrained": f"{r['accuracy']:.3f}",
+             **(_last_round_cells(m) if r["round"] == len(m["rounds"]) else {"sparsest layer": "", "dead units": ""})}
             for base, m in found for r in m.get("rounds", [])]
+
+
+def _last_round_cells(m: dict) -> dict[str, str]:
+    """How unevenly the pruned weights fall: the sparsest layer and the output units left
+    with no weight at all (results recorded before these were measured show blanks)."""
+    return {"sparsest layer": f"{m['max_layer_sparsity']:.3f}" if "max_layer_sparsity" in m else "",
+            "dead units": str(m.get("empty_output_channels", ""))}
 
 
 # structured pruning of the last conv ---------------------------------------------------------
@@ -90,6 +103,7 @@ def lottery(job: Retraining, params: dict) -> tuple:
         raise ConfigError(f"{job.label}: the base artifact has no saved start weights; rebuild it with --refresh")
     pruned = job.upstream("prune")
     masks = masks_of(pruned.model)
+    skip = job.ctx.profile.compressions["prune"].params["skip_depthwise"]  # sparsity over the layers pruning saw
     name, classes, device = job.base.model.name, job.base.model.head.out_features, job.ctx.device
     ticket = build_model(name, classes).to(device)
     rewind(ticket, job.base.start_state, masks)
@@ -103,7 +117,7 @@ def lottery(job: Retraining, params: dict) -> tuple:
     dense, ticket_accuracy = job.base_accuracy(), ticket_history[-1]["test_accuracy"]
     metrics = {"dense_accuracy": dense, "pruned_accuracy": pruned.meta["metrics"]["rounds"][-1]["accuracy"],
                "ticket_accuracy": ticket_accuracy, "control_accuracy": control_history[-1]["test_accuracy"],
-               "sparsity": measured_sparsity(ticket), "control_sparsity": measured_sparsity(control),
+               "sparsity": measured_sparsity(ticket, skip), "control_sparsity": measured_sparsity(control, skip),
                "mask_kept": {"ticket": _share_kept(ticket, masks), "control": _share_kept(control, masks)},
                "reaches_dense": ticket_accuracy >= dense, "control_epochs": control_history}
     return ticket, None, metrics, ticket_history
@@ -135,8 +149,9 @@ def compressing(make):
 
 
 register(Technique("prune", COMPRESSION, "Iterative magnitude pruning", build=compressing(prune), check=check_prune,
-                   params={"rounds": 3, "amount": 0.2}, ranges={"rounds": (1, None), "amount": (0.01, 0.99)},
-                   table=("Iterative magnitude pruning (20% of the remaining weights per round)", prune_rows)))
+                   params={"rounds": 3, "amount": 0.2, "scope": "layer", "skip_depthwise": True}, ranges={"rounds": (1, None), "amount": (0.01, 0.99)},
+                   choices={"scope": SCOPES},
+                   table=("Iterative magnitude pruning (a share of the remaining weights per round)", prune_rows)))
 register(Technique("structured", COMPRESSION, "Structured pruning of the last conv", build=compressing(structured),
                    check=check_structured, params={"ratio": 0.4, "criterion": "l1"}, ranges={"ratio": (0.01, 0.99)},
                    table=("Structured pruning of the last conv", structured_rows)))
