@@ -29,10 +29,13 @@ def int8_params(ctx: Context) -> dict:
 
 
 def calibration(ctx: Context, case: Case, base: Artifact) -> list[torch.Tensor]:
-    """The first training batches (no augmentation): calibration for FX and ORT int8 alike."""
+    """Calibration batches for FX and ORT int8 alike: training images taken in turn from every
+    class (no augmentation). The first batches of a class-sorted image folder hold one class
+    only (on Imagenette FX int8 scored the same either way: 0.855 and 0.850)."""
     train = ctx.data_at(case.dataset, base.meta["input_size"]).train
     count = int8_params(ctx)["calibration_batches"]
-    return [images for index, (images, _) in zip(range(count), eval_batches(train, CALIBRATION_BATCH))]
+    sample = train.spread(count * CALIBRATION_BATCH)
+    return [images for images, _ in eval_batches(sample, CALIBRATION_BATCH)]
 
 
 def int8_model(ctx: Context, case: Case, base: Artifact) -> torch.nn.Module:
