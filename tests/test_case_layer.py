@@ -65,8 +65,10 @@ batch_sizes = [1]
 warmup = 1
 rounds = 2
 [deployment.fgsm]
+images = 16
 [deployment.pgd]
 steps = 3
+images = 16
 [deployment.robustness]
 blur_sigmas = [1.0]
 noise_sigmas = [0.1]
@@ -127,6 +129,7 @@ def test_pgd_is_at_least_as_strong_as_fgsm_at_the_same_epsilon(study):
     fgsm, pgd = run(study, "full_ft_fgsm"), run(study, "full_ft_pgd")
     assert fgsm["clean_accuracy"] == pgd["clean_accuracy"]
     assert pgd["steps"] == 3 and pgd["epsilon"] == fgsm["epsilon"] == 0.05
+    assert pgd["images"] == fgsm["images"] == 16  # the same sample of the 32 test images
     assert pgd["accuracy"] <= pgd["clean_accuracy"]
     assert "int8_fgsm_accuracy" in pgd  # the int8 twin is attacked too
 

@@ -15,14 +15,17 @@ from ..training import evaluate
 INT8_NOTE = "int8 model attacked with the gradients of its fp32 twin (int8 has none)"
 
 
-def attacked_metrics(ctx: Context, case: Case, base: Artifact, attack) -> dict[str, Any]:
-    """Accuracy on the test set before and after ``attack(model, images, labels)``, and of
-    the base's int8 twin on the same adversarial images when the profile has int8."""
+def attacked_metrics(ctx: Context, case: Case, base: Artifact, attack, images: int = 0) -> dict[str, Any]:
+    """Accuracy on the test set (``images`` > 0: that many, spanning the classes) before and
+    after ``attack(model, images, labels)``, and of the base's int8 twin on the same
+    adversarial images when the profile has int8."""
     model = base.model.eval()
     test = test_set(ctx, case, base, ctx.device)
+    test = test.spread(images) if images else test
     batch = ctx.profile.eval_batch_size
     attacked = [(attack(model, images, labels), labels) for images, labels in eval_batches(test, batch)]
-    metrics = {"accuracy": accuracy_on(model, attacked), "clean_accuracy": evaluate(model, test, batch)}
+    metrics = {"accuracy": accuracy_on(model, attacked), "clean_accuracy": evaluate(model, test, batch),
+               "images": len(test)}
     if "int8" in ctx.profile.deployments:
         int8 = int8_model(ctx, case, base)
         on_cpu = [(images.cpu(), labels.cpu()) for images, labels in attacked]
@@ -33,8 +36,9 @@ def attacked_metrics(ctx: Context, case: Case, base: Artifact, attack) -> dict[s
 
 
 def measure(ctx: Context, case: Case, base: Artifact) -> dict[str, Any]:
-    epsilon = ctx.profile.deployments[case.method]["epsilon"]
-    return {**attacked_metrics(ctx, case, base, lambda m, x, y: fgsm(m, x, y, epsilon)), "epsilon": epsilon}
+    p = ctx.profile.deployments[case.method]
+    attack = lambda m, x, y: fgsm(m, x, y, p["epsilon"])  # noqa: E731
+    return {**attacked_metrics(ctx, case, base, attack, p["images"]), "epsilon": p["epsilon"]}
 
 
 def check(m: dict, case: Case) -> None:
@@ -44,12 +48,14 @@ def check(m: dict, case: Case) -> None:
 
 
 def rows(found) -> list[dict]:
-    return [{"model": base, "epsilon": m["epsilon"], "clean acc": f"{m['clean_accuracy']:.3f}",
+    return [{"model": base, "epsilon": m["epsilon"], "images": m.get("images", ""), "clean acc": f"{m['clean_accuracy']:.3f}",
              "attacked acc": f"{m['accuracy']:.3f}",
              "int8 clean": f"{m['int8_clean_accuracy']:.3f}" if "int8_clean_accuracy" in m else "not run",
              "int8 attacked*": f"{m['int8_fgsm_accuracy']:.3f}" if "int8_fgsm_accuracy" in m else "not run"}
             for base, m in found if "clean_accuracy" in m]
 
 
-register(Technique("fgsm", DEPLOYMENT, "FGSM", measure=measure, check=check, params={"epsilon": 0.05}, ranges={"epsilon": (0, 1)},
+# images: test images attacked (0: all; else a sample spanning the classes)
+register(Technique("fgsm", DEPLOYMENT, "FGSM", measure=measure, check=check, params={"epsilon": 0.05, "images": 0},
+                   ranges={"epsilon": (0, 1)},
                    table=("FGSM (* int8 attacked with the gradients of its fp32 twin)", rows)))

@@ -32,10 +32,11 @@ def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, epsilon: f
 def measure(ctx: Context, case: Case, base: Artifact) -> dict[str, Any]:
     p = ctx.profile.deployments[case.method]
     attack = lambda m, x, y: pgd(m, x, y, p["epsilon"], p["step"], p["steps"])  # noqa: E731
-    return {**attacked_metrics(ctx, case, base, attack), "epsilon": p["epsilon"], "step": p["step"], "steps": p["steps"]}
+    return {**attacked_metrics(ctx, case, base, attack, p["images"]), "epsilon": p["epsilon"], "step": p["step"],
+            "steps": p["steps"]}
 
 
 register(Technique("pgd", DEPLOYMENT, "PGD", measure=measure, check=check,
-                   params={"epsilon": 0.05, "step": 0.01, "steps": 10},
+                   params={"epsilon": 0.05, "step": 0.01, "steps": 10, "images": 0},
                    ranges={"epsilon": (0, 1), "step": (0, 1), "steps": (1, None)},
                    table=("PGD, L-inf (* int8 attacked with the gradients of its fp32 twin)", rows)))
