@@ -25,15 +25,15 @@ from .datasets.sources import read_synthetic
 from .datasets.synthetic import GENERATOR_VERSION
 from .deploy.latency import Timer, measure_latency
 from .errors import ConfigError
-from .training import evaluate
 from .execution import Execution, keep_freed_memory
 from .frozen_features import FeatureStore
 from .grid import plan
 from .models import ImageClassifier, build_model, count_parameters, from_pretrained
 from .profiles import Profile, TrainConfig
-from .registry import COMPRESSION, TRAINED, Catalogue, require
-from .techniques import catalogue
+from .registry import COMPRESSION, TRAINED, Catalogue, Technique, require
 from .seeding import derive_seed
+from .techniques import catalogue
+from .training import evaluate
 from .weights import load_pretrained_state, random_init_provenance, resolve_weights_spec
 
 log = logging.getLogger("mnv2bench.study")
@@ -176,7 +176,7 @@ class Study:
                             "latency_timer": getattr(self.timer, "name", "harness")},
         }
 
-    def _measure(self, case: Case, technique, stack: contextlib.ExitStack):
+    def _measure(self, case: Case, technique: Technique, stack: contextlib.ExitStack):
         """(artifact, metrics, per-epoch history, training seconds, when measuring began): a
         trained or compressed model's test accuracy and its build's metrics; a deployment's
         or measurement's metrics of this run. The measured model's train/eval modes are
@@ -199,7 +199,7 @@ class Study:
         return artifact, measured, history, train_seconds, started
 
     @staticmethod
-    def _cache_status(technique, artifact: Artifact) -> dict[str, Any]:
+    def _cache_status(technique: Technique, artifact: Artifact) -> dict[str, Any]:
         """The case's own model's cache key and status; a measurement has no model of its own
         (it names the model it measured, whose status is that case's)."""
         if technique.role in (TRAINED, COMPRESSION):
