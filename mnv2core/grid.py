@@ -34,7 +34,8 @@ def build_grid(profile: Profile, catalogue: Catalogue, datasets: list[str] | Non
         config = profile.datasets[ds]
         for tech in chosen_techniques:
             case = templates[tech]
-            if config.runs(_study(case, templates, catalogue)) and (config.compress or not _compressed(case, templates, catalogue)):
+            compressed = _compressed(case, templates, catalogue)
+            if config.runs(_study(case, templates, catalogue)) and (config.compress or not compressed):
                 grid.append(Case(ds, case.model, tech, case.method, case.base))
     return grid
 

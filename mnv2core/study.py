@@ -214,8 +214,9 @@ class Study:
         if technique.check is not None:
             technique.check(metrics, case)
         if metrics["floor"] is not None:
-            require(metrics["accuracy"] >= metrics["floor"], f"{case.id}: test accuracy {metrics['accuracy']:.4f} "
-                                                             f"is below the floor {metrics['floor']} of profile {self.profile.name!r}")
+            require(metrics["accuracy"] >= metrics["floor"],
+                    f"{case.id}: test accuracy {metrics['accuracy']:.4f} is below the floor {metrics['floor']} "
+                    f"of profile {self.profile.name!r}")
 
     # artifacts ------------------------------------------------------------
     def artifact(self, dataset: str, technique: str) -> Artifact:

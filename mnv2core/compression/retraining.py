@@ -83,3 +83,8 @@ def compression_artifact(ctx: Context, case: Case, make: Make) -> Artifact:
         return model_payload(model, meta, arch=arch)
 
     return ctx.fetch(label, spec, seed, build)
+
+
+def compressing(make: Make) -> Callable[[Context, Case], Artifact]:
+    """A compression technique's ``build``: ``make`` applied through ``compression_artifact``."""
+    return lambda ctx, case: compression_artifact(ctx, case, make)

@@ -12,11 +12,10 @@ import torch
 from ..compression.channels import state_dict_bytes
 from ..compression.lowrank import energy_rank, factorize_linear, layer_spectra, ratio_rank
 from ..compression.plots import plot_cumulative_energy
-from ..compression.retraining import Retraining
+from ..compression.retraining import Retraining, compressing
 from ..context import Case
 from ..models import count_parameters
 from ..registry import COMPRESSION, Technique, register, require
-from .pruning import compressing
 
 
 def svd(job: Retraining, params: dict) -> tuple:

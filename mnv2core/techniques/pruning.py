@@ -7,8 +7,8 @@ import copy
 
 import torch
 
-from ..compression.channels import count_macs, prune_last_conv_channels, state_dict_bytes
-from ..compression.retraining import Retraining, compression_artifact
+from ..compression.channels import CRITERIA, count_macs, prune_last_conv_channels, state_dict_bytes
+from ..compression.retraining import Retraining, compressing
 from ..compression.unstructured import (SCOPES, apply_masks, empty_output_channels, layer_sparsity, make_permanent,
                                         masks_of, measured_sparsity, prune_magnitude, rewind)
 from ..context import Case
@@ -144,16 +144,14 @@ def lottery_rows(found) -> list[dict]:
              "reaches dense": "yes" if m["reaches_dense"] else "no"} for base, m in found if "ticket_accuracy" in m]
 
 
-def compressing(make):
-    return lambda ctx, case: compression_artifact(ctx, case, make)
-
-
 register(Technique("prune", COMPRESSION, "Iterative magnitude pruning", build=compressing(prune), check=check_prune,
-                   params={"rounds": 3, "amount": 0.2, "scope": "layer", "skip_depthwise": True}, ranges={"rounds": (1, None), "amount": (0.01, 0.99)},
+                   params={"rounds": 3, "amount": 0.2, "scope": "layer", "skip_depthwise": True},
+                   ranges={"rounds": (1, None), "amount": (0.01, 0.99)},
                    choices={"scope": SCOPES},
                    table=("Iterative magnitude pruning (a share of the remaining weights per round)", prune_rows)))
 register(Technique("structured", COMPRESSION, "Structured pruning of the last conv", build=compressing(structured),
                    check=check_structured, params={"ratio": 0.4, "criterion": "l1"}, ranges={"ratio": (0.01, 0.99)},
+                   choices={"criterion": CRITERIA},
                    table=("Structured pruning of the last conv", structured_rows)))
 register(Technique("lottery", COMPRESSION, "Lottery ticket", build=compressing(lottery), check=check_lottery,
                    needs=("prune",),
