@@ -49,18 +49,35 @@ def upstream_of(case: Case, templates: dict[str, Case], catalogue: Catalogue) ->
     return [case.base, *(derived_technique(case.base, need) for need in needs)]
 
 
+AFTER_LONG_POLES = 100  # rank offset of the cases that wait for a long pole
+
+
 def schedule_rank(case: Case, templates: dict[str, Case], catalogue: Catalogue) -> int:
-    """When to start a case: long trainings others wait for first (-1), measurements of speed
-    last, every other case by its depth in the dependency graph (after all it waits for)."""
+    """When to start a case: long trainings others wait for first (-1); then every case by its
+    depth in the dependency graph, those that do not wait for a long training before those
+    that do (a worker that picks up a distilled student early sits idle on the teacher's
+    lock); measurements of speed last."""
     technique = catalogue.get(case.method)
     if technique.role == MEASUREMENT:
         return 1000
-    return -1 if technique.starts_early else _depth(case, templates, catalogue)
+    if technique.starts_early:
+        return -1
+    waits = _waits_for_long_pole(case, templates, catalogue)
+    return _depth(case, templates, catalogue) + (AFTER_LONG_POLES if waits else 0)
+
+
+def _upstream_cases(case: Case, templates: dict[str, Case], catalogue: Catalogue) -> list[Case]:
+    return [templates[name] for name in upstream_of(case, templates, catalogue) if name in templates]
 
 
 def _depth(case: Case, templates: dict[str, Case], catalogue: Catalogue) -> int:
-    upstream = [templates[name] for name in upstream_of(case, templates, catalogue) if name in templates]
+    upstream = _upstream_cases(case, templates, catalogue)
     return 1 + max((_depth(up, templates, catalogue) for up in upstream), default=-1)
+
+
+def _waits_for_long_pole(case: Case, templates: dict[str, Case], catalogue: Catalogue) -> bool:
+    return any(catalogue.get(up.method).starts_early or _waits_for_long_pole(up, templates, catalogue)
+               for up in _upstream_cases(case, templates, catalogue))
 
 
 def _study(case: Case, templates: dict[str, Case], catalogue: Catalogue) -> str:

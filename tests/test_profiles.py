@@ -218,3 +218,17 @@ def test_a_string_parameter_takes_one_of_its_choices(tmp_path):
     with pytest.raises(ConfigError) as error:
         load_profile(path, catalogue())
     assert str(error.value) == f"{path}: compression.prune.scope is 'local'; choose one of ['global', 'layer', 'normalized']"
+
+
+def test_cases_run_after_what_they_wait_for_and_long_poles_first():
+    from mnv2core.grid import plan, schedule_rank
+    profile = load_profile("smoke", catalogue())
+    templates = plan(profile, catalogue())
+    order = [c.technique for c in sorted(build_grid(profile, catalogue(), ["synthetic32"]),
+                                         key=lambda c: schedule_rank(c, templates, catalogue()))]
+    assert order[:2] == ["teacher", "vgg_train"] and order[-1] == "train_speed"
+    for later, earlier in [("full_ft", "partial_ft"), ("full_ft_prune", "full_ft"), ("full_ft_lottery", "full_ft_prune"),
+                           ("full_ft_prune_int8", "full_ft_prune"), ("vgg_si", "vgg_head"), ("kd_lottery", "kd_prune")]:
+        assert order.index(later) > order.index(earlier), (later, earlier)
+    # what waits for the teacher comes after everything that does not: no worker idles on its lock
+    assert min(order.index(t) for t in order if t.startswith("kd")) > order.index("full_ft_prune_robustness")
