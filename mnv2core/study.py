@@ -153,8 +153,10 @@ class Study:
         """Build (or load) the case's model, evaluate or measure it, and return its record."""
         technique = self.catalogue.get(case.method)
         events_before = len(self.cache.events)
-        with contextlib.ExitStack() as stack:
-            artifact, measured, history, train_seconds, started = self._measure(case, technique, stack)
+        artifact = self._measured_model(case, technique)
+        with modes_restored(artifact.model):  # measuring never changes a cached model's modes
+            started = time.perf_counter()
+            measured, history, train_seconds = self._metrics(case, technique, artifact)
         tags = {"base": case.base, "derived": case.method} if case.base else artifact.meta.get("record", {})
         return {
             "case": case.id, "dataset": case.dataset, "model": case.model, "technique": case.technique,
@@ -176,27 +178,26 @@ class Study:
                             "latency_timer": getattr(self.timer, "name", "harness")},
         }
 
-    def _measure(self, case: Case, technique: Technique, stack: contextlib.ExitStack):
-        """(artifact, metrics, per-epoch history, training seconds, when measuring began): a
-        trained or compressed model's test accuracy and its build's metrics; a deployment's
-        or measurement's metrics of this run. The measured model's train/eval modes are
-        restored afterwards: measuring never changes a cached model."""
+    def _measured_model(self, case: Case, technique: Technique) -> Artifact:
+        """A trained or compressed case's own model; a deployment's base model; a
+        measurement's (uncached) model."""
         if technique.role in (TRAINED, COMPRESSION):
-            artifact = self.artifact(case.dataset, case.technique)
-            stack.enter_context(modes_restored(artifact.model))
-            started = time.perf_counter()
+            return self.artifact(case.dataset, case.technique)
+        return self.artifact(case.dataset, case.base) if case.base else technique.build(self, case)
+
+    def _metrics(self, case: Case, technique: Technique, artifact: Artifact) -> tuple[dict, list, float | None]:
+        """(metrics, per-epoch history, training seconds): a trained or compressed model's test
+        accuracy and its build's metrics; a deployment's or measurement's metrics of this run
+        (the base's epochs and training time are the base case's)."""
+        measured, history, train_seconds = {}, [], None
+        if technique.role in (TRAINED, COMPRESSION):
             data = self.data_at(case.dataset, artifact.meta["input_size"])
             accuracy = evaluate(artifact.model, data.test, self.profile.eval_batch_size, self.execution)
             measured = {"accuracy": accuracy, **artifact.meta.get("metrics", {})}
             history, train_seconds = artifact.meta["history"], artifact.meta["train_seconds"]
-        else:  # measured in this run: the base's epochs and training time are the base case's
-            artifact = self.artifact(case.dataset, case.base) if case.base else technique.build(self, case)
-            stack.enter_context(modes_restored(artifact.model))
-            started = time.perf_counter()
-            measured, history, train_seconds = {}, [], None
         if technique.measure is not None:
             measured.update(technique.measure(self, case, artifact))
-        return artifact, measured, history, train_seconds, started
+        return measured, history, train_seconds
 
     @staticmethod
     def _cache_status(technique: Technique, artifact: Artifact) -> dict[str, Any]:

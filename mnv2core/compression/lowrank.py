@@ -36,12 +36,17 @@ def factorize_linear(linear: nn.Linear, rank: int) -> LowRankLinear:
     return low_rank
 
 
+def cumulative_energy(singular_values: torch.Tensor) -> torch.Tensor:
+    """Share of the total squared singular values held by the first k components, k = 1..n."""
+    squared = torch.as_tensor(singular_values, dtype=torch.float64).pow(2)
+    return squared.cumsum(0) / squared.sum()
+
+
 def energy_rank(singular_values: torch.Tensor, energy: float = 0.95) -> int:
     """Fewest components whose squared singular values hold ``energy`` of the total."""
     if not 0 < energy <= 1:
         raise ConfigError(f"energy must be in (0, 1], got {energy}")
-    squared = singular_values.double().pow(2)
-    cumulative = squared.cumsum(0) / squared.sum()
+    cumulative = cumulative_energy(singular_values)
     return min(int((cumulative < energy - 1e-12).sum()) + 1, len(singular_values))
 
 

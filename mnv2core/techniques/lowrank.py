@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ..compression.channels import state_dict_bytes
-from ..compression.lowrank import energy_rank, factorize_linear, layer_spectra, ratio_rank
+from ..compression.lowrank import cumulative_energy, energy_rank, factorize_linear, layer_spectra, ratio_rank
 from ..compression.plots import plot_cumulative_energy
 from ..compression.retraining import Retraining, compressing
 from ..context import Case
@@ -93,8 +93,7 @@ def spectra(job: Retraining, params: dict) -> tuple:
 
 
 def _energy_around_k(values: list[float], k: int) -> dict[str, float]:
-    squared = torch.tensor(values, dtype=torch.float64).pow(2)
-    cumulative = squared.cumsum(0) / squared.sum()
+    cumulative = cumulative_energy(values)
     return {"energy_at_k95": float(cumulative[k - 1]), "energy_below_k95": float(cumulative[k - 2]) if k > 1 else 0.0}
 
 
