@@ -7,7 +7,6 @@ import torch
 
 from mnv2core import strategies
 from mnv2core.cache import ArtifactCache
-from mnv2core.datasets import DatasetSplits, synthetic
 from mnv2core.deploy.int8_fx import quantize_fx
 from mnv2core.deploy.onnx_runtime import export_onnx, ort_logits, ort_session
 from mnv2core.execution import BF16_FALLBACK_NOTE, Execution, default_allocator, keep_freed_memory
@@ -15,6 +14,7 @@ from mnv2core.frozen_features import FeatureStore, backbone_state, extract_featu
 from mnv2core.models import build_model
 from mnv2core.profiles import TrainConfig
 from mnv2core.training import evaluate, fit
+from tiny import tiny_splits
 
 CPU = torch.device("cpu")
 CHANNELS_LAST = Execution(CPU, channels_last=True)
@@ -23,8 +23,7 @@ FIT = dict(seed=0, label="test", eval_batch_size=64)
 
 @pytest.fixture(scope="module")
 def tiny_data():
-    train, test = synthetic.generate(96, 32, seed=0), synthetic.generate(48, 32, seed=1)
-    return DatasetSplits("tiny", train, test, synthetic.CLASS_NAMES, {})
+    return tiny_splits(96, 48)
 
 
 def first_conv_weight(model):

@@ -2,19 +2,18 @@ import pytest
 import torch
 
 from mnv2core import strategies
-from mnv2core.datasets import DatasetSplits, synthetic
 from mnv2core.errors import TrainingDivergedError
 from mnv2core.models import build_model
 from mnv2core.profiles import TrainConfig
 from mnv2core.training import fit
+from tiny import tiny_splits
 
 FIT = dict(seed=0, label="test", eval_batch_size=64)
 
 
 @pytest.fixture(scope="module")
 def tiny_data():
-    train, test = synthetic.generate(64, 32, seed=0), synthetic.generate(32, 32, seed=1)
-    return DatasetSplits("tiny", train, test, synthetic.CLASS_NAMES, {})
+    return tiny_splits(64, 32)
 
 
 def snapshot(module):
