@@ -43,7 +43,8 @@ class TrainConfig:
     ``bn_recalibration_images`` > 0 re-estimates batch-norm statistics on that many training
     images after the last epoch (precise BN; short runs leave them behind the weights).
     ``size`` > 0 trains at that many px whatever ``input`` says; the ``step`` schedule
-    multiplies the lr by ``gamma`` every ``step_epochs`` epochs."""
+    multiplies the lr by ``gamma`` every ``step_epochs`` epochs. ``train_images`` > 0 trains
+    on that many training images (a random draw fixed by the seed; 0: all of them)."""
 
     epochs: int
     batch_size: int
@@ -60,6 +61,7 @@ class TrainConfig:
     size: int = 0
     step_epochs: int = 1
     gamma: float = 0.1
+    train_images: int = 0
 
     def validate(self, where: str) -> None:
         _check_choice(self.optimizer, OPTIMIZERS, f"{where}.optimizer")
@@ -69,8 +71,8 @@ class TrainConfig:
             raise ConfigError(f"{where}: epochs and batch_size must be >= 1")
         if self.lr <= 0 or self.temperature <= 0 or not 0.0 <= self.alpha <= 1.0:
             raise ConfigError(f"{where}: need lr > 0, temperature > 0 and 0 <= alpha <= 1")
-        if self.size < 0 or self.step_epochs < 1 or not 0 < self.gamma <= 1:
-            raise ConfigError(f"{where}: need size >= 0, step_epochs >= 1 and 0 < gamma <= 1")
+        if self.size < 0 or self.step_epochs < 1 or not 0 < self.gamma <= 1 or self.train_images < 0:
+            raise ConfigError(f"{where}: need size >= 0, step_epochs >= 1, 0 < gamma <= 1 and train_images >= 0")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from .datasets import DatasetSplits
 from .frozen_features import FeatureStore
 from .models import ImageClassifier
 from .profiles import TrainConfig
-from .training import EpochStats, fit
+from .training import EpochStats, fit, with_training_subset
 
 
 def partial_finetune(model: ImageClassifier, data: DatasetSplits, cfg: TrainConfig, *,
@@ -29,7 +29,7 @@ def partial_finetune(model: ImageClassifier, data: DatasetSplits, cfg: TrainConf
     for param in params:
         param.requires_grad_(True)
     if features is not None and not cfg.augment:
-        frozen = features.splits(model, data)
+        frozen = features.splits(model, with_training_subset(data, cfg, fit_args["seed"]))
         return fit(model.classifier, frozen, cfg, params=params, **fit_args)
     return fit(model, data, cfg, params=params, frozen_modules=model.feature_modules(), **fit_args)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable, Iterable
 
 import torch
@@ -112,6 +112,14 @@ def train_one_epoch(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torc
     return loss_sum, seen
 
 
+def with_training_subset(data: DatasetSplits, cfg: TrainConfig, seed: int) -> DatasetSplits:
+    """``data`` with the recipe's ``train_images`` of its training split (a draw fixed by
+    ``seed``; images or their cached features alike); unchanged when it asks for all."""
+    if not cfg.train_images or cfg.train_images >= len(data.train):
+        return data
+    return replace(data, train=data.train.subset(cfg.train_images, seed))
+
+
 def fit(model: nn.Module, data: DatasetSplits, cfg: TrainConfig, *, params: list[nn.Parameter],
         seed: int, label: str, eval_batch_size: int, execution: Execution = Execution(),
         loss_fn: LossFn = cross_entropy_loss, frozen_modules: Iterable[nn.Module] = ()) -> list[EpochStats]:
@@ -119,12 +127,14 @@ def fit(model: nn.Module, data: DatasetSplits, cfg: TrainConfig, *, params: list
     the target device and size, or precomputed features), evaluating on ``data.test`` after
     every epoch. The model is put in the execution's memory format first.
 
+    ``cfg.train_images`` > 0 trains on that many of the training images (drawn by ``seed``).
     Everything random is seeded from ``seed``: the batches' order and augmentation, and
     torch's global generator (dropout), so a training does not depend on what ran before it.
     ``frozen_modules`` stay in eval mode (batch-norm statistics do not move). The loss is
     checked once per epoch: NaN, inf, or more than DIVERGENCE_FACTOR x the first epoch's
     raises TrainingDivergedError (and nothing gets cached).
     """
+    data = with_training_subset(data, cfg, seed)
     execution.prepare(model)
     torch.manual_seed(seed)  # dropout and anything else drawing from torch's global generator
     generator = torch.Generator(device=data.train.labels.device).manual_seed(seed)

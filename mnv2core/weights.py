@@ -34,7 +34,7 @@ class WeightsSource:
     path: Path | None = None
 
     def describe(self) -> str:
-        return f"file:{self.path}" if self.kind == "file" else self.kind
+        return f"file:{self.path.name}" if self.kind == "file" else self.kind  # with its sha256 in records
 
 
 def parse_weights(spec: str) -> WeightsSource:
@@ -85,7 +85,7 @@ def _load_file(model: str, path: Path) -> tuple[dict, dict]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsUnavailableError(f"{path} does not hold a state dict of tensors")
     note = KNOWN_FILES.get(sha, "local weights file")
-    return state, {"model": model, "source": f"file:{path}", "sha256": sha,
+    return state, {"model": model, "source": f"file:{path.name}", "sha256": sha,
                    "stand_in": sha in KNOWN_FILES, "note": note}
 
 

@@ -130,6 +130,9 @@ def test_image_folder_is_decoded_once_through_the_cache(tmp_path, monkeypatch):
     second = load_dataset(cfg, data_root=tmp_path, download=False, seed=0, cache=cache)
     assert torch.equal(first.train.images, second.train.images)
     assert first.provenance["fingerprint"] == second.provenance["fingerprint"]
+    # records name the folder and its files' sha256, never the machine's absolute path
+    assert first.provenance["location"] == "data" and str(tmp_path) not in str(first.provenance)
+    assert first.provenance["files_sha256"] == sources.image_folder_fingerprint(tmp_path / "data")
 
 
 def test_missing_image_folder_explains_layout(tmp_path):

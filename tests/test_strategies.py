@@ -5,6 +5,7 @@ from mnv2core import strategies
 from mnv2core.errors import TrainingDivergedError
 from mnv2core.models import build_model
 from mnv2core.profiles import TrainConfig
+from mnv2core import training
 from mnv2core.training import fit
 from tiny import tiny_splits
 
@@ -66,6 +67,21 @@ def test_history_has_one_entry_per_epoch(tiny_data):
     history = strategies.train_from_scratch(model, tiny_data, TrainConfig(epochs=2, batch_size=32), **FIT)
     assert [h.epoch for h in history] == [1, 2]
     assert all(h.images_per_second > 0 and h.train_loss > 0 for h in history)
+
+
+def test_train_images_trains_on_a_seeded_draw_of_that_many_images(tiny_data):
+    rates = []
+    for count in (0, 24, 24):
+        torch.manual_seed(0)
+        model = build_model("mobilenet_v2", 10)
+        cfg = TrainConfig(epochs=1, batch_size=8, augment=False, train_images=count)
+        history = strategies.train_from_scratch(model, tiny_data, cfg, **FIT)
+        rates.append((history[0].train_loss, history[0].test_accuracy))
+    assert len(tiny_data.train) == 64
+    assert rates[1] == rates[2] != rates[0]  # the same draw each time; not the whole set
+    subset = training.with_training_subset(tiny_data, TrainConfig(epochs=1, batch_size=8, train_images=24), 0)
+    assert len(subset.train) == 24 and len(subset.test) == len(tiny_data.test)
+    assert set(subset.train.labels.tolist()) <= set(tiny_data.train.labels.tolist())
 
 
 def test_nan_loss_raises_a_clear_error(tiny_data):

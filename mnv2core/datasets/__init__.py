@@ -52,7 +52,8 @@ def parse_source_override(text: str) -> tuple[str, str, str | None]:
 
 
 def apply_source_override(config: DatasetConfig, source: str, path: str | None) -> DatasetConfig:
-    note = f"profile source '{config.source}' replaced by '{source}{':' + path if path else ''}'"
+    shown = f"{source}:{Path(path).name}" if path else source  # the folder's name, not the machine's path
+    note = f"profile source '{config.source}' replaced by '{shown}'"
     return dataclasses.replace(config, source=source, path=path, stand_in=True,
                                note="; ".join(filter(None, [config.note, note])))
 
@@ -67,7 +68,8 @@ def load_dataset(config: DatasetConfig, *, data_root: Path, download: bool, seed
     provenance = {
         "dataset": config.name,
         "source": config.source,
-        "location": raw.location,
+        "location": Path(raw.location).name,  # never a machine's absolute path
+        "files_sha256": raw.content_sha256 or None,
         "fingerprint": _fingerprint(train, test),
         "native_size": config.native_size,
         "train_images": len(train),
@@ -98,8 +100,8 @@ def _read_image_folder_cached(path: Path, native_size: int, cache: ArtifactCache
     if cache is None:
         return sources.read_image_folder(path, native_size)
     sources._list_split(path, "train", None)  # fail fast with the layout error
-    spec = {"kind": "decoded-image-folder", "content": sources.image_folder_fingerprint(path),
-            "native_size": native_size}
+    content = sources.image_folder_fingerprint(path)
+    spec = {"kind": "decoded-image-folder", "content": content, "native_size": native_size}
 
     def build():
         raw = sources.read_image_folder(path, native_size)
@@ -109,7 +111,7 @@ def _read_image_folder_cached(path: Path, native_size: int, cache: ArtifactCache
     payload = cache.fetch(f"data-{path.name}", spec, build).payload
     return sources.RawSplits(ImageSet(payload["train_images"], payload["train_labels"]),
                              ImageSet(payload["test_images"], payload["test_labels"]),
-                             tuple(payload["classes"]), str(path))
+                             tuple(payload["classes"]), str(path), content)
 
 
 def _checked_size(raw: sources.RawSplits, config: DatasetConfig) -> sources.RawSplits:

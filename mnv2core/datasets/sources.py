@@ -34,7 +34,8 @@ class RawSplits:
     train: ImageSet
     test: ImageSet
     classes: tuple[str, ...]
-    location: str
+    location: str  # where it was read (a local path: records keep only its last part)
+    content_sha256: str = ""  # of an image folder's files (names and bytes), when known
 
 
 def read_synthetic(native_size: int, train_size: int, test_size: int, seed: int,

@@ -66,8 +66,7 @@ class ImageSet:
         """``count`` images drawn at random (fixed by ``seed``); all of them if None."""
         if count is None or count >= len(self):
             return self
-        index = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:count]
-        index = index.sort().values.to(self.images.device)
+        index = random_draw(len(self), count, seed).to(self.images.device)
         return ImageSet(self.images[index], self.labels[index])
 
     def stratified_split(self, fraction: float, seed: int) -> tuple["ImageSet", "ImageSet"]:
@@ -139,6 +138,18 @@ class FeatureSet:
 
     def head(self, count: int) -> "FeatureSet":
         return FeatureSet(self.features[:count], self.labels[:count])
+
+    def subset(self, count: int | None, seed: int) -> "FeatureSet":
+        """The rows ``ImageSet.subset`` draws with the same ``count`` and ``seed``."""
+        if count is None or count >= len(self):
+            return self
+        index = random_draw(len(self), count, seed).to(self.features.device)
+        return FeatureSet(self.features[index], self.labels[index])
+
+
+def random_draw(population: int, count: int, seed: int) -> torch.Tensor:
+    """``count`` distinct indices below ``population``, drawn at random (fixed by ``seed``), sorted."""
+    return torch.randperm(population, generator=torch.Generator().manual_seed(seed))[:count].sort().values
 
 
 def train_batches(data: ImageSet | FeatureSet, batch_size: int, augment: bool,
