@@ -48,6 +48,25 @@ def test_fx_int8_quantizes_mobilenet_and_tracks_fp32(mobilenet):
     assert torch.corrcoef(torch.stack([reference.flatten(), quantized.flatten()]))[0, 1] > 0.9
 
 
+def test_a_conv_bn_relu6_block_is_quantized_on_relu6s_range():
+    """Pre-activations spanning -30..30: quantized over that range (FX's default, ReLU6
+    sharing the conv's observer) ReLU6's 0..6 would get ~25 of 256 levels; fused as
+    conv-bn-ReLU clipped at 6, the int8 output tracks ReLU6 within a few of its own steps."""
+    torch.manual_seed(0)
+    block = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU6())
+    with torch.no_grad():
+        block[0].weight.mul_(30.0)
+    model = nn.Sequential(block, nn.Flatten()).eval()
+    images = torch.rand(64, 3, 8, 8)
+    int8 = quantize_fx(model, [images[:32], images[32:]], 8)
+    with torch.no_grad():
+        reference, quantized = model(images), int8(images)
+    step = 6.0 / 127  # x86's activations: 7 bits
+    assert reference.min() == 0 and reference.max() == 6 and quantized.max() <= 6 + 1e-6
+    assert (quantized - reference).abs().mean() < step / 2
+    assert isinstance(model[0][2], nn.ReLU6)  # the caller's model is left as it was
+
+
 def test_an_untraceable_model_is_a_quantization_error():
     class DataDependent(nn.Module):
         def forward(self, x):
