@@ -8,7 +8,8 @@ Accuracies get ``cross_cpu_accuracy_points``
 when the two runs come from different CPU models: their math kernels round differently, and a
 short training on little data amplifies that (seen: 10-25 points between an Intel and an AMD
 run of the smoke grid). Other metrics are not gated.
-Improvements never fail; a baseline case missing from the results does.
+Improvements never fail; a baseline case missing from the results does, unless the run
+did not select it (``-k``, ``--dataset``: the results list the cases a run selected).
 """
 from __future__ import annotations
 
@@ -92,11 +93,16 @@ def compare(baseline: dict[str, Any], results: dict[str, Any], tolerances: Toler
         report.notes.append(f"baseline CPU {_cpu(baseline)} differs from this run's {_cpu(results)}: "
                             f"accuracies allowed {tolerances.for_metric('accuracy', 'accuracy', False) * 100:.0f} points")
     current = case_items(results)
+    selected = results.get("mnv2bench", {}).get("selected")
+    unselected = 0
     for case, base_extra in case_items(baseline).items():
         expected = gated_metrics(base_extra)
         if not expected:
             continue
         extra = current.get(case)
+        if extra is None and selected is not None and case not in selected:
+            unselected += 1
+            continue
         measured = gated_metrics(extra) if extra else {}
         if not measured:
             why = "not in the results" if extra is None else f"{extra.get('outcome', '?')} without metrics"
@@ -104,6 +110,8 @@ def compare(baseline: dict[str, Any], results: dict[str, Any], tolerances: Toler
             continue
         for name, old in expected.items():
             _check(report, case, name, old, measured.get(name), tolerances, same_machine, same_cpu)
+    if unselected:
+        report.notes.append(f"{unselected} baseline case(s) not selected in this run (-k, --dataset): not gated")
     return report
 
 

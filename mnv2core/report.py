@@ -68,12 +68,26 @@ def _training(dataset: str, items: dict, expected: list[str]) -> list[dict[str, 
             "accuracy": _metric_cell(items, case, "accuracy"),
             "floor": metrics.get("floor", ""),
             "input px": metrics.get("input_size", ""),
+            "recipe": _recipe(extra),
             "params (M)": f"{metrics['parameters'] / 1e6:.2f}" if "parameters" in metrics else "",
             "train s": f"{metrics['train_seconds']:.0f}" if metrics.get("train_seconds") is not None else "",
             "cache": extra.get("cache", {}).get("status", ""),
             "start weights": weights.get("source", ""),
         })
     return rows
+
+
+def _recipe(extra: dict) -> str:
+    """How a trained or retrained case trained, with the share of the training split it saw
+    ("2 ep x 20,000 of 50,000 imgs, sgd 0.05 onecycle"); blank for measurements."""
+    provenance = extra.get("provenance", {})
+    train, data = provenance.get("train"), provenance.get("data") or {}
+    if not train or extra.get("cache", {}).get("status") == "measured" or "epochs" not in train:
+        return ""
+    total = data.get("train_images")
+    used = min(train.get("train_images") or total or 0, total or 0) if total else train.get("train_images")
+    images = f"{used:,} of {total:,}" if total and used and used < total else f"all {total:,}" if total else "?"
+    return f"{train['epochs']} ep x {images} imgs, {train['optimizer']} {train['lr']:g} {train['schedule']}"
 
 
 def _convergence(dataset: str, items: dict, expected: list[str]) -> list[dict[str, Any]]:

@@ -17,11 +17,15 @@ GRID = [f"cifar10-{c}" for c in ("mobilenet_v2-partial_ft", "mobilenet_v2-full_f
 
 def fixture_document():
     prov = {"data": DATA, "weights": WEIGHTS}
+    recipe = {"epochs": 2, "optimizer": "sgd", "lr": 0.05, "schedule": "onecycle", "train_images": 20000}
     entries = [
         entry(GRID[0], 0.671, metrics={"input_size": 96, "parameters": 2236682, "train_seconds": 12.4,
-                                       "epochs": HISTORY}, provenance=prov),
+                                       "epochs": HISTORY},
+              provenance={**prov, "train": {**recipe, "optimizer": "adam", "lr": 1e-3, "schedule": "constant",
+                                            "train_images": 0}}),
         entry(GRID[1], 0.702, outcome="failed", error="below the floor 0.779",
-              metrics={"input_size": 96, "parameters": 2236682, "train_seconds": 40.0}, provenance=prov),
+              metrics={"input_size": 96, "parameters": 2236682, "train_seconds": 40.0},
+              provenance={**prov, "train": recipe}),
         entry(GRID[2], outcome="skipped", when="setup", error="no GPU"),
         entry(GRID[4], outcome="failed", error="DataNotFoundError: CIFAR-10 not found"),
         entry("cifar10-mobilenet_v2-full_ft_pruned", 0.781, base="full_ft", derived="prune"),

@@ -58,3 +58,19 @@ def test_the_docs_command_writes_the_page(tmp_path, capsys):
     results.write_text(json.dumps(study_document()))
     assert main(["docs", str(results), "-o", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "RESULTS.md").is_file() and "wrote" in capsys.readouterr().out
+
+
+def test_grad_cam_overlays_of_two_datasets_sit_side_by_side(tmp_path):
+    from mnv2core.docs import _pyplot
+    plt = _pyplot()
+    documents = []
+    for dataset in ("cifar10", "stl10"):
+        overlay = tmp_path / f"{dataset}-overlay.png"
+        plt.imsave(overlay, [[0.0, 1.0], [1.0, 0.0]])
+        documents.append(document([entry(f"{dataset}-mobilenet_v2-full_ft_gradcam", base="full_ft", derived="gradcam",
+                                         metrics={"plot": str(overlay)})]))
+    text = write_results_page(documents, tmp_path / "docs", ["a.json", "b.json"]).read_text()
+    assert "## Grad-CAM side by side" in text and "](gradcam-datasets.png)" in text
+    assert (tmp_path / "docs" / "gradcam-datasets.png").read_bytes()[:4] == b"\x89PNG"
+    one = write_results_page(documents[:1], tmp_path / "one", ["a.json"]).read_text()
+    assert "side by side" not in one  # one dataset: nothing to set beside it

@@ -31,6 +31,17 @@ def test_a_missing_case_or_metric_fails():
     assert not gate([entry(KD, 0.6)], []).passed
 
 
+def test_a_case_the_run_did_not_select_is_not_gated_but_a_selected_one_missing_fails():
+    baseline = document([entry(KD, 0.60), entry(FT, 0.80)])
+    results = document([entry(FT, 0.80)])
+    results["mnv2bench"]["selected"] = [FT]  # e.g. -k full_ft
+    report = compare(baseline, results, TOLERANCES)
+    assert report.passed and report.compared == 1
+    assert "1 baseline case(s) not selected in this run" in report.render()
+    results["mnv2bench"]["selected"] = [FT, KD]  # selected, yet no result: it crashed or hung
+    assert not compare(baseline, results, TOLERANCES).passed
+
+
 def test_per_metric_tolerance_overrides_the_default():
     loose = Tolerances(accuracy_points=0.02, per_metric={"accuracy": 0.2})
     assert gate([entry(KD, 0.60)], [entry(KD, 0.45)], loose).passed

@@ -137,6 +137,7 @@ def test_grid_runs_records_and_reuses_the_cache(grid, tmp_path):
 
     written = json.loads((tmp_path / "bench.json").read_text())
     assert {b["param"] for b in written["benchmarks"]} == CASES and written["mnv2bench"]["complete"]
+    assert written["mnv2bench"]["selected"] == sorted(CASES)
     # serial: latency is timed by pytest-benchmark, whose entries sit beside the cases'
     timed = next(e for e in entries if e["case"] == TIMED)["records"][0]
     assert timed["environment"]["latency_timer"] == "pytest-benchmark"
@@ -175,6 +176,13 @@ def test_grid_under_xdist_writes_results_and_a_worse_run_fails_the_gate(grid, tm
     gated = grid("-n", "2", "--gate-baseline", str(baseline))
     assert gated.ret == pytest.ExitCode.TESTS_FAILED
     gated.stdout.fnmatch_lines(["*regression gate FAILED (6 regression(s))*", "*FAIL tiny-*-10.0 points*"])
+
+    # A slice of the grid (here -k full_ft) is gated on its own cases only
+    sliced = grid("-n", "2", "-k", "full_ft", "--gate-baseline", str(bench))
+    assert sliced.ret == pytest.ExitCode.OK
+    sliced.stdout.fnmatch_lines(["*regression gate PASSED*", "*baseline case(s) not selected in this run*"])
+    selected = json.loads((tmp_path / "results" / "latest.json").read_text())["mnv2bench"]["selected"]
+    assert selected == sorted(c for c in CASES if "full_ft" in c) and 0 < len(selected) < len(CASES)
 
 
 def test_failed_floor_still_records_the_metrics(grid, tmp_path):
