@@ -57,6 +57,9 @@ class Technique:
     floored: bool = True  # whether its cases assert an accuracy floor
     starts_early: bool = False  # a long training other cases wait for: scheduled first
     table: tuple[str, Rows] | None = None
+    # its metrics depend only on the model, the data and its parameters (no timing): the cache
+    # keeps them, so a rerun does not measure the same model again (--refresh does)
+    reusable: bool = False
     # how a compressed model of this technique retrains: (context, dataset) -> strategy;
     # None: every parameter against the labels (distillation keeps distilling)
     retrain: Callable[[Context, str], Callable] | None = None

@@ -82,7 +82,7 @@ def _recipe(extra: dict) -> str:
     ("2 ep x 20,000 of 50,000 imgs, sgd 0.05 onecycle"); blank for measurements."""
     provenance = extra.get("provenance", {})
     train, data = provenance.get("train"), provenance.get("data") or {}
-    if not train or extra.get("cache", {}).get("status") == "measured" or "epochs" not in train:
+    if not train or extra.get("cache", {}).get("status") in ("measured", "reused") or "epochs" not in train:
         return ""
     total = data.get("train_images")
     used = min(train.get("train_images") or total or 0, total or 0) if total else train.get("train_images")

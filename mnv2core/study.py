@@ -34,6 +34,9 @@ from .registry import COMPRESSION, TRAINED, Catalogue, Technique, require
 from .seeding import derive_seed
 from .techniques import catalogue
 from .training import evaluate
+
+METRICS_VERSION = 1  # of the reusable measurements' code: bump it when their results would change
+CHECK_THRESHOLDS = ("max_drop", "min_top1_agreement")  # deployment parameters only checks read
 from .weights import load_pretrained_state, random_init_provenance, resolve_weights_spec
 
 log = logging.getLogger("mnv2bench.study")
@@ -172,7 +175,7 @@ class Study:
             },
             "provenance": {"data": self.dataset(case.dataset).provenance, "weights": artifact.meta["weights"],
                            "upstream": artifact.meta.get("upstream", {}), "train": artifact.meta["train"]},
-            "cache": {**self._cache_status(technique, artifact),
+            "cache": {**self._cache_status(case, technique, artifact, self.cache.events[events_before:]),
                       "events": [list(e) for e in self.cache.events[events_before:]]},
             "environment": {**self.execution.record(), "allocator": self.allocator, "torch": torch.__version__,
                             "latency_timer": getattr(self.timer, "name", "harness")},
@@ -192,20 +195,57 @@ class Study:
         measured, history, train_seconds = {}, [], None
         if technique.role in (TRAINED, COMPRESSION):
             data = self.data_at(case.dataset, artifact.meta["input_size"])
-            accuracy = evaluate(artifact.model, data.test, self.profile.eval_batch_size, self.execution)
-            measured = {"accuracy": accuracy, **artifact.meta.get("metrics", {})}
+            test_accuracy = self._reused(case, "accuracy", artifact, {}, lambda: {
+                "accuracy": evaluate(artifact.model, data.test, self.profile.eval_batch_size, self.execution)})
+            measured = {**test_accuracy, **artifact.meta.get("metrics", {})}
             history, train_seconds = artifact.meta["history"], artifact.meta["train_seconds"]
         if technique.measure is not None:
-            measured.update(technique.measure(self, case, artifact))
+            def measure() -> dict[str, Any]:
+                return technique.measure(self, case, artifact)
+            params = self._measurement_params(case.method)
+            measured.update(self._reused(case, case.method, artifact, params, measure) if technique.reusable
+                            else measure())
         return measured, history, train_seconds
 
+    def _measurement_params(self, method: str) -> dict[str, Any]:
+        """What a deployment's metrics depend on: its own parameters and the int8 twin's (FGSM
+        and PGD attack it too), less the checks' thresholds, which change no number."""
+        return {name: {k: v for k, v in params.items() if k not in CHECK_THRESHOLDS}
+                for name, params in self.profile.deployments.items() if name in (method, "int8")}
+
+    def _reused(self, case: Case, what: str, artifact: Artifact, params: dict[str, Any],
+                compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """Metrics of ``artifact``'s model that depend only on it, the data and ``params``:
+        computed once and kept in the cache (with the PNG a ``plot`` names, written to this
+        run's plots folder)."""
+        spec = {"kind": f"metrics-{what}", "model": artifact.key, "params": params,
+                "data": self.dataset(case.dataset).provenance["fingerprint"], "execution": self.execution.spec(),
+                "seed": self.seed_for(case.dataset, case.technique), "version": METRICS_VERSION}
+
+        def build() -> dict[str, Any]:
+            metrics = compute()
+            plot = Path(metrics["plot"]).read_bytes() if "plot" in metrics else b""
+            return {"metrics": metrics, "plot": torch.frombuffer(bytearray(plot), dtype=torch.uint8) if plot
+                    else torch.empty(0, dtype=torch.uint8)}
+
+        payload = self.cache.fetch(f"{case.id}-{what}", spec, build).payload
+        metrics = dict(payload["metrics"])
+        if "plot" in metrics:
+            target = self.plots_dir / Path(metrics["plot"]).name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(payload["plot"].numpy().tobytes())
+            metrics["plot"] = str(target)
+        return metrics
+
     @staticmethod
-    def _cache_status(technique: Technique, artifact: Artifact) -> dict[str, Any]:
+    def _cache_status(case: Case, technique: Technique, artifact: Artifact, events: list) -> dict[str, Any]:
         """The case's own model's cache key and status; a measurement has no model of its own
-        (it names the model it measured, whose status is that case's)."""
+        (it names the model it measured, whose status is that case's): "measured" in this
+        run, or "reused" when its metrics came from the cache."""
         if technique.role in (TRAINED, COMPRESSION):
             return {"key": artifact.key, "status": artifact.status}
-        return {"key": None, "status": "measured", "measured_key": artifact.key or None}
+        reused = (f"{case.id}-{case.method}", "loaded") in [tuple(e) for e in events]
+        return {"key": None, "status": "reused" if reused else "measured", "measured_key": artifact.key or None}
 
     def check(self, case: Case, record: dict[str, Any]) -> None:
         """What the case's technique guarantees of its metrics, then the profile's accuracy

@@ -2,6 +2,8 @@
 cases in-process; measurements leave cached models untouched; the checks that guard the
 compression techniques fail on metrics that break them."""
 import copy
+import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -123,6 +125,31 @@ def test_a_measurement_leaves_the_cached_model_as_it_was(study, method):
     assert after["modes"] == before["modes"] and after["hooks"] == before["hooks"] == 0
     assert all(g is None for g in after["grads"]) and after["requires_grad"] == before["requires_grad"]
     assert all(torch.equal(before["state"][k], v) for k, v in after["state"].items())
+
+
+def test_a_rerun_reuses_measured_metrics_and_plots_but_times_latency_again(study, tmp_path):
+    def measured(in_study):
+        records = {method: in_study.run_case(in_study.case("tiny", f"full_ft_{method}"))
+                   for method in ("robustness", "int8", "latency")}
+        statuses.append({method: record["cache"]["status"] for method, record in records.items()})
+        return {method: {k: v for k, v in record["metrics"].items() if k != "eval_seconds"}
+                for method, record in records.items()}
+
+    statuses = []
+    first = measured(study)
+    rerun = Study(study.profile, dataclasses.replace(study.settings, results_dir=tmp_path / "elsewhere"))
+    events = len(rerun.cache.events)
+    again = measured(rerun)
+    assert again["robustness"] == {**first["robustness"], "plot": again["robustness"]["plot"]}
+    assert again["int8"] == first["int8"]
+    # the plot is written again where this run keeps its plots, byte for byte
+    assert Path(again["robustness"]["plot"]).parent == tmp_path / "elsewhere" / "plots"
+    assert Path(again["robustness"]["plot"]).read_bytes() == Path(first["robustness"]["plot"]).read_bytes()
+    loaded = {name for name, status in rerun.cache.events[events:] if status == "loaded"}
+    assert {"tiny-mobilenet_v2-full_ft_robustness-robustness", "tiny-mobilenet_v2-full_ft_int8-int8"} <= loaded
+    assert not any(status == "built" for _, status in rerun.cache.events[events:])
+    assert again["latency"]["latency"] != first["latency"]["latency"]  # timed again (floats never repeat)
+    assert statuses[1] == {"robustness": "reused", "int8": "reused", "latency": "measured"}
 
 
 def test_pgd_is_at_least_as_strong_as_fgsm_at_the_same_epsilon(study):

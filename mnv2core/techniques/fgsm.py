@@ -56,6 +56,6 @@ def rows(found) -> list[dict]:
 
 
 # images: test images attacked (0: all; else a sample spanning the classes)
-register(Technique("fgsm", DEPLOYMENT, "FGSM", measure=measure, check=check, params={"epsilon": 0.05, "images": 0},
+register(Technique("fgsm", DEPLOYMENT, "FGSM", measure=measure, reusable=True, check=check, params={"epsilon": 0.05, "images": 0},
                    ranges={"epsilon": (0, 1)},
                    table=("FGSM (* int8 attacked with the gradients of its fp32 twin)", rows)))

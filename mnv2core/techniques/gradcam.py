@@ -55,7 +55,7 @@ def rows(found) -> list[dict]:
              "entropy": f"{m['entropy']:.3f}", "overlays": m["plot"]} for base, m in found if "deletion_auc" in m]
 
 
-register(Technique("gradcam", DEPLOYMENT, "Grad-CAM", measure=measure, check=check,
+register(Technique("gradcam", DEPLOYMENT, "Grad-CAM", measure=measure, reusable=True, check=check,
                    params={"layer": "", "images": 64, "overlays": 4, "steps": 10},
                    ranges={"images": (1, None), "steps": (1, None)},
                    table=("Grad-CAM: faithfulness and focus", rows)))

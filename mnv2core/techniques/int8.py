@@ -29,6 +29,6 @@ def rows(found) -> list[dict]:
             for base, m in found if "fp32_accuracy" in m]
 
 
-register(Technique("int8", DEPLOYMENT, "FX int8", measure=measure, check=check, params=dict(INT8_DEFAULTS),
+register(Technique("int8", DEPLOYMENT, "FX int8", measure=measure, reusable=True, check=check, params=dict(INT8_DEFAULTS),
                    ranges={"calibration_batches": (1, None), "max_drop": (0, 1)},
                    table=("Int8 post-training quantization (FX, x86)", rows)))

@@ -46,6 +46,6 @@ def rows(found) -> list[dict]:
             for base, m in found if "top1_agreement" in m]
 
 
-register(Technique("onnx", DEPLOYMENT, "ONNX Runtime", measure=measure, check=check,
+register(Technique("onnx", DEPLOYMENT, "ONNX Runtime", measure=measure, reusable=True, check=check,
                    params={"min_top1_agreement": 0.999}, ranges={"min_top1_agreement": (0, 1)},
                    table=("ONNX Runtime (fp32, and static int8 QDQ) against PyTorch", rows)))

@@ -36,7 +36,7 @@ def measure(ctx: Context, case: Case, base: Artifact) -> dict[str, Any]:
             "steps": p["steps"]}
 
 
-register(Technique("pgd", DEPLOYMENT, "PGD", measure=measure, check=check,
+register(Technique("pgd", DEPLOYMENT, "PGD", measure=measure, reusable=True, check=check,
                    params={"epsilon": 0.05, "step": 0.01, "steps": 10, "images": 0},
                    ranges={"epsilon": (0, 1), "step": (0, 1), "steps": (1, None)},
                    table=("PGD, L-inf (* int8 attacked with the gradients of its fp32 twin)", rows)))

@@ -58,7 +58,7 @@ def rows(found) -> list[dict]:
     return rows
 
 
-register(Technique("robustness", DEPLOYMENT, "Blur and noise", measure=measure, check=check,
+register(Technique("robustness", DEPLOYMENT, "Blur and noise", measure=measure, reusable=True, check=check,
                    params={"blur_sigmas": [0.5, 1.0, 2.0], "noise_sigmas": [0.05, 0.1, 0.2]},
                    ranges={"noise_sigmas": (0, 1)},
                    table=("Robustness: accuracy under Gaussian blur and noise (sigma)", rows)))
