@@ -34,12 +34,11 @@ from .registry import COMPRESSION, TRAINED, Catalogue, Technique, require
 from .seeding import derive_seed
 from .techniques import catalogue
 from .training import evaluate
-
-METRICS_VERSION = 1  # of the reusable measurements' code: bump it when their results would change
-CHECK_THRESHOLDS = ("max_drop", "min_top1_agreement")  # deployment parameters only checks read
 from .weights import load_pretrained_state, random_init_provenance, resolve_weights_spec
 
 log = logging.getLogger("mnv2bench.study")
+METRICS_VERSION = 1  # of the reusable measurements' code: bump it when their results would change
+CHECK_THRESHOLDS = ("max_drop", "min_top1_agreement")  # deployment parameters only checks read
 
 NO_PRETRAINED_NOTE = "no pretrained weights: the network starts from random initialisation"
 PRETEXT_PALETTE_OFFSET = 0.5
@@ -190,13 +189,15 @@ class Study:
 
     def _metrics(self, case: Case, technique: Technique, artifact: Artifact) -> tuple[dict, list, float | None]:
         """(metrics, per-epoch history, training seconds): a trained or compressed model's test
-        accuracy and its build's metrics; a deployment's or measurement's metrics of this run
-        (the base's epochs and training time are the base case's)."""
+        accuracy and its build's metrics; a deployment's or measurement's metrics (of this run,
+        or reused from the cache when reusable; the base's epochs and training time are the
+        base case's)."""
         measured, history, train_seconds = {}, [], None
         if technique.role in (TRAINED, COMPRESSION):
-            data = self.data_at(case.dataset, artifact.meta["input_size"])
-            test_accuracy = self._reused(case, "accuracy", artifact, {}, lambda: {
-                "accuracy": evaluate(artifact.model, data.test, self.profile.eval_batch_size, self.execution)})
+            def evaluated() -> dict[str, float]:  # the test set is resized only when it is needed
+                test = self.data_at(case.dataset, artifact.meta["input_size"]).test
+                return {"accuracy": evaluate(artifact.model, test, self.profile.eval_batch_size, self.execution)}
+            test_accuracy = self._reused(case, "accuracy", artifact, {}, evaluated)
             measured = {**test_accuracy, **artifact.meta.get("metrics", {})}
             history, train_seconds = artifact.meta["history"], artifact.meta["train_seconds"]
         if technique.measure is not None:
