@@ -203,9 +203,12 @@ class Study:
         if technique.measure is not None:
             def measure() -> dict[str, Any]:
                 return technique.measure(self, case, artifact)
-            params = self._measurement_params(case.method)
-            measured.update(self._reused(case, case.method, artifact, params, measure) if technique.reusable
-                            else measure())
+            if technique.reusable:
+                reused = self._reused(case, case.method, artifact, self._measurement_params(case.method), measure)
+                thresholds = self.profile.deployments.get(case.method, {})  # checked as the profile says now
+                measured.update(reused, **{k: v for k, v in thresholds.items() if k in CHECK_THRESHOLDS})
+            else:
+                measured.update(measure())
         return measured, history, train_seconds
 
     def _measurement_params(self, method: str) -> dict[str, Any]:

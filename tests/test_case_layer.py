@@ -150,6 +150,10 @@ def test_a_rerun_reuses_measured_metrics_and_plots_but_times_latency_again(study
     assert not any(status == "built" for _, status in rerun.cache.events[events:])
     assert again["latency"]["latency"] != first["latency"]["latency"]  # timed again (floats never repeat)
     assert statuses[1] == {"robustness": "reused", "int8": "reused", "latency": "measured"}
+    # a check's threshold is read from the profile as it is now, not from the cached metrics
+    stricter = dataclasses.replace(study.profile, deployments={**study.profile.deployments,
+                                                               "int8": {**study.profile.deployments["int8"], "max_drop": 0.5}})
+    assert Study(stricter, study.settings).run_case(study.case("tiny", "full_ft_int8"))["metrics"]["max_drop"] == 0.5
 
 
 def test_pgd_is_at_least_as_strong_as_fgsm_at_the_same_epsilon(study):
