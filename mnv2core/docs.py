@@ -35,7 +35,7 @@ def write_results_page(documents: list[dict[str, Any]], out_dir: Path, sources: 
     if len(gradcams) > 1:
         lines += ["## Grad-CAM side by side", "",
                   "The fine-tuned model's Grad-CAM on test images spanning the classes, one dataset per "
-                  "column (captions: true class / what the model read).", "",
+                  "row (captions: true class / what the model read).", "",
                   _figure(plot_side_by_side(gradcams, out_dir / "gradcam-datasets.png"), out_dir), ""]
     lines += ["## Full reports", ""]
     for source, document in zip(sources, documents):
@@ -128,6 +128,12 @@ def plot_pareto(rows: list[dict], front: set[str], path: Path, dataset: str) -> 
     for runtime, marker in markers.items():
         axes.scatter([], [], marker=marker, color="grey", label=runtime)
     axes.set_xscale("log")
+    from matplotlib.ticker import FormatStrFormatter, NullFormatter
+    latencies = [row["latency ms (b1)"] for row in rows]
+    axes.set_xticks([t for t in (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500)
+                     if min(latencies) / 1.5 <= t <= max(latencies) * 1.5])
+    axes.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    axes.xaxis.set_minor_formatter(NullFormatter())  # matplotlib's minor labels overlapped
     axes.set(xlabel="CPU latency, batch 1 (ms, log scale)", ylabel="test accuracy",
              title=f"{dataset}: accuracy vs latency (marker area ~ size in MB)")
     axes.legend(fontsize=7, loc="lower right")
@@ -185,9 +191,9 @@ def plot_spectra(items: dict, path: Path, dataset: str) -> Path | None:
 
 
 def plot_side_by_side(images: dict[str, Path], path: Path) -> Path:
-    """The PNGs of ``images`` (title -> file) in one row of panels."""
+    """The PNGs of ``images`` (title -> file), one panel per row (the overlays are wide)."""
     plt = _pyplot()
-    figure, axes = plt.subplots(1, len(images), figsize=(6.4 * len(images), 6.4))
+    figure, axes = plt.subplots(len(images), 1, figsize=(14, 3.4 * len(images)))
     for panel, (title, source) in zip(axes, images.items()):
         panel.imshow(plt.imread(source))
         panel.set_title(title)
