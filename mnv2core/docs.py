@@ -31,7 +31,9 @@ def write_results_page(documents: list[dict[str, Any]], out_dir: Path, sources: 
         lines += [f"## {source}", "", run_line(document), ""]
         for dataset in _datasets(items):
             lines += _dataset_section(dataset, items, out_dir)
-            gradcams.update({dataset: path for path in [out_dir / f"{dataset}-full_ft-gradcam.png"] if path.is_file()})
+            overlays = _gradcam_copy(out_dir, dataset, "full_ft")
+            if overlays.is_file():
+                gradcams[dataset] = overlays
     if len(gradcams) > 1:
         lines += ["## Grad-CAM side by side", "",
                   "The fine-tuned model's Grad-CAM on test images spanning the classes, one dataset per "
@@ -66,10 +68,15 @@ def _dataset_section(dataset: str, items: dict, out_dir: Path) -> list[str]:
     figures = [plot_robustness_all(mine, out_dir / f"{dataset}-robustness.png", dataset),
                plot_convergence(mine, out_dir / f"{dataset}-convergence.png", dataset),
                plot_spectra(mine, out_dir / f"{dataset}-spectra.png", dataset)]
-    figures += [_copied(Path(extra["metrics"]["plot"]), out_dir / f"{dataset}-{extra['base']}-gradcam.png")
+    figures += [_copied(Path(extra["metrics"]["plot"]), _gradcam_copy(out_dir, dataset, extra["base"]))
                 for extra in mine.values() if extra.get("derived") == "gradcam" and "plot" in extra.get("metrics", {})]
     lines += [_figure(path, out_dir) for path in figures if path]
     return lines + [""]
+
+
+def _gradcam_copy(out_dir: Path, dataset: str, base: str) -> Path:
+    """Where the page keeps its copy of a base model's Grad-CAM overlays."""
+    return out_dir / f"{dataset}-{base}-gradcam.png"
 
 
 def deployment_variants(items: dict) -> list[dict[str, Any]]:

@@ -84,9 +84,8 @@ def _recipe(extra: dict) -> str:
     train, data = provenance.get("train"), provenance.get("data") or {}
     if not train or extra.get("cache", {}).get("status") in ("measured", "reused") or "epochs" not in train:
         return ""
-    total = data.get("train_images")
-    used = min(train.get("train_images") or total or 0, total or 0) if total else train.get("train_images")
-    images = f"{used:,} of {total:,}" if total and used and used < total else f"all {total:,}" if total else "?"
+    total, asked = data.get("train_images"), train.get("train_images") or 0  # 0: all of them
+    images = f"{asked:,} of {total:,}" if total and 0 < asked < total else f"all {total:,}" if total else "?"
     return f"{train['epochs']} ep x {images} imgs, {train['optimizer']} {train['lr']:g} {train['schedule']}"
 
 

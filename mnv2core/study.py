@@ -158,7 +158,7 @@ class Study:
         artifact = self._measured_model(case, technique)
         with modes_restored(artifact.model):  # measuring never changes a cached model's modes
             started = time.perf_counter()
-            measured, history, train_seconds = self._metrics(case, technique, artifact)
+            measured, history, train_seconds, reused = self._metrics(case, technique, artifact)
         tags = {"base": case.base, "derived": case.method} if case.base else artifact.meta.get("record", {})
         return {
             "case": case.id, "dataset": case.dataset, "model": case.model, "technique": case.technique,
@@ -174,7 +174,7 @@ class Study:
             },
             "provenance": {"data": self.dataset(case.dataset).provenance, "weights": artifact.meta["weights"],
                            "upstream": artifact.meta.get("upstream", {}), "train": artifact.meta["train"]},
-            "cache": {**self._cache_status(case, technique, artifact, self.cache.events[events_before:]),
+            "cache": {**self._cache_status(technique, artifact, reused),
                       "events": [list(e) for e in self.cache.events[events_before:]]},
             "environment": {**self.execution.record(), "allocator": self.allocator, "torch": torch.__version__,
                             "latency_timer": getattr(self.timer, "name", "harness")},
@@ -187,29 +187,31 @@ class Study:
             return self.artifact(case.dataset, case.technique)
         return self.artifact(case.dataset, case.base) if case.base else technique.build(self, case)
 
-    def _metrics(self, case: Case, technique: Technique, artifact: Artifact) -> tuple[dict, list, float | None]:
-        """(metrics, per-epoch history, training seconds): a trained or compressed model's test
-        accuracy and its build's metrics; a deployment's or measurement's metrics (of this run,
-        or reused from the cache when reusable; the base's epochs and training time are the
-        base case's)."""
-        measured, history, train_seconds = {}, [], None
+    def _metrics(self, case: Case, technique: Technique,
+                 artifact: Artifact) -> tuple[dict, list, float | None, bool]:
+        """(metrics, per-epoch history, training seconds, whether a deployment's metrics came
+        from the cache): a trained or compressed model's test accuracy and its build's metrics;
+        a deployment's or measurement's metrics (of this run, or reused when reusable; the
+        base's epochs and training time are the base case's)."""
+        measured, history, train_seconds, reused = {}, [], None, False
         if technique.role in (TRAINED, COMPRESSION):
             def evaluated() -> dict[str, float]:  # the test set is resized only when it is needed
                 test = self.data_at(case.dataset, artifact.meta["input_size"]).test
                 return {"accuracy": evaluate(artifact.model, test, self.profile.eval_batch_size, self.execution)}
-            test_accuracy = self._reused(case, "accuracy", artifact, {}, evaluated)
+            test_accuracy, _ = self._reused(case, "accuracy", artifact, {}, evaluated)
             measured = {**test_accuracy, **artifact.meta.get("metrics", {})}
             history, train_seconds = artifact.meta["history"], artifact.meta["train_seconds"]
         if technique.measure is not None:
             def measure() -> dict[str, Any]:
                 return technique.measure(self, case, artifact)
             if technique.reusable:
-                reused = self._reused(case, case.method, artifact, self._measurement_params(case.method), measure)
+                metrics, reused = self._reused(case, case.method, artifact, self._measurement_params(case.method),
+                                               measure)
                 thresholds = self.profile.deployments.get(case.method, {})  # checked as the profile says now
-                measured.update(reused, **{k: v for k, v in thresholds.items() if k in CHECK_THRESHOLDS})
+                measured.update(metrics, **{k: v for k, v in thresholds.items() if k in CHECK_THRESHOLDS})
             else:
                 measured.update(measure())
-        return measured, history, train_seconds
+        return measured, history, train_seconds, reused
 
     def _measurement_params(self, method: str) -> dict[str, Any]:
         """What a deployment's metrics depend on: its own parameters and the int8 twin's (FGSM
@@ -218,10 +220,10 @@ class Study:
                 for name, params in self.profile.deployments.items() if name in (method, "int8")}
 
     def _reused(self, case: Case, what: str, artifact: Artifact, params: dict[str, Any],
-                compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        """Metrics of ``artifact``'s model that depend only on it, the data and ``params``:
-        computed once and kept in the cache (with the PNG a ``plot`` names, written to this
-        run's plots folder)."""
+                compute: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], bool]:
+        """(metrics, whether they came from the cache) of ``artifact``'s model that depend only
+        on it, the data and ``params``: computed once and kept in the cache (with the PNG a
+        ``plot`` names, written to this run's plots folder)."""
         spec = {"kind": f"metrics-{what}", "model": artifact.key, "params": params,
                 "data": self.dataset(case.dataset).provenance["fingerprint"], "execution": self.execution.spec(),
                 "seed": self.seed_for(case.dataset, case.technique), "version": METRICS_VERSION}
@@ -232,23 +234,22 @@ class Study:
             return {"metrics": metrics, "plot": torch.frombuffer(bytearray(plot), dtype=torch.uint8) if plot
                     else torch.empty(0, dtype=torch.uint8)}
 
-        payload = self.cache.fetch(f"{case.id}-{what}", spec, build).payload
-        metrics = dict(payload["metrics"])
+        result = self.cache.fetch(f"{case.id}-{what}", spec, build)
+        payload, metrics = result.payload, dict(result.payload["metrics"])
         if "plot" in metrics:
             target = self.plots_dir / Path(metrics["plot"]).name
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(payload["plot"].numpy().tobytes())
             metrics["plot"] = str(target)
-        return metrics
+        return metrics, result.status == "loaded"
 
     @staticmethod
-    def _cache_status(case: Case, technique: Technique, artifact: Artifact, events: list) -> dict[str, Any]:
+    def _cache_status(technique: Technique, artifact: Artifact, reused: bool) -> dict[str, Any]:
         """The case's own model's cache key and status; a measurement has no model of its own
         (it names the model it measured, whose status is that case's): "measured" in this
         run, or "reused" when its metrics came from the cache."""
         if technique.role in (TRAINED, COMPRESSION):
             return {"key": artifact.key, "status": artifact.status}
-        reused = (f"{case.id}-{case.method}", "loaded") in [tuple(e) for e in events]
         return {"key": None, "status": "reused" if reused else "measured", "measured_key": artifact.key or None}
 
     def check(self, case: Case, record: dict[str, Any]) -> None:
