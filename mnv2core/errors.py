@@ -19,3 +19,8 @@ class WeightsUnavailableError(Mnv2BenchError):
 
 class TrainingDivergedError(Mnv2BenchError):
     """The loss became NaN or infinite."""
+
+
+class NotApplicable(Mnv2BenchError):
+    """A technique does not apply to this model (e.g. FX cannot trace it); the case is
+    skipped with this one-line reason, never crashed."""

@@ -1,131 +1,264 @@
-"""Model construction. Every model takes raw [0, 1] RGB pixels: normalisation is its first
-layer (ImageNet statistics; the digit models average the channels to grey and use MNIST's),
-so attacks, ONNX export and int8 all see the same input."""
+"""Model construction: any torchvision or timm classifier, or one of the harness's builtin
+networks, described by a ``ModelSpec`` (profile data, not code). Every model takes raw
+[0, 1] RGB pixels: normalisation is its first layer, with the mean and std its library
+declares (timm's ``pretrained_cfg``, torchvision's weights transforms; builtin networks
+declare their own), so attacks, ONNX export and int8 all see the same input.
+
+What a library knows about a network's parts comes from the library: timm's
+``get_classifier`` / ``forward_features`` / ``forward_head``; for torchvision and builtin
+networks (no common API) the classifier is the last ``nn.Linear`` and the network's
+top-level child that holds it, and the pooled features are that child's input."""
 from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
-from torchvision import models as tv_models
 
 from .errors import ConfigError
-from .networks import CUSTOM_NETWORKS, DIGIT_NETWORKS
+from .networks import BUILTIN_NETWORKS
 
-TORCHVISION_NETWORKS = ("mobilenet_v2", "resnet50", "resnet18")
-MODEL_NAMES = TORCHVISION_NETWORKS + tuple(CUSTOM_NETWORKS)
+SOURCES = ("torchvision", "timm", "builtin")
+WEIGHT_KINDS = ("imagenet", "none", "pretext")  # or a path to a state-dict file
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
-# the key of each pretrainable network's classifier weight in its torchvision state dict
-HEAD_KEYS = {"mobilenet_v2": "classifier.1.weight", "resnet50": "fc.weight", "resnet18": "fc.weight"}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of a profile (``[models.NAME]``): the library it comes from, the
+    architecture's name there, its starting weights (``imagenet``, ``none``, ``pretext`` or a
+    state-dict path) and whether those weights are already trained for the dataset
+    (``trained``: scored as they are and compressed and deployed without training)."""
+
+    name: str
+    source: str = "torchvision"
+    arch: str = ""
+    weights: str = "none"
+    trained: bool = False
+
+    def __post_init__(self):
+        if not self.arch:
+            object.__setattr__(self, "arch", self.name)
+
+    @property
+    def pretrained(self) -> bool:
+        """Whether it starts from weights trained elsewhere (for another task or this one)."""
+        return self.weights != "none"
+
+    def identity(self) -> dict[str, str]:
+        """What rebuilds the network (source and arch), for payloads and cache keys."""
+        return {"name": self.name, "source": self.source, "arch": self.arch}
+
+
+def default_spec(name: str) -> ModelSpec:
+    """The spec of a model no profile declares: a builtin network of that name, else the
+    torchvision classifier of that name."""
+    return ModelSpec(name, "builtin" if name in BUILTIN_NETWORKS else "torchvision")
+
+
+def check_spec(spec: ModelSpec) -> None:
+    """ConfigError naming the fix when the library does not know the architecture."""
+    if spec.source not in SOURCES:
+        raise ConfigError(f"model {spec.name}: source {spec.source!r}; choose one of {list(SOURCES)}")
+    known = _known_architectures(spec.source)
+    if spec.arch not in known:
+        close = difflib.get_close_matches(spec.arch, known, n=6, cutoff=0.6)
+        raise ConfigError(f"unknown model {spec.arch!r} in {spec.source}"
+                          + (f"; close: {close}" if close else f"; e.g. {sorted(known)[:8]}"))
+
+
+def _known_architectures(source: str) -> list[str]:
+    if source == "builtin":
+        return list(BUILTIN_NETWORKS)
+    if source == "timm":
+        return _timm().list_models()
+    from torchvision import models as tv_models
+    return tv_models.list_models(module=tv_models)
+
+
+def _timm():
+    try:
+        import timm
+    except ImportError:  # a dependency: only a broken install lacks it
+        raise ConfigError("timm models need the timm package: pip install timm") from None
+    return timm
 
 
 class Normalize(nn.Module):
-    def __init__(self, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    def __init__(self, mean=IMAGENET_MEAN, std=IMAGENET_STD, grey: bool = False):
         super().__init__()
+        self.grey = grey  # digit models: the grey level (mean of three identical channels)
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.grey:
+            x = x.mean(1, keepdim=True)
         return (x - self.mean) / self.std
 
 
-class GreyNormalize(Normalize):
-    """Grey level (mean of the three identical channels of a digit image), normalised."""
-
-    def __init__(self):
-        super().__init__((MNIST_MEAN,), (MNIST_STD,))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.mean(1, keepdim=True))
-
-
 class ImageClassifier(nn.Module):
-    """``normalize`` then a torchvision network ``net``."""
+    """``normalize`` then a library network ``net``; ``head`` is its last classifier layer,
+    ``classifier`` everything after the pooled backbone features."""
 
-    def __init__(self, name: str, net: nn.Module):
+    def __init__(self, spec: ModelSpec | str, net: nn.Module):
         super().__init__()
-        self.name = name
-        self.normalize = GreyNormalize() if name in DIGIT_NETWORKS else Normalize()
+        spec = spec_of(spec)
+        self.spec = spec
+        self.name = spec.name
+        mean, std, grey = preprocessing(spec, net)
+        self.normalize = Normalize(mean, std, grey)
         self.net = net
+        self.head_path = _head_path(spec, net)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.normalize(x))
 
     @property
-    def head(self) -> nn.Linear:
-        """The last Linear layer (ResNet's ``fc``, else the classifier's last)."""
-        return self.net.fc if self._is_resnet else self.net.classifier[-1]
+    def is_timm(self) -> bool:
+        return self.spec.source == "timm"
+
+    @property
+    def head(self) -> nn.Module:
+        """The classifier's last layer (a Linear, or what ``set_head`` put in its place)."""
+        return self.net.get_submodule(self.head_path)
 
     @property
     def classifier(self) -> nn.Module:
         """Everything after the pooled backbone features: ``forward(x) == classifier(embed(x))``."""
-        return self.net.fc if self._is_resnet else self.net.classifier
+        return self.head if self.is_timm else getattr(self.net, self.head_path.split(".")[0])
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The backbone's pooled, flattened features of raw pixels (the classifier's input)."""
-        net, x = self.net, self.normalize(x)
-        if self._is_resnet:
-            x = net.maxpool(net.relu(net.bn1(net.conv1(x))))
-            return torch.flatten(net.avgpool(net.layer4(net.layer3(net.layer2(net.layer1(x))))), 1)
-        if self.name == "mobilenet_v2":
-            return torch.flatten(nn.functional.adaptive_avg_pool2d(net.features(x), 1), 1)
-        return net.features(x).flatten(1)  # FeaturesClassifier
+        if self.is_timm:
+            return self.net.forward_head(self.net.forward_features(self.normalize(x)), pre_logits=True)
+        captured = {}
+        handle = self.classifier.register_forward_pre_hook(lambda module, args: captured.setdefault("x", args[0]))
+        try:
+            self.forward(x)
+        finally:
+            handle.remove()
+        return captured["x"]
 
     def set_head(self, head: nn.Module) -> None:
-        if self._is_resnet:
-            self.net.fc = head
-        else:
-            self.net.classifier[-1] = head
-
-    @property
-    def _is_resnet(self) -> bool:
-        return self.name.startswith("resnet")
+        self.net.set_submodule(self.head_path, head)
 
     def feature_parameters(self) -> list[nn.Parameter]:
         head_ids = {id(p) for p in self.head.parameters()}
         return [p for p in self.net.parameters() if id(p) not in head_ids]
 
     def feature_modules(self) -> list[nn.Module]:
-        """Modules outside the classifier head (put in eval mode when frozen)."""
-        if self._is_resnet:
-            return [m for n, m in self.net.named_children() if n != "fc"]
-        return [self.net.features]
+        """Modules outside the classifier (put in eval mode when frozen)."""
+        classifier = self.classifier
+        return [m for m in self.net.children() if m is not classifier and not _contains(m, classifier)]
 
 
-def build_network(name: str, num_classes: int) -> nn.Module:
+def _contains(module: nn.Module, part: nn.Module) -> bool:
+    return any(m is part for m in module.modules())
+
+
+def _head_path(spec: ModelSpec, net: nn.Module) -> str:
+    modules = {id(m): name for name, m in net.named_modules()}
+    if spec.source == "timm":
+        return modules[id(net.get_classifier())]
+    linears = [name for name, m in net.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ConfigError(f"model {spec.name}: no nn.Linear classifier found in {type(net).__name__}")
+    return linears[-1]
+
+
+def preprocessing(spec: ModelSpec, net: nn.Module | None = None) -> tuple[tuple, tuple, bool]:
+    """(mean, std, grey) of the model's inputs, as its library declares them."""
+    if spec.source == "builtin":
+        return BUILTIN_NETWORKS[spec.arch].preprocessing
+    if spec.source == "timm":
+        cfg = getattr(net, "pretrained_cfg", None) or {}
+        return tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD)), False
+    weights = _torchvision_weights(spec.arch)
+    if weights is None:
+        return IMAGENET_MEAN, IMAGENET_STD, False
+    transforms = weights.transforms()
+    return tuple(transforms.mean), tuple(transforms.std), False
+
+
+def default_input_size(spec: ModelSpec) -> int | None:
+    """The input size the library's weights were made for (reported beside ours)."""
+    if spec.source == "timm":
+        return _timm().get_pretrained_cfg(spec.arch).to_dict().get("input_size", (3, None, None))[-1]
+    if spec.source == "torchvision" and _torchvision_weights(spec.arch) is not None:
+        return _torchvision_weights(spec.arch).transforms().crop_size[0]
+    return None
+
+
+def _torchvision_weights(arch: str):
+    """torchvision's default weights enum member for ``arch`` (None when it has none)."""
+    from torchvision.models import get_model_weights
+    try:
+        return get_model_weights(arch).DEFAULT
+    except (ValueError, KeyError, AttributeError):
+        return None
+
+
+def build_network(spec: ModelSpec | str, num_classes: int) -> nn.Module:
     """A bare network with random init (from the current torch RNG)."""
-    check_model_name(name)
-    if name in CUSTOM_NETWORKS:
-        return CUSTOM_NETWORKS[name](num_classes)
-    return getattr(tv_models, name)(weights=None, num_classes=num_classes)
+    spec = spec_of(spec)
+    check_spec(spec)
+    if spec.source == "builtin":
+        return BUILTIN_NETWORKS[spec.arch].make(num_classes)
+    if spec.source == "timm":
+        return _timm().create_model(spec.arch, pretrained=False, num_classes=num_classes)
+    from torchvision.models import get_model
+    return get_model(spec.arch, weights=None, num_classes=num_classes)
 
 
-def build_model(name: str, num_classes: int, state_dict: dict | None = None) -> ImageClassifier:
-    """A classifier; ``state_dict`` (of an ImageClassifier) restores trained weights."""
-    model = ImageClassifier(name, build_network(name, num_classes))
+def spec_of(model: str | ModelSpec) -> ModelSpec:
+    return model if isinstance(model, ModelSpec) else default_spec(model)
+
+
+def build_model(model: str | ModelSpec, num_classes: int, state_dict: dict | None = None) -> ImageClassifier:
+    """A classifier (a name alone means ``default_spec``); ``state_dict`` (of an
+    ImageClassifier) restores trained weights."""
+    spec = spec_of(model)
+    classifier = ImageClassifier(spec, build_network(spec, num_classes))
     if state_dict is not None:
-        model.load_state_dict(state_dict)
-    return model
+        classifier.load_state_dict(state_dict)
+    return classifier
 
 
-def from_pretrained(name: str, net_state: dict, num_classes: int) -> ImageClassifier:
-    """A classifier whose network starts from ``net_state`` (any head size) with a fresh
-    head of ``num_classes`` outputs."""
-    if name not in HEAD_KEYS:
-        raise ConfigError(f"{name} has no pretrained weights in this harness; use weights {name} = \"none\"")
-    head_key = HEAD_KEYS[name]
+def from_pretrained(model: str | ModelSpec, net_state: dict[str, torch.Tensor], num_classes: int,
+                    keep_head: bool = False) -> ImageClassifier:
+    """A classifier whose network starts from ``net_state`` (a state dict of the library's
+    network, any class count): with a fresh head of ``num_classes`` outputs, or with its own
+    head (``keep_head``: weights already trained for these classes, which is checked)."""
+    spec = spec_of(model)
+    probe = ImageClassifier(spec, build_network(spec, num_classes))
+    head_key = f"{probe.head_path}.weight"
     if head_key not in net_state:
-        raise ConfigError(f"weights for {name} lack {head_key!r}; are they torchvision {name} weights?")
-    model = ImageClassifier(name, build_network(name, net_state[head_key].shape[0]))
-    model.net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in net_state.items()})
-    model.set_head(nn.Linear(model.head.in_features, num_classes))
+        raise ConfigError(f"weights for {spec.name} lack {head_key!r}: are they a {spec.source} {spec.arch} "
+                          f"state dict? (save model.state_dict())")
+    classes = net_state[head_key].shape[0]
+    if keep_head and classes != num_classes:
+        raise ConfigError(f"{spec.name} is marked trained but its weights have {classes} classes, the dataset "
+                          f"{num_classes}; drop 'trained = true' to fine-tune a new head")
+    model = probe if classes == num_classes else ImageClassifier(spec, build_network(spec, classes))
+    try:
+        model.net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in net_state.items()})
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ConfigError(f"weights do not fit {spec.source} {spec.arch}: {first}") from None
+    if not keep_head:
+        head = model.head
+        model.set_head(nn.Linear(head.in_features, num_classes))
     return model
-
-
-def check_model_name(name: str) -> None:
-    if name not in MODEL_NAMES:
-        raise ConfigError(f"unknown model {name!r}; known: {list(MODEL_NAMES)}")
 
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def model_identity(model: ImageClassifier) -> dict[str, Any]:
+    return model.spec.identity()

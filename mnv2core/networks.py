@@ -1,9 +1,11 @@
-"""Networks of the companion studies that torchvision does not ship: VGG16 for 32 px inputs
-and the small digit classifiers. Each has ``features`` and ``classifier`` (ending in the
-Linear head), like torchvision's MobileNetV2."""
+"""Networks no library ships, the harness's "builtin" source: VGG16 for 32 px inputs, the
+small digit classifiers and the CIFAR ResNets of He et al. Each declares its input
+normalisation (``Builtin.preprocessing``) as a library's weights would."""
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -81,9 +83,85 @@ def mediumlight(num_classes: int) -> FeaturesClassifier:
         nn.Linear(64, 24), nn.ReLU(inplace=True), nn.Linear(24, num_classes)))
 
 
-CUSTOM_NETWORKS = {"vgg16": vgg16_cifar, "lightcnn": lightcnn, "mlp": mlp, "lenet": lenet,
-                   "ultralight": ultralight, "mediumlight": mediumlight}
-DIGIT_NETWORKS = ("lightcnn", "mlp", "lenet", "ultralight", "mediumlight")
+class ShortcutA(nn.Module):
+    """He et al.'s option A shortcut where the width doubles: the input subsampled by 2 in
+    both spatial dimensions and zero-padded with ``planes // 4`` channels on each side (no
+    parameters)."""
+
+    def __init__(self, planes: int):
+        super().__init__()
+        self.pad = planes // 4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut = ShortcutA(planes) if stride != 1 or in_planes != planes else nn.Identity()
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """The CIFAR ResNet of He et al. 2016, section 4.2 (6n+2 layers): a 3x3 conv of 16
+    filters, three stages of n BasicBlocks with 16, 32 and 64 filters (the 2nd and 3rd start
+    with stride 2 and an option A shortcut), global average pooling and a Linear. State-dict
+    keys follow akamaster/pytorch_resnet_cifar10 (conv1, bn1, layer1..3, linear)."""
+
+    def __init__(self, blocks: int, num_classes: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.relu = nn.ReLU(inplace=True)
+        widths, layers, in_planes = (16, 32, 64), [], 16
+        for stage, planes in enumerate(widths):
+            strides = [1 if stage == 0 else 2] + [1] * (blocks - 1)
+            stage_blocks = []
+            for stride in strides:
+                stage_blocks.append(BasicBlock(in_planes, planes, stride))
+                in_planes = planes
+            layers.append(nn.Sequential(*stage_blocks))
+        self.layer1, self.layer2, self.layer3 = layers
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.linear = nn.Linear(64, num_classes)
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(module.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.linear(torch.flatten(self.pool(x), 1))
+
+
+@dataclass(frozen=True)
+class Builtin:
+    make: Callable[[int], nn.Module]  # num_classes -> network
+    preprocessing: tuple  # (mean, std, grey) of its inputs
+
+
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), False)
+MNIST_STATS = ((0.1307,), (0.3081,), True)  # the grey level of a digit image
+BUILTIN_NETWORKS = {
+    "vgg16": Builtin(vgg16_cifar, IMAGENET_STATS),
+    "lightcnn": Builtin(lightcnn, MNIST_STATS),
+    "mlp": Builtin(mlp, MNIST_STATS),
+    "lenet": Builtin(lenet, MNIST_STATS),
+    "ultralight": Builtin(ultralight, MNIST_STATS),
+    "mediumlight": Builtin(mediumlight, MNIST_STATS),
+    # trained with ImageNet mean/std (the shared CIFAR-10 weights' recipe)
+    "cifar_resnet20": Builtin(lambda classes: CifarResNet(3, classes), IMAGENET_STATS),
+    "cifar_resnet56": Builtin(lambda classes: CifarResNet(9, classes), IMAGENET_STATS),
+}
 
 
 def conv_outputs(features: nn.Sequential) -> list[int]:

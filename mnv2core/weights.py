@@ -15,16 +15,21 @@ from typing import Any
 import torch
 
 from .errors import ConfigError, WeightsUnavailableError
-from .models import check_model_name
+from .models import ModelSpec, _torchvision_weights, spec_of
 
-TORCHVISION_WEIGHTS = {
-    "mobilenet_v2": ("MobileNet_V2_Weights", "IMAGENET1K_V1"),
-    "resnet50": ("ResNet50_Weights", "IMAGENET1K_V2"),
-    "resnet18": ("ResNet18_Weights", "IMAGENET1K_V1"),
-}
+# weights files this project's machines hold (../shared/weights), by sha256: (note, stand-in?);
+# a stand-in is named as such in every report
 KNOWN_FILES = {
     "3b7958144102a87b65773d56abdfc66f8a68d24e681c8db40ab08eb4d5741222":
-        "MobileNetV2 converted from Google's int8 TFLite model; stand-in for IMAGENET1K_V1",
+        ("MobileNetV2 converted from Google's int8 TFLite model; stand-in for IMAGENET1K_V1", True),
+    "e5503a1fd56323947beaaaebaaf979fb0d9ba68d20db685039ed72f3b9ae99a5":
+        ("EfficientNet-Lite0 ImageNet weights converted from TensorFlow's official port (Apache-2.0)", False),
+    "9d183798a810d5885f16a4a50ed4217d6df8ec7c6cb78a90cd60137de354670d":
+        ("CIFAR-10 ResNet-20, akamaster/pytorch_resnet_cifar10 (c) 2018 Yerlan Idelbayev, BSD-2-Clause; "
+         "trained on lossless CIFAR-10", False),
+    "81d6912ce86cfcf0fbb68942febbc0e2c24e5290e6fd87dc1351a22a872e5e4d":
+        ("CIFAR-10 ResNet-56, akamaster/pytorch_resnet_cifar10 (c) 2018 Yerlan Idelbayev, BSD-2-Clause; "
+         "trained on lossless CIFAR-10", False),
 }
 
 
@@ -52,7 +57,6 @@ def parse_weights_override(text: str) -> tuple[str, str]:
     model, sep, spec = text.partition("=")
     if not sep or not spec:
         raise ConfigError(f"bad --weights {text!r}: use MODEL=imagenet|none|pretext|PATH")
-    check_model_name(model)
     return model, spec
 
 
@@ -61,12 +65,13 @@ def resolve_weights_spec(model: str, profile_spec: str, overrides: dict[str, str
     return parse_weights(overrides.get(model) or os.environ.get(weights_env_var(model)) or profile_spec)
 
 
-def load_pretrained_state(model: str, source: WeightsSource) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def load_pretrained_state(spec: ModelSpec | str, source: WeightsSource) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The network's state dict and its provenance, for ``imagenet`` and file sources."""
+    spec = spec_of(spec)
     if source.kind == "file":
-        return _load_file(model, source.path)
+        return _load_file(spec.name, source.path)
     if source.kind == "imagenet":
-        return _load_torchvision(model)
+        return _load_timm(spec) if spec.source == "timm" else _load_torchvision(spec)
     raise ValueError(f"{source.kind} weights are not loaded from disk")
 
 
@@ -80,33 +85,48 @@ def _load_file(model: str, path: Path) -> tuple[dict, dict]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise WeightsUnavailableError(f"cannot load weights file {path}: {exc}") from None
+        first = (str(exc).strip().splitlines() or [""])[0][:120]
+        raise WeightsUnavailableError(f"weights file {path.name} for {model} is not a state dict (save "
+                                      f"model.state_dict() with torch.save): {type(exc).__name__}: {first}") from None
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsUnavailableError(f"{path} does not hold a state dict of tensors")
-    note = KNOWN_FILES.get(sha, "local weights file")
-    return state, {"model": model, "source": f"file:{path.name}", "sha256": sha,
-                   "stand_in": sha in KNOWN_FILES, "note": note}
+    note, stand_in = KNOWN_FILES.get(sha, ("local weights file", False))
+    return state, {"model": model, "source": f"file:{path.name}", "sha256": sha, "stand_in": stand_in, "note": note}
 
 
-def _load_torchvision(model: str) -> tuple[dict, dict]:
-    import torchvision.models as tv_models
-
-    enum_name, member = TORCHVISION_WEIGHTS[model]
-    weights = getattr(getattr(tv_models, enum_name), member)
+def _load_torchvision(spec: ModelSpec) -> tuple[dict, dict]:
+    weights = _torchvision_weights(spec.arch)
+    if weights is None:
+        raise WeightsUnavailableError(f"torchvision has no pretrained weights for {spec.arch}; give a file: "
+                                      f"--weights {spec.name}=PATH, or weights = \"none\"")
+    name = f"{type(weights).__name__}.{weights.name}"
     try:
         state = weights.get_state_dict(progress=False, check_hash=True)
     except Exception as exc:
         raise WeightsUnavailableError(
-            f"torchvision {enum_name}.{member} could not be loaded ({type(exc).__name__}: {exc}). "
-            f"Without network, give a local copy: --weights {model}=PATH or "
-            f"{weights_env_var(model)}=PATH (a torchvision {model} state dict), or train without "
-            f"pretrained weights: --weights {model}=none"
+            f"torchvision {name} could not be loaded ({type(exc).__name__}: {exc}). "
+            f"Without network, give a local copy: --weights {spec.name}=PATH or "
+            f"{weights_env_var(spec.name)}=PATH (a torchvision {spec.arch} state dict), or train without "
+            f"pretrained weights: --weights {spec.name}=none"
         ) from None
     file = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
-    return state, {"model": model, "source": f"torchvision:{enum_name}.{member}",
-                   "sha256": file_sha256(file) if file.is_file() else None,
-                   "stand_in": False, "note": weights.url}
+    return state, {"model": spec.name, "source": f"torchvision:{name}",
+                   "sha256": file_sha256(file) if file.is_file() else None, "stand_in": False, "note": weights.url}
+
+
+def _load_timm(spec: ModelSpec) -> tuple[dict, dict]:
+    import timm
+    try:
+        net = timm.create_model(spec.arch, pretrained=True)
+    except Exception as exc:
+        raise WeightsUnavailableError(
+            f"timm {spec.arch} pretrained weights could not be loaded ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:100]}). Without network, give a local copy: --weights {spec.name}=PATH "
+            f"(a timm {spec.arch} state dict), or --weights {spec.name}=none") from None
+    tag = net.pretrained_cfg.get("hf_hub_id") or net.pretrained_cfg.get("url") or spec.arch
+    return net.state_dict(), {"model": spec.name, "source": f"timm:{tag}", "sha256": None, "stand_in": False,
+                              "note": f"timm {spec.arch} pretrained weights"}
 
 
 def random_init_provenance(model: str, note: str = "random initialisation") -> dict[str, Any]:

@@ -16,8 +16,8 @@ def test_normalisation_is_inside_the_model():
 
 
 def test_unknown_model_name():
-    with pytest.raises(ConfigError, match="mobilenet_v2"):
-        build_model("vgg19", 10)
+    with pytest.raises(ConfigError, match="unknown model 'vgg99' in torchvision; close: .*'vgg19'"):
+        build_model("vgg99", 10)
 
 
 def test_weights_file_loads_with_provenance_and_fresh_head(tmp_path):
