@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from mnv2core.compression.channels import count_macs, prune_last_conv_channels, resize_last_conv, state_dict_bytes
+from mnv2core.compression.architecture import apply_architecture
+from mnv2core.compression.channels import count_macs, prune_last_conv_channels, state_dict_bytes
 from mnv2core.compression.lowrank import energy_rank, factorize_linear, layer_spectra, ratio_rank
 from mnv2core.compression.plots import plot_cumulative_energy
 from mnv2core.compression.unstructured import (apply_masks, empty_output_channels, layer_sparsity, make_permanent,
@@ -67,7 +68,7 @@ def test_rewind_restores_the_saved_init_exactly_on_surviving_weights(model):
 
 def test_structured_pruning_shrinks_the_last_conv_and_classifier(model):
     model.eval()
-    pruned = prune_last_conv_channels(model, 0.4)
+    pruned, _ = prune_last_conv_channels(model, 0.4)
     conv, bn = pruned.net.features[18][0], pruned.net.features[18][1]
     assert conv.weight.shape == (768, 320, 1, 1) and bn.num_features == 768
     assert pruned.head.weight.shape == (10, 768)
@@ -82,15 +83,15 @@ def test_structured_pruning_keeps_the_most_important_channels(model):
     with torch.no_grad():
         conv.weight.mul_(0.01)
         conv.weight[:5].fill_(1.0)  # five clearly important channels
-    pruned = prune_last_conv_channels(model, 0.99)
+    pruned, _ = prune_last_conv_channels(model, 0.99)
     assert pruned.net.features[18][0].out_channels == 13
     assert torch.equal(pruned.net.features[18][0].weight[:5], conv.weight[:5])
 
 
 def test_a_pruned_state_dict_loads_into_a_resized_model(model):
-    pruned = prune_last_conv_channels(model, 0.4)
+    pruned, record = prune_last_conv_channels(model, 0.4)
     fresh = build_model("mobilenet_v2", 10)
-    resize_last_conv(fresh, 768)
+    apply_architecture(fresh, {"pruned_channels": record})
     fresh.load_state_dict(pruned.state_dict())
     with pytest.raises(ConfigError, match="ratio"):
         prune_last_conv_channels(model, 1.0)
@@ -139,7 +140,7 @@ def test_a_channel_pruned_model_still_exports_to_onnx(model):
     import io
 
     import onnxruntime
-    pruned = prune_last_conv_channels(model, 0.4).eval()
+    pruned = prune_last_conv_channels(model, 0.4)[0].eval()
     images = torch.rand(2, 3, 32, 32)
     exported = io.BytesIO()
     torch.onnx.export(pruned, (images,), exported, dynamo=False, input_names=["images"])

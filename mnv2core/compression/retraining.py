@@ -45,7 +45,7 @@ class Retraining:
 
     def upstream(self, method: str) -> Artifact:
         """The artifact of another compression of the same base (the lottery's pruned model)."""
-        return self.ctx.artifact(self.case.dataset, derived_technique(self.case.base, method))
+        return self.ctx.artifact(self.case.dataset, derived_technique(self.case.base, method), self.case.model)
 
     def retrain(self, model, step: str = "") -> list[dict]:
         """Train ``model`` in place with the base's strategy and the retraining recipe (seeded
@@ -60,7 +60,7 @@ class Retraining:
 
 def compression_artifact(ctx: Context, case: Case, make: Make) -> Artifact:
     """Build (or load) ``case``: its base compressed by ``make`` with the profile's parameters."""
-    base = ctx.artifact(case.dataset, case.base)
+    base = ctx.artifact(case.dataset, case.base, case.model)
     compression = ctx.profile.compressions[case.method]
     cfg = ctx.profile.retrain_config(compression, case.base, case.dataset)
     seed = ctx.seed_for(case.dataset, case.technique)
@@ -69,7 +69,7 @@ def compression_artifact(ctx: Context, case: Case, make: Make) -> Artifact:
         name = derived_technique(case.base, need)
         if need not in ctx.profile.compressions:
             raise ConfigError(f"{case.technique} needs {name}: add [compression.{need}] to the profile")
-        upstream[name] = ctx.artifact(case.dataset, name).key
+        upstream[name] = ctx.artifact(case.dataset, name, case.model).key
     spec = {"kind": case.method, "base": base.key, "params": compression.params, "retrain": dataclasses.asdict(cfg),
             "execution": ctx.execution.spec(), "upstream": upstream}
     label = f"{case.dataset}-{case.model}-{case.technique}"

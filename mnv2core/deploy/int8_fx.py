@@ -20,14 +20,15 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from ..errors import Mnv2BenchError
+from ..errors import NotApplicable
 from ..execution import to_contiguous
 
 BACKEND = "x86"
 
 
-class QuantizationError(Mnv2BenchError):
-    """A model FX could not trace, prepare or convert; the message names the layer."""
+class QuantizationError(NotApplicable):
+    """A model FX could not trace, prepare or convert (its int8 cases are skipped with this
+    reason)."""
 
 
 def quantize_fx(model: nn.Module, calibration: Iterable[torch.Tensor], input_size: int) -> nn.Module:

@@ -12,7 +12,7 @@ from filelock import FileLock
 from ..cache import ArtifactCache
 from ..context import Artifact, Case, Context
 from ..datasets import ImageSet, eval_batches
-from .int8_fx import quantize_fx
+from .int8_fx import QuantizationError, quantize_fx
 from .latency import cpu_copy
 from .onnx_runtime import export_onnx, quantize_onnx_static
 
@@ -45,6 +45,15 @@ def int8_model(ctx: Context, case: Case, base: Artifact) -> torch.nn.Module:
     """The FX int8 twin of the base (made once per process)."""
     return ctx.memo(("fx-int8", base.key), lambda: quantize_fx(base.model, calibration(ctx, case, base),
                                                                base.meta["input_size"]))
+
+
+def int8_model_or_reason(ctx: Context, case: Case, base: Artifact) -> tuple[torch.nn.Module | None, str]:
+    """The FX int8 twin, or None and why FX cannot make one (measurements that include int8
+    go on without it and say why)."""
+    try:
+        return int8_model(ctx, case, base), ""
+    except QuantizationError as exc:
+        return None, str(exc)
 
 
 def onnx_files(ctx: Context, case: Case, base: Artifact) -> tuple[Path, Path]:

@@ -9,13 +9,39 @@ from torch import nn
 from ..errors import ConfigError
 
 
-def default_target_layer(model: nn.Module) -> str:
-    """The last conv block: ``net.features.18`` for MobileNetV2, ``net.layer4`` for ResNet-50."""
-    names = dict(model.named_modules())
-    for name in ("net.features.18", "net.layer4"):
-        if name in names:
-            return name
-    raise ConfigError("no default Grad-CAM layer for this model; name one (a conv module)")
+POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d, nn.MaxPool2d)
+
+
+@torch.no_grad()
+def default_target_layer(model: nn.Module, example: torch.Tensor | None = None) -> str:
+    """The module that outputs the last conv feature map: of every module, in the order they
+    finish on ``example``, the last whose output is a 4D map that no pooling layer made
+    (``net.features`` for MobileNetV2, ``net.layer4`` for ResNets, ``net.bn2`` for timm's
+    EfficientNets)."""
+    device = next(model.parameters()).device
+    example = torch.rand(1, 3, 64, 64, device=device) if example is None else example[:1]
+    finished, pooled = [], set()
+
+    def note(name):
+        def hook(module, inputs, output):
+            if isinstance(output, torch.Tensor):
+                finished.append((name, output))
+                if isinstance(module, POOLS):
+                    pooled.add(id(output))
+        return hook
+
+    handles = [m.register_forward_hook(note(name)) for name, m in model.named_modules() if name.count(".") >= 1]
+    was_training = model.training
+    try:
+        model.eval()(example)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    maps = [name for name, output in finished if output.dim() == 4 and id(output) not in pooled]
+    if not maps:
+        raise ConfigError("no conv feature map found for Grad-CAM; name a layer (deployment.gradcam layer)")
+    return maps[-1]
 
 
 def grad_cam(model: nn.Module, images: torch.Tensor, layer: str | None = None,
@@ -24,7 +50,7 @@ def grad_cam(model: nn.Module, images: torch.Tensor, layer: str | None = None,
     classes used, and the target layer's feature-map size. Hooks are removed on return and
     the model's parameters are left without gradients."""
     modules = dict(model.named_modules())
-    layer = layer or default_target_layer(model)
+    layer = layer or default_target_layer(model, images)
     if layer not in modules:
         raise ConfigError(f"Grad-CAM layer {layer!r} is not a module of the model")
     captured: dict[str, torch.Tensor] = {}

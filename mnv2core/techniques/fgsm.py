@@ -8,7 +8,7 @@ import torch
 from ..context import Artifact, Case, Context
 from ..datasets import eval_batches
 from ..deploy.attacks import fgsm
-from ..deploy.twins import accuracy_on, int8_model, test_set
+from ..deploy.twins import accuracy_on, int8_model_or_reason, test_set
 from ..registry import DEPLOYMENT, Technique, register, require
 from ..training import evaluate
 
@@ -26,8 +26,10 @@ def attacked_metrics(ctx: Context, case: Case, base: Artifact, attack, images: i
     attacked = [(attack(model, images, labels), labels) for images, labels in eval_batches(test, batch)]
     metrics = {"accuracy": accuracy_on(model, attacked), "clean_accuracy": evaluate(model, test, batch),
                "images": len(test)}
-    if "int8" in ctx.profile.deployments:
-        int8 = int8_model(ctx, case, base)
+    int8, skipped = int8_model_or_reason(ctx, case, base) if "int8" in ctx.profile.deployments else (None, "")
+    if skipped:
+        metrics["int8_skipped"] = skipped
+    if int8 is not None:
         on_cpu = [(images.cpu(), labels.cpu()) for images, labels in attacked]
         metrics.update({"int8_fgsm_accuracy": accuracy_on(int8, on_cpu),
                         "int8_clean_accuracy": evaluate(int8, test.to(torch.device("cpu")), batch),

@@ -19,9 +19,9 @@ from ..registry import DEPLOYMENT, Technique, register, require
 def measure(ctx: Context, case: Case, base: Artifact) -> dict[str, Any]:
     params = ctx.profile.deployments[case.method]
     model = base.model.eval()
-    layer = params["layer"] or default_target_layer(model)
     test = test_set(ctx, case, base, ctx.device).spread(params["images"])  # every class, not the first one's
     images, labels = next(eval_batches(test, len(test)))
+    layer = params["layer"] or default_target_layer(model, images)
     heatmaps, predicted, map_size = grad_cam(model, images, layer)
     deletion, insertion = deletion_insertion_auc(model, images, heatmaps, predicted, params["steps"])
     top_share, entropy = concentration(heatmaps)

@@ -6,7 +6,7 @@ from typing import Any
 from ..context import Artifact, Case, Context
 from ..deploy.latency import cpu_copy, time_runners
 from ..deploy.onnx_runtime import ort_session
-from ..deploy.twins import int8_model, onnx_files
+from ..deploy.twins import int8_model_or_reason, onnx_files
 from ..registry import DEPLOYMENT, Technique, register, require
 
 
@@ -15,23 +15,26 @@ def measure(ctx: Context, case: Case, base: Artifact) -> dict[str, Any]:
     size = base.meta["input_size"]
     fp32_path, int8_path = onnx_files(ctx, case, base)
     session, int8_session = ort_session(fp32_path, params["threads"]), ort_session(int8_path, params["threads"])
-    runners = {"eager_fp32": cpu_copy(base.model).eval(), "fx_int8": int8_model(ctx, case, base),
+    fx_int8, fx_skipped = int8_model_or_reason(ctx, case, base)
+    runners = {"eager_fp32": cpu_copy(base.model).eval(), "fx_int8": fx_int8,
                "ort_fp32": lambda images: session.run(None, {"images": images.numpy()}),
                "ort_int8": lambda images: int8_session.run(None, {"images": images.numpy()})}
+    runners = {name: run for name, run in runners.items() if run is not None}
     timed = time_runners(runners, size, params["batch_sizes"], params["warmup"], params["rounds"],
                          params["threads"], ctx.timer)
     latency, spread = timed["latency"], timed["latency_iqr"]
     speedup = {f"{r}_b{b}_speedup": latency[f"eager_fp32_b{b}_ms"] / latency[f"{r}_b{b}_ms"]
                for b in params["batch_sizes"] for r in list(runners)[1:]}
     fastest = {f"b{b}": min(runners, key=lambda r: latency[f"{r}_b{b}_ms"]) for b in params["batch_sizes"]}
-    return {"latency": latency, "latency_iqr": spread, "speedup": speedup, "fastest": fastest,
-            "threads": params["threads"], "rounds": params["rounds"], "input_size": size}
+    skipped = {"fx_int8": fx_skipped} if fx_skipped else {}
+    return {"latency": latency, "latency_iqr": spread, "speedup": speedup, "fastest": fastest, "runtimes": list(runners),
+            "runtimes_skipped": skipped, "threads": params["threads"], "rounds": params["rounds"], "input_size": size}
 
 
 def check(m: dict, case: Case) -> None:
     eager = [key for key in m["latency"] if key.startswith("eager_fp32_")]
     require(bool(eager) and all(value > 0 for value in m["latency"].values()), f"latencies missing: {m['latency']}")
-    require(len(m["speedup"]) == 3 * len(eager) and all(value > 0 for value in m["speedup"].values()),
+    require(len(m["speedup"]) == (len(m["runtimes"]) - 1) * len(eager) and all(v > 0 for v in m["speedup"].values()),
             f"speed-ups missing: {m['speedup']}")
 
 

@@ -1,5 +1,5 @@
-"""Pruning of the compression bases: iterative global magnitude pruning, structured pruning
-of MobileNetV2's last conv, and the lottery ticket (the pruned mask on the base's start
+"""Pruning of the compression bases: iterative magnitude pruning, structured pruning of the
+last conv (Torch-Pruning's dependency graph, any architecture it traces), and the lottery ticket (the pruned mask on the base's start
 weights) against a random re-initialisation with the same mask."""
 from __future__ import annotations
 
@@ -63,33 +63,32 @@ def _last_round_cells(m: dict) -> dict[str, str]:
 # structured pruning of the last conv ---------------------------------------------------------
 def structured(job: Retraining, params: dict) -> tuple:
     dense = job.base.model
-    model = prune_last_conv_channels(dense, params["ratio"], params["criterion"])
+    size = job.input_size
+    model, pruning = prune_last_conv_channels(dense, params["ratio"], params["criterion"], size)
     before = job.evaluate(model)
     history = job.retrain(model)
-    conv = dense.net.features[18][0]
-    size = job.input_size
     metrics = {"dense_accuracy": job.base_accuracy(), "accuracy_before_retrain": before,
-               "criterion": params["criterion"], "classes": dense.head.out_features,
-               "conv_weights_per_channel": conv.weight[0].numel(),
-               "channels_before": dense.head.in_features, "channels_after": model.head.in_features,
+               "criterion": params["criterion"], "layer": pruning["layer"], "coupled_layers": pruning["coupled_layers"],
+               "layers_not_prunable": pruning["skipped"],
+               "channels_before": pruning["before"], "channels_after": pruning["before"] - len(pruning["channels"]),
+               "predicted_removed_params": pruning["predicted_removed_params"],
                "params_before": count_parameters(dense), "params_after": count_parameters(model),
                "bytes_before": state_dict_bytes(dense), "bytes_after": state_dict_bytes(model),
                "macs_before": count_macs(dense, size), "macs_after": count_macs(model, size)}
-    return model, {"last_channels": model.head.in_features}, metrics, history
+    return model, {"pruned_channels": pruning}, metrics, history
 
 
 def check_structured(m: dict, case: Case) -> None:
-    removed = m["channels_before"] - m["channels_after"]
-    # each removed channel takes its conv filter, its batch norm's weight and bias, and one
-    # classifier weight per class with it; nothing else changes
-    expected = removed * (m["conv_weights_per_channel"] + 2 + m["classes"])
-    require(m["params_before"] - m["params_after"] == expected,
-            f"removing {removed} channels removed {m['params_before'] - m['params_after']} parameters, not {expected}")
+    # every removed channel takes its slice of each coupled layer (Torch-Pruning's group): the
+    # parameters gone are exactly those the group predicted
+    removed = m["params_before"] - m["params_after"]
+    require(removed == m["predicted_removed_params"] > 0,
+            f"pruning {m['layer']} removed {removed} parameters, not the {m['predicted_removed_params']} predicted")
     require(m["macs_after"] < m["macs_before"] and m["bytes_after"] < m["bytes_before"], "not smaller or cheaper")
 
 
 def structured_rows(found) -> list[dict]:
-    return [{"base": base, "channels": f"{m['channels_before']} -> {m['channels_after']}",
+    return [{"base": base, "layer": m.get("layer", ""), "channels": f"{m['channels_before']} -> {m['channels_after']}",
              "params (M)": f"{m['params_before'] / 1e6:.2f} -> {m['params_after'] / 1e6:.2f}",
              "size (MB)": f"{m['bytes_before'] / 1e6:.2f} -> {m['bytes_after'] / 1e6:.2f}",
              "MACs (M)": f"{m['macs_before'] / 1e6:.1f} -> {m['macs_after'] / 1e6:.1f}",
@@ -104,13 +103,13 @@ def lottery(job: Retraining, params: dict) -> tuple:
     pruned = job.upstream("prune")
     masks = masks_of(pruned.model)
     skip = job.ctx.profile.compressions["prune"].params["skip_depthwise"]  # sparsity over the layers pruning saw
-    name, classes, device = job.base.model.name, job.base.model.head.out_features, job.ctx.device
-    ticket = build_model(name, classes).to(device)
+    spec, classes, device = job.base.model.spec, job.base.model.head.out_features, job.ctx.device
+    ticket = build_model(spec, classes).to(device)
     rewind(ticket, job.base.start_state, masks)
     ticket_history = job.retrain(ticket, "ticket")
     make_permanent(ticket)
     torch.manual_seed(job.seed + 1)
-    control = build_model(name, classes).to(device)
+    control = build_model(spec, classes).to(device)
     apply_masks(control, masks)
     control_history = job.retrain(control, "random reinit control")
     make_permanent(control)
