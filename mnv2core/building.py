@@ -25,7 +25,8 @@ def train_artifact(ctx: Context, case: Case, strategy: Strategy, *, pretrained: 
     splits = ctx.dataset(case.dataset)
     seed = ctx.seed_for(case.dataset, case.technique)
     upstream = upstream or {}
-    spec = {"kind": case.technique, "model": case.model, "data": splits.provenance["fingerprint"],
+    spec = {"kind": case.technique, "model": case.model, "network": ctx.profile.model(case.model).identity(),
+            "data": splits.provenance["fingerprint"],
             "classes": splits.num_classes, "input_size": size, "train": dataclasses.asdict(cfg), "seed": seed,
             "execution": ctx.execution.spec(), "upstream": upstream, "payload": "with-start-state",
             "weights": None if start else ctx.start_fingerprint(case.model, size, pretrained)}

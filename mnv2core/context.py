@@ -80,8 +80,9 @@ class Context(Protocol):
 
     def seed_for(self, dataset: str, technique: str) -> int: ...
 
-    def artifact(self, dataset: str, technique: str) -> Artifact:
-        """Another technique's model on ``dataset`` (built once, through the cache)."""
+    def artifact(self, dataset: str, technique: str, model: str | None = None) -> Artifact:
+        """Another technique's model on ``dataset`` (of ``model``; None: the dataset's only
+        case of that technique), built once, through the cache."""
 
     def fetch(self, label: str, spec: dict[str, Any], seed: int, build: Build) -> Artifact:
         """The model payload of ``spec`` from the cache, or built now by ``build()`` after
@@ -89,8 +90,9 @@ class Context(Protocol):
 
     def start_model(self, model_name: str, num_classes: int, size: int,
                     pretrained: bool) -> tuple[ImageClassifier, dict[str, Any]]:
-        """A fresh model and its weights provenance: the profile's pretrained weights for
-        ``model_name`` when ``pretrained``, random initialisation otherwise."""
+        """A fresh model and its weights provenance: the profile's weights for ``model_name``
+        when ``pretrained`` (with a new head, or their own for a ready-trained model), random
+        initialisation otherwise."""
 
     def start_fingerprint(self, model_name: str, size: int, pretrained: bool) -> Any:
         """What identifies ``start_model``'s weights in a cache key."""
@@ -107,5 +109,5 @@ def model_payload(model: ImageClassifier, meta: dict[str, Any], *, arch: dict | 
                   start_state: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
     """What the cache stores of a model: enough to rebuild it (name, classes, architecture
     changes, weights) plus its metadata and, for the lottery ticket, its start weights."""
-    return {"model": model.name, "num_classes": model.head.out_features, "arch": arch,
+    return {"model": model.spec.identity(), "num_classes": model.head.out_features, "arch": arch,
             "state_dict": cpu_state(model), "start_state": start_state, "meta": meta}

@@ -5,48 +5,55 @@ from __future__ import annotations
 from .context import Case
 from .errors import ConfigError
 from .profiles import Profile, derived_technique
-from .registry import COMPRESSION, DEPLOYMENT, MEASUREMENT, Catalogue
+from .registry import MEASUREMENT, Catalogue
 
-__all__ = ["Case", "build_grid", "plan", "schedule_rank", "upstream_of"]
+__all__ = ["Case", "build_grid", "find_case", "plan", "schedule_rank", "upstream_of"]
 
 
-def plan(profile: Profile, catalogue: Catalogue) -> dict[str, Case]:
-    """Every technique of the profile as a dataset-free case template: technique name ->
-    Case(model, method, base). Compressions apply to each compression base, deployments
-    to each deployment base (trained or compressed)."""
-    cases = {tech: Case("", catalogue.get(tech).model, tech) for tech in profile.techniques}
-    for tech, base, compression in profile.compressed_cases():
-        cases[tech] = Case("", cases[base].model, tech, compression.name, base)
-    for tech, base, name, _ in profile.deployment_cases():
-        cases[tech] = Case("", cases[base].model, tech, name, base)
-    return cases
+def plan(profile: Profile, catalogue: Catalogue, datasets: dict | None = None) -> dict[str, Case]:
+    """Every case of the profile by id (``DATASET-MODEL-TECHNIQUE``), grid order:
+    ``Profile.cases`` of each dataset as ``Case``s."""
+    return {case.id: case for ds in (datasets or profile.datasets)
+            for case in (Case(ds, model, tech, method, base) for model, tech, method, base in profile.cases(ds, catalogue))}
 
 
 def build_grid(profile: Profile, catalogue: Catalogue, datasets: list[str] | None = None,
                techniques: list[str] | None = None) -> list[Case]:
-    """Every (dataset, technique) of the profile, optionally narrowed to some datasets or
-    techniques; unknown names raise ConfigError listing the valid ones."""
-    templates = plan(profile, catalogue)
+    """Every case of the profile, optionally narrowed to some datasets or techniques;
+    unknown names raise ConfigError listing the valid ones."""
+    cases = list(plan(profile, catalogue).values())
     chosen_datasets = _choose(datasets, list(profile.datasets), "dataset", profile.name)
-    chosen_techniques = _choose(techniques, list(templates), "technique", profile.name)
-    grid = []
-    for ds in chosen_datasets:
-        config = profile.datasets[ds]
-        for tech in chosen_techniques:
-            case = templates[tech]
-            compressed = _compressed(case, templates, catalogue)
-            if config.runs(_study(case, templates, catalogue)) and (config.compress or not compressed):
-                grid.append(Case(ds, case.model, tech, case.method, case.base))
-    return grid
+    chosen_techniques = _choose(techniques, list(dict.fromkeys(c.technique for c in cases)), "technique", profile.name)
+    return [c for c in cases if c.dataset in chosen_datasets and c.technique in chosen_techniques]
+
+
+def find_case(templates: dict[str, Case], dataset: str, technique: str, model: str | None = None) -> Case | None:
+    """The case of ``technique`` on ``dataset`` (of ``model`` when given, else the only one)."""
+    if model is not None:
+        return templates.get(Case(dataset, model, technique).id)
+    found = [c for c in templates.values() if c.dataset == dataset and c.technique == technique]
+    if len(found) > 1:
+        raise ConfigError(f"{technique} runs on {[c.model for c in found]} of {dataset}: say which model")
+    return found[0] if found else None
 
 
 def upstream_of(case: Case, templates: dict[str, Case], catalogue: Catalogue) -> list[str]:
-    """The techniques (grid names) ``case`` waits for on its dataset: its base and what its
-    method needs (named relative to the base: a lottery ticket's "prune" is its base's)."""
+    """The ids of the cases ``case`` waits for: its base and what its method needs (named
+    relative to the base: a lottery ticket's "prune" is its base's; else on the same model,
+    or the dataset's only case of that technique, as the distilled student's teacher)."""
     needs = catalogue.get(case.method).needs
-    if case.base is None:
-        return list(needs)
-    return [case.base, *(derived_technique(case.base, need) for need in needs)]
+    if case.base is not None:
+        names = [case.base, *(derived_technique(case.base, need) for need in needs)]
+        return [Case(case.dataset, case.model, name).id for name in names]
+    found = []
+    for need in needs:
+        same_model = Case(case.dataset, case.model, need).id
+        if same_model in templates:
+            found.append(same_model)
+        else:
+            others = [c.id for c in templates.values() if c.dataset == case.dataset and c.technique == need]
+            found += others[:1]
+    return found
 
 
 AFTER_LONG_POLES = 100  # rank offset of the cases that wait for a long pole
@@ -78,17 +85,6 @@ def _depth(case: Case, templates: dict[str, Case], catalogue: Catalogue) -> int:
 def _waits_for_long_pole(case: Case, templates: dict[str, Case], catalogue: Catalogue) -> bool:
     return any(catalogue.get(up.method).starts_early or _waits_for_long_pole(up, templates, catalogue)
                for up in _upstream_cases(case, templates, catalogue))
-
-
-def _study(case: Case, templates: dict[str, Case], catalogue: Catalogue) -> str:
-    return _study(templates[case.base], templates, catalogue) if case.base else catalogue.get(case.method).study
-
-
-def _compressed(case: Case, templates: dict[str, Case], catalogue: Catalogue) -> bool:
-    """Whether ``case`` is a compression or measures a compressed model."""
-    if catalogue.get(case.method).role == COMPRESSION:
-        return True
-    return catalogue.get(case.method).role == DEPLOYMENT and _compressed(templates[case.base], templates, catalogue)
 
 
 def _choose(wanted: list[str] | None, available: list[str], kind: str, profile: str) -> list[str]:

@@ -16,6 +16,7 @@ from typing import Any, Mapping, Protocol
 
 from .errors import ConfigError
 from .gate import Tolerances
+from .models import SOURCES, ModelSpec, check_spec, default_spec
 
 
 class KnownTechniques(Protocol):
@@ -28,7 +29,8 @@ class KnownTechniques(Protocol):
     def of_role(self, role: str) -> Mapping[str, Any]: ...
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
-PRETRAINABLE_MODELS = ("mobilenet_v2", "resnet50", "resnet18")  # the others train from random init
+DEFAULT_MODELS = ("mobilenet_v2",)  # what a dataset's study fine-tunes when it lists no models
+DEFAULT_STUDIES = ("mobilenet", "distillation")  # fine-tuning and distillation, the study's first phase
 DATA_SOURCES = ("synthetic", "digits", "cifar10", "stl10", "mnist", "imagefolder")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "onecycle", "cosine", "step")
@@ -62,13 +64,15 @@ class TrainConfig:
     step_epochs: int = 1
     gamma: float = 0.1
     train_images: int = 0
+    teacher: str = ""  # distillation: the teacher's and the student's models (the registry's defaults when "")
+    student: str = ""
 
     def validate(self, where: str) -> None:
         _check_choice(self.optimizer, OPTIMIZERS, f"{where}.optimizer")
         _check_choice(self.schedule, SCHEDULES, f"{where}.schedule")
         _check_choice(self.input, INPUT_MODES, f"{where}.input")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ConfigError(f"{where}: epochs and batch_size must be >= 1")
+        if self.epochs < 0 or self.batch_size < 1:
+            raise ConfigError(f"{where}: need epochs >= 0 (0 only where a technique trains nothing) and batch_size >= 1")
         if self.lr <= 0 or self.temperature <= 0 or not 0.0 <= self.alpha <= 1.0:
             raise ConfigError(f"{where}: need lr > 0, temperature > 0 and 0 <= alpha <= 1")
         if self.size < 0 or self.step_epochs < 1 or not 0 < self.gamma <= 1 or self.train_images < 0:
@@ -90,7 +94,8 @@ class DatasetConfig:
     note: str = ""
     stand_in: bool = False
     compress: bool = True  # run the profile's compression techniques on this dataset
-    studies: tuple[str, ...] = ("mobilenet",)  # the studies whose techniques run on it
+    studies: tuple[str, ...] = DEFAULT_STUDIES  # the studies whose techniques run on it
+    models: tuple[str, ...] = DEFAULT_MODELS  # the models its per-model techniques (fine-tuning...) run on
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def size_for(self, train: TrainConfig) -> int:
@@ -131,9 +136,9 @@ class Profile:
     amp: bool  # bf16 autocast where the device supports it (CUDA; CPUs with AVX512-BF16 or AMX)
     threads: int | None  # torch CPU threads per process; None: cores / xdist workers
     datasets: dict[str, DatasetConfig]
-    weights: dict[str, str]
+    models: dict[str, ModelSpec]  # every model the profile names, declared ([models.NAME]) or by default
     techniques: dict[str, TrainConfig]
-    floors: dict[str, dict[str, float]]
+    floors: dict[str, dict[str, Any]]  # dataset -> technique -> floor, or model -> technique -> floor
     pretext: dict[str, Any]
     gate: Tolerances = Tolerances()
     compression_bases: tuple[str, ...] = ()
@@ -153,6 +158,31 @@ class Profile:
         """(technique, base, compression) for every compression of every base."""
         return [(c.technique(base), base, c) for base in self.compression_bases for c in self.compressions.values()]
 
+    def cases(self, dataset: str, catalogue: "KnownTechniques") -> list[tuple[str, str, str, str | None]]:
+        """(model, technique, method, base) of every case on ``dataset``: each trained technique
+        of a study the dataset runs on its model(s) (a per-model technique on each of the
+        dataset's models it applies to), each compression of each base on the base's model,
+        each deployment of each base (trained or compressed) on the base's model."""
+        config = self.datasets[dataset]
+        trained = []
+        for tech in self.techniques:
+            technique = catalogue.techniques[tech]
+            if config.runs(technique.study):
+                trained += [(model, tech, tech, None) for model in self.models_of(technique, dataset)]
+        compressed = [(model, c.technique(base), c.name, base) for base in self.compression_bases
+                      for model, tech, _, _ in trained if tech == base for c in self.compressions.values()
+                      ] if config.compress else []
+        built = trained + compressed
+        deployed = [(model, tech, name, base) for tech, base, name, _ in self.deployment_cases()
+                    for model, built_tech, _, _ in built if built_tech == base]
+        return built + deployed
+
+    def models_of(self, technique: Any, dataset: str) -> list[str]:
+        """The models ``technique`` trains on ``dataset``."""
+        if technique.per_model is not None:
+            return [m for m in self.datasets[dataset].models if technique.per_model(self.model(m))]
+        return [technique.model(self, dataset) if callable(technique.model) else technique.model]
+
     def retrain_config(self, compression: Compression, base: str, dataset: str) -> TrainConfig:
         return dataclasses.replace(self.train_config(base, dataset), **compression.retrain)
 
@@ -162,9 +192,21 @@ class Profile:
         overrides = self.datasets[dataset].overrides.get(technique, {})
         return dataclasses.replace(base, **overrides)
 
-    def floor(self, dataset: str, technique: str) -> float | None:
-        """The accuracy a case must reach; None for analyses that train nothing (spectra)."""
-        return self.floors[dataset].get(technique)
+    def floor(self, dataset: str, technique: str, model: str = "") -> float | None:
+        """The accuracy a case must reach (``[floors.DATASET.MODEL]`` before
+        ``[floors.DATASET]``); None for analyses that train nothing (spectra)."""
+        return floor_of(self.floors.get(dataset, {}), model, technique)
+
+    def model(self, name: str) -> ModelSpec:
+        return self.models.get(name) or default_spec(name)
+
+
+def floor_of(floors: dict[str, Any], model: str, technique: str) -> float | None:
+    per_model = floors.get(model)
+    if isinstance(per_model, dict) and technique in per_model:
+        return per_model[technique]
+    value = floors.get(technique)
+    return None if isinstance(value, dict) else value
 
 
 def available_profiles() -> list[str]:
@@ -327,42 +369,34 @@ def _parse(name: str, raw: dict, catalogue: KnownTechniques, where: str) -> Prof
     problems = type_problems(raw, where, catalogue)
     if problems:
         raise ConfigError("\n".join(problems))
+    if "weights" in raw:
+        raise ConfigError(f"{where}: [weights] is now per model: write [models.NAME] weights = \"...\" "
+                          f"(imagenet, none, pretext or a path) instead")
     _check_keys(raw, {"description", "device", "seed", "eval_batch_size", "amp", "channels_last", "threads", "datasets",
-                      "weights", "techniques", "floors", "pretext", "gate", "compression",
+                      "models", "techniques", "floors", "pretext", "gate", "compression",
                       "deployment", "studies"}, where)
     techniques = {tech: _train_config(cfg, f"{where}: techniques.{tech}")
                   for tech, cfg in _table(raw, "techniques", where).items()}
     recipes = {n: t for n, t in catalogue.techniques.items() if t.role in ("trained", "measurement")}
-    for tech in techniques:
+    for tech, cfg in techniques.items():
         if tech not in recipes:
             raise ConfigError(f"{where}: unknown technique {tech!r} in [techniques]; known: {sorted(recipes)}")
+        if cfg.epochs < recipes[tech].min_epochs:
+            raise ConfigError(f"{where}: techniques.{tech}.epochs must be >= {recipes[tech].min_epochs}")
     datasets = {ds: _dataset_config(ds, cfg, techniques, catalogue, where)
                 for ds, cfg in _table(raw, "datasets", where).items()}
     if not datasets or not techniques:
         raise ConfigError(f"{where}: a profile needs at least one dataset and one technique")
-    weights = dict(_table(raw, "weights", where))
-    for model in sorted(set(recipes[t].model for t in techniques)):
-        if model in PRETRAINABLE_MODELS and model not in weights:
-            raise ConfigError(f"{where}: weights.{model} is missing (imagenet, none, pretext or a path)")
-        weights.setdefault(model, "none")
+    models = _models(_table(raw, "models", where), where)
     bases, compressions = _compressions(_table(raw, "compression", where), techniques, catalogue, where)
     compressed_names = [c.technique(b) for b in bases for c in compressions.values()]
-    floored = [t for t in techniques if catalogue.techniques[t].floored]
-    floored_compressed = [(c.technique(b), "mobilenet") for b in bases for c in compressions.values()
-                          if catalogue.techniques[c.name].floored]
-    floors = _floors(_table(raw, "floors", where), datasets,
-                     [(t, catalogue.techniques[t].study) for t in floored], floored_compressed, where)
     pretext = dict(raw.get("pretext", {}))
-    if "pretext" in weights.values():
-        if "train_size" not in pretext:
-            raise ConfigError(f"{where}: weights use 'pretext', so [pretext] needs train_size and a recipe")
-        _train_config({k: v for k, v in pretext.items() if k != "train_size"}, f"{where}: pretext")
     device = raw.get("device", "auto")
     _check_choice(device, ("auto", "cpu", "cuda"), f"{where}: device")
     threads = raw.get("threads")
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ConfigError(f"{where}: threads must be a whole number >= 1 (or absent: cores / xdist workers)")
-    return Profile(
+    profile = Profile(
         name=name,
         description=raw.get("description", ""),
         device=device,
@@ -372,9 +406,9 @@ def _parse(name: str, raw: dict, catalogue: KnownTechniques, where: str) -> Prof
         channels_last=raw.get("channels_last", True),
         threads=threads,
         datasets=datasets,
-        weights=weights,
+        models=models,
         techniques=techniques,
-        floors=floors,
+        floors=_floor_tables(_table(raw, "floors", where), datasets, where),
         pretext=pretext,
         gate=_gate_tolerances(_table(raw, "gate", where), where),
         compression_bases=bases,
@@ -382,6 +416,72 @@ def _parse(name: str, raw: dict, catalogue: KnownTechniques, where: str) -> Prof
         studies=_studies(_table(raw, "studies", where), datasets, catalogue, where),
         **_deployments(_table(raw, "deployment", where), list(techniques) + compressed_names, catalogue, where),
     )
+    _complete(profile, catalogue, where)
+    return profile
+
+
+def _models(raw: dict, where: str) -> dict[str, ModelSpec]:
+    """[models.NAME]: source (torchvision, timm, builtin), arch (default NAME), weights
+    (imagenet, none, pretext or a path) and trained."""
+    models = {}
+    for name, table in raw.items():
+        here = f"{where}: models.{name}"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{here} must be a table (source, arch, weights, trained)")
+        _check_keys(table, {"source", "arch", "weights", "trained"}, here)
+        values = {"source": default_spec(table.get("arch", name)).source, **table}
+        for key, kind in (("source", str), ("arch", str), ("weights", str), ("trained", bool)):
+            if key in values and not isinstance(values[key], kind):
+                raise ConfigError(f"{here}.{key} is {values[key]!r}; expected {_type_name(kind)}")
+        _check_choice(values["source"], SOURCES, f"{here}.source")
+        spec = ModelSpec(name, **values)
+        try:
+            check_spec(spec)
+        except ConfigError as exc:
+            raise ConfigError(f"{here}: {exc}") from None
+        if spec.trained and not spec.pretrained:
+            raise ConfigError(f"{here}: trained = true needs weights (a file trained on the dataset)")
+        models[name] = spec
+    return models
+
+
+def _complete(profile: Profile, catalogue: KnownTechniques, where: str) -> None:
+    """What needs the whole profile: every model it runs is known to its library, every
+    floored case has a floor, pretext weights have a recipe."""
+    used = set()
+    for dataset in profile.datasets:
+        cases = profile.cases(dataset, catalogue)
+        used |= {model for model, *_ in cases}
+        missing = {tech for model, tech, method, _ in cases if catalogue.techniques[method].floored
+                   and catalogue.techniques[method].role in ("trained", "compression")
+                   and profile.floor(dataset, tech, model) is None}
+        if missing:
+            raise ConfigError(f"{where}: floors.{dataset} has no accuracy floor for {sorted(missing)} "
+                              f"(one for every model, or [floors.{dataset}.MODEL] for one)")
+    for name in sorted(used - set(profile.models)):
+        try:
+            check_spec(profile.model(name))
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}; declare it in [models.{name}] (source, arch)") from None
+    if any(profile.model(m).weights == "pretext" for m in used):
+        if "train_size" not in profile.pretext:
+            raise ConfigError(f"{where}: weights use 'pretext', so [pretext] needs train_size and a recipe")
+        _train_config({k: v for k, v in profile.pretext.items() if k != "train_size"}, f"{where}: pretext")
+
+
+def _floor_tables(raw: dict, datasets: dict, where: str) -> dict[str, dict[str, Any]]:
+    """[floors.DATASET] technique = floor, and [floors.DATASET.MODEL] for one model's."""
+    floors = {}
+    for ds, table in raw.items():
+        if ds not in datasets:
+            raise ConfigError(f"{where}: floors.{ds} names no dataset of this profile: {sorted(datasets)}")
+        for key, value in table.items():
+            values = value.values() if isinstance(value, dict) else [value]
+            if any(isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 for v in values):
+                raise ConfigError(f"{where}: floors.{ds}.{key} must be an accuracy (a number >= 0)")
+        floors[ds] = {k: ({m: float(v) for m, v in value.items()} if isinstance(value, dict) else float(value))
+                      for k, value in table.items()}
+    return floors
 
 
 def _train_config(cfg: dict, where: str) -> TrainConfig:
@@ -417,7 +517,11 @@ def _dataset_config(name: str, cfg: dict, techniques: dict[str, TrainConfig], ca
     if cfg["source"] == "imagefolder" and not cfg.get("path"):
         raise ConfigError(f"{here}: an imagefolder dataset needs a path")
     cfg = dict(cfg)
-    studies = tuple(cfg.pop("studies", ("mobilenet",)))
+    studies = tuple(cfg.pop("studies", DEFAULT_STUDIES))
+    if "models" in cfg:
+        cfg["models"] = tuple(cfg["models"])
+        if not cfg["models"]:
+            raise ConfigError(f"{here}.models is empty: list the models its study runs (e.g. [\"mobilenet_v2\"])")
     for study in studies:
         _check_choice(study, tuple(catalogue.studies), f"{here}.studies")
     overrides = cfg.get("overrides", {})
@@ -477,20 +581,6 @@ def _deployments(raw: dict, models: list[str], catalogue: KnownTechniques, where
     if deployments and not bases:
         raise ConfigError(f"{where}: [deployment] needs bases = [...] (e.g. [\"full_ft\", \"kd\"])")
     return {"deployment_bases": bases, "deployments": deployments}
-
-
-def _floors(raw: dict, datasets: dict, techniques: list[tuple[str, str]], compressed: list[tuple[str, str]],
-            where: str) -> dict[str, dict[str, float]]:
-    """The accuracy floor of every floored (technique, study) a dataset runs."""
-    floors = {}
-    for ds, config in datasets.items():
-        per_dataset = raw.get(ds, {})
-        required = [t for t, study in [*techniques, *(compressed if config.compress else [])] if config.runs(study)]
-        missing = [t for t in required if t not in per_dataset]
-        if missing:
-            raise ConfigError(f"{where}: floors.{ds} has no accuracy floor for {missing}")
-        floors[ds] = {tech: float(per_dataset[tech]) for tech in required}
-    return floors
 
 
 def _gate_tolerances(raw: dict, where: str) -> Tolerances:

@@ -45,8 +45,13 @@ class Technique:
     name: str
     role: str
     title: str
-    study: str = "mobilenet"
-    model: str | None = None  # None: its base's model
+    study: str = "mobilenet"  # the study it belongs to (a dataset lists the studies it runs)
+    # the model it trains: a name, (profile, dataset) -> name (a recipe may choose it), or None:
+    # its base's model (compressions, deployments) or each of the dataset's models (per_model)
+    model: str | Callable[[Any, str], str] | None = None
+    # runs on each of the dataset's models (``models = [...]``) for which this returns True
+    per_model: Callable[[Any], bool] | None = None
+    min_epochs: int = 1  # 0: its recipe may train nothing (a ready-trained model scored as it is)
     build: Builder | None = None
     measure: Measurer | None = None
     check: Checker | None = None
@@ -67,8 +72,8 @@ class Technique:
     def __post_init__(self):
         if self.role not in ROLES:
             raise ValueError(f"technique {self.name}: role {self.role!r} is not one of {ROLES}")
-        if self.role in (TRAINED, MEASUREMENT) and not self.model:
-            raise ValueError(f"technique {self.name}: a {self.role} technique names its model")
+        if self.role in (TRAINED, MEASUREMENT) and not (self.model or self.per_model):
+            raise ValueError(f"technique {self.name}: a {self.role} technique names its model (or per_model)")
         if self.role in (TRAINED, COMPRESSION) and self.build is None:
             raise ValueError(f"technique {self.name}: a {self.role} technique needs build")
         if self.role == MEASUREMENT and self.build is None:
@@ -94,6 +99,7 @@ class Catalogue:
         return tuple(name for name, t in self.techniques.items() if t.study == study and t.role in (TRAINED, MEASUREMENT))
 
 
+PHASE_ONE = ("mobilenet", "distillation")  # the study's trained models; the others are companion studies
 REGISTERED = Catalogue()  # filled by the technique modules as they are imported
 
 

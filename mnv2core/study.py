@@ -27,8 +27,8 @@ from .deploy.latency import Timer, measure_latency
 from .errors import ConfigError
 from .execution import Execution, keep_freed_memory
 from .frozen_features import FeatureStore
-from .grid import plan
-from .models import ImageClassifier, build_model, count_parameters, from_pretrained
+from .grid import find_case, plan
+from .models import ImageClassifier, build_model, count_parameters, default_input_size, from_pretrained
 from .profiles import Profile, TrainConfig
 from .registry import COMPRESSION, TRAINED, Catalogue, Technique, require
 from .seeding import derive_seed
@@ -107,10 +107,10 @@ class Study:
                 raise ConfigError(f"--data-source names {name!r}, which profile {profile.name!r} lacks; "
                                   f"its datasets: {sorted(self.datasets)}")
             self.datasets[name] = apply_source_override(self.datasets[name], source, path)
-        self.templates = plan(profile, self.catalogue)  # technique -> Case(model, method, base)
+        self.templates = plan(profile, self.catalogue)  # case id -> Case(dataset, model, technique, method, base)
         self._loaded: dict[str, DatasetSplits] = {}
         self._sized: dict[tuple[str, int], DatasetSplits] = {}
-        self._artifacts: dict[tuple[str, str], Artifact] = {}
+        self._artifacts: dict[str, Artifact] = {}  # by case id
         self._start_weights: dict[tuple, tuple[dict | None, dict]] = {}
         self._memo: dict[tuple, Any] = {}
 
@@ -141,15 +141,16 @@ class Study:
         return self._memo[key]
 
     # cases ----------------------------------------------------------------
-    def case(self, dataset: str, technique: str) -> Case:
-        """The grid case of ``technique`` on ``dataset``."""
+    def case(self, dataset: str, technique: str, model: str | None = None) -> Case:
+        """The grid case of ``technique`` on ``dataset`` (of ``model``; None: the only one)."""
         if dataset not in self.datasets:
             raise ConfigError(f"unknown dataset {dataset!r}; profile datasets: {sorted(self.datasets)}")
-        if technique not in self.templates:
-            raise ConfigError(f"technique {technique!r} is not in profile {self.profile.name!r}: "
-                              f"{sorted(self.templates)}")
-        template = self.templates[technique]
-        return dataclasses.replace(template, dataset=dataset)
+        found = find_case(self.templates, dataset, technique, model)
+        if found is None:
+            known = sorted({c.technique for c in self.templates.values() if c.dataset == dataset})
+            raise ConfigError(f"technique {technique!r}{f' of {model}' if model else ''} is not in profile "
+                              f"{self.profile.name!r} on {dataset}: {known}")
+        return found
 
     def run_case(self, case: Case) -> dict[str, Any]:
         """Build (or load) the case's model, evaluate or measure it, and return its record."""
@@ -165,7 +166,7 @@ class Study:
             "profile": self.profile.name, "seed": self.profile.seed, **tags,
             "metrics": {
                 **measured,
-                "floor": self.profile.floor(case.dataset, case.technique),
+                "floor": self.profile.floor(case.dataset, case.technique, case.model),
                 "input_size": artifact.meta["input_size"],
                 "parameters": count_parameters(artifact.model),
                 "epochs": history,
@@ -173,6 +174,7 @@ class Study:
                 "eval_seconds": time.perf_counter() - started,  # evaluation or measurement
             },
             "provenance": {"data": self.dataset(case.dataset).provenance, "weights": artifact.meta["weights"],
+                           "network": self._network(artifact.model),
                            "upstream": artifact.meta.get("upstream", {}), "train": artifact.meta["train"]},
             "cache": {**self._cache_status(technique, artifact, reused),
                       "events": [list(e) for e in self.cache.events[events_before:]]},
@@ -180,12 +182,20 @@ class Study:
                             "latency_timer": getattr(self.timer, "name", "harness")},
         }
 
+    def _network(self, model: torch.nn.Module) -> dict[str, Any]:
+        """Which library network it is, and the input size the library's weights were made for."""
+        spec = getattr(model, "spec", None)
+        if spec is None:
+            return {}
+        return self.memo(("network", spec.identity()["source"], spec.arch),
+                         lambda: {**spec.identity(), "library_input_size": default_input_size(spec)})
+
     def _measured_model(self, case: Case, technique: Technique) -> Artifact:
         """A trained or compressed case's own model; a deployment's base model; a
         measurement's (uncached) model."""
         if technique.role in (TRAINED, COMPRESSION):
-            return self.artifact(case.dataset, case.technique)
-        return self.artifact(case.dataset, case.base) if case.base else technique.build(self, case)
+            return self.artifact(case.dataset, case.technique, case.model)
+        return self.artifact(case.dataset, case.base, case.model) if case.base else technique.build(self, case)
 
     def _metrics(self, case: Case, technique: Technique,
                  artifact: Artifact) -> tuple[dict, list, float | None, bool]:
@@ -265,16 +275,17 @@ class Study:
                     f"of profile {self.profile.name!r}")
 
     # artifacts ------------------------------------------------------------
-    def artifact(self, dataset: str, technique: str) -> Artifact:
-        """The model of a trained or compressed ``technique`` on ``dataset``: from this
-        process's memory, the disk cache, or built now."""
-        case = self.case(dataset, technique)
+    def artifact(self, dataset: str, technique: str, model: str | None = None) -> Artifact:
+        """The model of a trained or compressed ``technique`` on ``dataset`` (of ``model``;
+        None: the dataset's only case of it): from this process's memory, the disk cache, or
+        built now."""
+        case = self.case(dataset, technique, model)
         builder = self.catalogue.get(case.method)
         if builder.role not in (TRAINED, COMPRESSION):
             raise ConfigError(f"{case.id} is a {builder.role}: it measures a model and has none of its own")
-        if (dataset, technique) not in self._artifacts:
-            self._artifacts[dataset, technique] = builder.build(self, case)
-        return self._artifacts[dataset, technique]
+        if case.id not in self._artifacts:
+            self._artifacts[case.id] = builder.build(self, case)
+        return self._artifacts[case.id]
 
     def fetch(self, label: str, spec: dict[str, Any], seed: int, build: Build) -> Artifact:
         """Fetch or build a model payload through the cache (the build seeded first, so it
@@ -295,10 +306,11 @@ class Study:
     # starting weights -------------------------------------------------------
     def start_model(self, model_name: str, num_classes: int, size: int,
                     pretrained: bool) -> tuple[ImageClassifier, dict[str, Any]]:
+        spec = self.profile.model(model_name)
         state, provenance = self._pretrained_state(model_name, size) if pretrained else (None, None)
         if state is None:
-            return build_model(model_name, num_classes), provenance or random_init_provenance(model_name)
-        return from_pretrained(model_name, state, num_classes), provenance
+            return build_model(spec, num_classes), provenance or random_init_provenance(model_name)
+        return from_pretrained(spec, state, num_classes, keep_head=spec.trained), provenance
 
     def start_fingerprint(self, model_name: str, size: int, pretrained: bool) -> Any:
         if not pretrained:
@@ -307,14 +319,15 @@ class Study:
         return {"source": provenance["source"], "sha256": provenance["sha256"]}
 
     def _pretrained_state(self, model_name: str, size: int) -> tuple[dict | None, dict]:
-        source = resolve_weights_spec(model_name, self.profile.weights[model_name], self.settings.weights)
+        spec = self.profile.model(model_name)
+        source = resolve_weights_spec(model_name, spec.weights, self.settings.weights)
         if source.kind == "none":
             return None, random_init_provenance(model_name, NO_PRETRAINED_NOTE)
         if source.kind == "pretext":
             return self._pretext_state(model_name, size)
         memo_key = ("pretrained", model_name, source)
         if memo_key not in self._start_weights:
-            self._start_weights[memo_key] = load_pretrained_state(model_name, source)
+            self._start_weights[memo_key] = load_pretrained_state(spec, source)
         return self._start_weights[memo_key]
 
     def _pretext_state(self, model_name: str, size: int) -> tuple[dict, dict]:
@@ -326,7 +339,7 @@ class Study:
         size = cfg.size or size  # one pretext resolution for every input size, as ImageNet weights have
         train_size = self.profile.pretext["train_size"]
         seed = derive_seed(self.profile.seed, "pretext", model_name, size)
-        spec = {"kind": "pretext", "model": model_name, "size": size, "train": dataclasses.asdict(cfg),
+        spec = {"kind": "pretext", "model": model_name, "network": self.profile.model(model_name).identity(), "size": size, "train": dataclasses.asdict(cfg),
                 "train_size": train_size, "seed": seed, "generator": GENERATOR_VERSION}
 
         def build() -> dict[str, Any]:
@@ -334,7 +347,7 @@ class Study:
                                  seed=self.profile.seed + PRETEXT_SEED_OFFSET, palette_offset=PRETEXT_PALETTE_OFFSET)
             splits = DatasetSplits("pretext", raw.train, raw.test, raw.classes, {}).at_size(size, self.device)
             seed_everything(seed)
-            model = self.execution.prepare(build_model(model_name, splits.num_classes))
+            model = self.execution.prepare(build_model(self.profile.model(model_name), splits.num_classes))
             strategies.train_from_scratch(model, splits, cfg, seed=seed, label=f"pretext-{model_name}-{size}px",
                                           eval_batch_size=self.profile.eval_batch_size, execution=self.execution)
             return {"net_state": {k: v.detach().cpu() for k, v in model.net.state_dict().items()}}

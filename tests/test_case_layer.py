@@ -27,9 +27,10 @@ input_size = 32
 train_size = 64
 test_size = 32
 
-[weights]
-mobilenet_v2 = "none"
-resnet50 = "none"
+[models.mobilenet_v2]
+weights = "none"
+[models.resnet50]
+weights = "none"
 
 [techniques.partial_ft]
 epochs = 1

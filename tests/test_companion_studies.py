@@ -101,8 +101,8 @@ batch_size = 8
 epochs = 1
 batch_size = 8
 size = 64
-[weights]
-resnet18 = "none"
+[models.resnet18]
+weights = "none"
 [floors.digits]
 light_cnn = 0.0
 """

@@ -16,7 +16,7 @@ native_size = 32
 input_size = 32
 train_size = 64
 test_size = 32
-studies = ["mobilenet", "speed"]
+studies = ["mobilenet", "distillation", "speed"]
 
 # a companion study with a latency measurement: the light digit models
 [datasets.digits]
@@ -27,9 +27,10 @@ train_size = 64
 test_size = 32
 studies = ["light"]
 
-[weights]
-mobilenet_v2 = "pretext"
-resnet50 = "none"
+[models.mobilenet_v2]
+weights = "pretext"
+[models.resnet50]
+weights = "none"
 
 [pretext]
 train_size = 64
@@ -240,3 +241,65 @@ def test_serial_and_xdist_runs_give_bit_identical_accuracies(grid, tmp_path):
     assert xdist_run.ret == 0 and xdist_run.parseoutcomes()["passed"] == 8
     assert set(serial) >= {"tiny-mobilenet_v2-kd_prune", "tiny-mobilenet_v2-kd_prune_int8"}
     assert accuracies() == serial
+
+
+MODELS = """
+description = "two model families and a ready-trained network"
+device = "cpu"
+eval_batch_size = 64
+
+[datasets.tiny]
+source = "synthetic"
+native_size = 32
+input_size = 32
+train_size = 64
+test_size = 32
+models = ["tf_lite0", "resnet20"]
+
+[models.tf_lite0]
+source = "timm"
+arch = "tf_efficientnet_lite0"
+weights = "none"
+[models.resnet20]
+source = "builtin"
+arch = "cifar_resnet20"
+weights = "{weights}"
+trained = true
+
+[techniques.partial_ft]
+epochs = 1
+batch_size = 16
+[techniques.ready]
+epochs = 0
+batch_size = 16
+
+[deployment]
+bases = ["partial_ft", "ready"]
+[deployment.int8]
+calibration_batches = 1
+max_drop = 1.0
+
+[floors.tiny]
+partial_ft = 0.0
+ready = 0.0
+"""
+
+
+def test_a_second_family_and_a_ready_trained_model_run_and_fx_skips_with_its_reason(grid, tmp_path):
+    import torch
+
+    from mnv2core.models import ModelSpec, build_model
+
+    torch.manual_seed(0)
+    trained = build_model(ModelSpec("r", "builtin", "cifar_resnet20"), 10)
+    torch.save(trained.net.state_dict(), tmp_path / "r20.pth")
+    result = grid("-v", "-rs", profile_text=MODELS.replace("{weights}", str(tmp_path / "r20.pth")))
+    result.assert_outcomes(passed=3, skipped=4)  # 3 of them: the empty compression, companion and speed grids
+    result.stdout.fnmatch_lines(["*tiny-tf_lite0-partial_ft_int8*SKIPPED*",
+                                 "*SKIPPED*partial_ft_int8 does not apply to tf_lite0: FX could not trace*"])
+    entries = {e["case"]: e for e in latest_records(tmp_path)}
+    ready = entries["tiny-resnet20-ready"]["records"][0]
+    assert ready["metrics"]["epochs"] == [] and ready["provenance"]["weights"]["source"] == "file:r20.pth"
+    assert ready["provenance"]["network"]["arch"] == "cifar_resnet20"
+    assert entries["tiny-resnet20-ready_int8"]["outcome"] == "passed"
+    assert "FX could not trace" in entries["tiny-tf_lite0-partial_ft_int8"]["error"]

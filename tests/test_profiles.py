@@ -14,8 +14,8 @@ train_size = 64
 test_size = 32
 {dataset_extra}
 
-[weights]
-mobilenet_v2 = "none"
+[models.mobilenet_v2]
+weights = "none"
 
 [techniques.scratch]
 epochs = 1

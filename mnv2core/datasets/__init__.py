@@ -11,7 +11,7 @@ import torch
 
 from ..cache import ArtifactCache
 from ..errors import ConfigError
-from ..profiles import DATA_SOURCES, DatasetConfig
+from ..profiles import DATA_SOURCES, DEFAULT_STUDIES, DatasetConfig, Profile
 from . import sources, synthetic
 from .tensors import FeatureSet, ImageSet, eval_batches, random_crop_flip, to_float, train_batches
 
@@ -49,6 +49,31 @@ def parse_source_override(text: str) -> tuple[str, str, str | None]:
             "and NAME=imagefolder:PATH for an image folder"
         )
     return name, source, path or None
+
+
+
+
+def add_image_folder(profile: Profile, text: str) -> Profile:
+    """``--dataset NAME=imagefolder:DIR``: ``profile`` with one more dataset, read from DIR,
+    its recipe (input size, per-technique overrides, models) that of the profile's dataset
+    nearest in native image size; no accuracy floor is asserted on it (no baseline exists)."""
+    name, source, path = parse_source_override(text)
+    if source != "imagefolder":
+        raise ConfigError(f"bad --dataset {text!r}: a new dataset is NAME=imagefolder:DIR")
+    if name in profile.datasets:
+        raise ConfigError(f"--dataset {text!r}: profile {profile.name!r} has a dataset {name!r} already; "
+                          f"replace its source with --data-source {text}")
+    size = sources.native_size_of(Path(path))
+    studied = [d for d in profile.datasets.values() if set(DEFAULT_STUDIES) & set(d.studies)]
+    if not studied:
+        raise ConfigError(f"profile {profile.name!r} has no dataset running {list(DEFAULT_STUDIES)} to take a recipe from")
+    template = min(studied, key=lambda d: abs(d.native_size - size))
+    note = (f"your image folder {Path(path).name} ({size} px); recipe of the profile's '{template.name}' "
+            f"(nearest native size, {template.native_size} px); floors reported, not asserted")
+    config = dataclasses.replace(template, name=name, source="imagefolder", path=path, native_size=size,
+                                 train_size=None, test_size=None, stand_in=False, note=note,
+                                 studies=tuple(s for s in template.studies if s in DEFAULT_STUDIES))
+    return dataclasses.replace(profile, datasets={**profile.datasets, name: config}, floors={**profile.floors, name: {}})
 
 
 def apply_source_override(config: DatasetConfig, source: str, path: str | None) -> DatasetConfig:

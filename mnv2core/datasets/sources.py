@@ -96,6 +96,16 @@ def read_image_folder(path: Path, native_size: int) -> RawSplits:
                      classes, str(path))
 
 
+def native_size_of(path: Path) -> int:
+    """The side of the first training image (images of other sizes are resized to it)."""
+    files, _ = _list_split(path, "train", None)
+    try:
+        with Image.open(files[0][0]) as handle:
+            return max(handle.size)
+    except (OSError, UnidentifiedImageError) as exc:
+        raise DataNotFoundError(f"cannot decode image {files[0][0]}: {exc}") from None
+
+
 def image_folder_fingerprint(path: Path) -> str:
     """sha256 over every image's relative path and bytes, so any change is seen."""
     digest = hashlib.sha256()

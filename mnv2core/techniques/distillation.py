@@ -1,15 +1,27 @@
-"""Knowledge distillation: a ResNet-50 teacher (pretrained when the profile has weights), a
-MobileNetV2 student from random init trained against it (Hinton), and the same student
-trained without the teacher as the control."""
+"""Knowledge distillation: a teacher (``[techniques.kd] teacher``: trained from scratch,
+fine-tuned from pretrained weights, or a ready-trained model briefly fine-tuned, by its
+[models] entry), a student from random init trained against it (Hinton), and the same
+student trained without the teacher as the control."""
 from __future__ import annotations
 
 from .. import strategies
 from ..building import train_artifact
 from ..context import Artifact, Case, Context
 from ..errors import ConfigError
-from ..registry import TRAINED, Technique, register
+from ..registry import TRAINED, Technique, register, register_study
 
-STUDENT, TEACHER = "mobilenet_v2", "resnet50"
+STUDY = "distillation"
+register_study(STUDY)
+DEFAULT_STUDENT, DEFAULT_TEACHER = "mobilenet_v2", "resnet50"  # the study's pairing
+
+
+def kd_model(role: str, default: str):
+    """(profile, dataset) -> the kd recipe's ``role`` model on that dataset."""
+    def model(profile, dataset: str) -> str:
+        if "kd" not in profile.techniques:
+            return default
+        return getattr(profile.train_config("kd", dataset), role) or default
+    return model
 
 
 def build_teacher(ctx: Context, case: Case) -> Artifact:
@@ -35,7 +47,8 @@ def distilling(ctx: Context, dataset: str):
     return lambda model, data, cfg, **kw: strategies.distill(model, teacher, data, cfg, **kw)
 
 
-register(Technique("teacher", TRAINED, "Teacher", model=TEACHER, build=build_teacher, starts_early=True))
-register(Technique("scratch", TRAINED, "From scratch (no KD)", model=STUDENT, build=build_scratch))
-register(Technique("kd", TRAINED, "Distillation", model=STUDENT, build=build_kd, needs=("teacher",),
+teacher_model, student_model = kd_model("teacher", DEFAULT_TEACHER), kd_model("student", DEFAULT_STUDENT)
+register(Technique("teacher", TRAINED, "Teacher", study=STUDY, model=teacher_model, build=build_teacher, starts_early=True))
+register(Technique("scratch", TRAINED, "From scratch (no KD)", study=STUDY, model=student_model, build=build_scratch))
+register(Technique("kd", TRAINED, "Distillation", study=STUDY, model=student_model, build=build_kd, needs=("teacher",),
                    retrain=distilling))

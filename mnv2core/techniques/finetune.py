@@ -1,5 +1,8 @@
-"""Partial fine-tuning (a new classifier on the frozen pretrained backbone) and full
-fine-tuning (everything unfrozen after it, with a small learning rate)."""
+"""Fine-tuning of each of a dataset's models (``models = [...]``): partial (a new classifier
+on the frozen pretrained backbone) and full (everything unfrozen after it, with a small
+learning rate) for a model pretrained elsewhere; a model whose weights are already trained
+for the dataset (``trained = true``) is scored as it is (``ready``), or after a short
+fine-tune of every layer when its recipe has epochs (e.g. to adapt to a JPEG copy)."""
 from __future__ import annotations
 
 from .. import strategies
@@ -7,7 +10,6 @@ from ..building import head_only, train_artifact
 from ..context import Artifact, Case, Context
 from ..registry import TRAINED, Technique, register, register_study
 
-MODEL = "mobilenet_v2"
 register_study("mobilenet")
 
 
@@ -16,9 +18,29 @@ def build_partial(ctx: Context, case: Case) -> Artifact:
 
 
 def build_full(ctx: Context, case: Case) -> Artifact:
-    partial = ctx.artifact(case.dataset, "partial_ft")
+    partial = ctx.artifact(case.dataset, "partial_ft", case.model)
     return train_artifact(ctx, case, strategies.full_finetune, start=partial, upstream={"partial_ft": partial.key})
 
 
-register(Technique("partial_ft", TRAINED, "Partial Tuning", model=MODEL, build=build_partial))
-register(Technique("full_ft", TRAINED, "Full Fine-Tuning", model=MODEL, build=build_full, needs=("partial_ft",)))
+def build_ready(ctx: Context, case: Case) -> Artifact:
+    return train_artifact(ctx, case, fine_tune_if_asked, pretrained=True)
+
+
+def fine_tune_if_asked(model, data, cfg, **fit_args) -> list:
+    """Every layer trained for the recipe's epochs; none (the weights as they are) at 0."""
+    return strategies.full_finetune(model, data, cfg, **fit_args) if cfg.epochs else []
+
+
+def pretrained_elsewhere(spec) -> bool:
+    return not spec.trained
+
+
+def trained_for_the_dataset(spec) -> bool:
+    return spec.trained
+
+
+register(Technique("partial_ft", TRAINED, "Partial Tuning", per_model=pretrained_elsewhere, build=build_partial))
+register(Technique("full_ft", TRAINED, "Full Fine-Tuning", per_model=pretrained_elsewhere, build=build_full,
+                   needs=("partial_ft",)))
+register(Technique("ready", TRAINED, "Ready-trained", per_model=trained_for_the_dataset, build=build_ready,
+                   min_epochs=0))
