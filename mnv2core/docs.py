@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .report import render_report, run_line, summary_rows
+from .report import models_of, render_report, run_line, summary_rows
 from .results import case_items
 
 RUNTIMES = {  # deployment variant -> (latency key prefix, where its accuracy is, bytes per weight)
@@ -31,9 +31,11 @@ def write_results_page(documents: list[dict[str, Any]], out_dir: Path, sources: 
         lines += [f"## {source}", "", run_line(document), ""]
         for dataset in _datasets(items):
             lines += _dataset_section(dataset, items, out_dir)
-            overlays = _gradcam_copy(out_dir, dataset, "full_ft")
-            if overlays.is_file():
-                gradcams[dataset] = overlays
+            fine_tuned = [f"{e['model']}-{e['base']}" for e in items.values() if e.get("dataset") == dataset
+                          and e.get("derived") == "gradcam" and e.get("base") == "full_ft"]
+            overlays = [_gradcam_copy(out_dir, dataset, label) for label in fine_tuned[:1]]  # the first model's
+            if overlays and overlays[0].is_file():
+                gradcams[dataset] = overlays[0]
     if len(gradcams) > 1:
         lines += ["## Grad-CAM side by side", "",
                   "The fine-tuned model's Grad-CAM on test images spanning the classes, one dataset per "
@@ -54,21 +56,23 @@ def _datasets(items: dict) -> list[str]:
 def _dataset_section(dataset: str, items: dict, out_dir: Path) -> list[str]:
     mine = {case: extra for case, extra in items.items() if extra.get("dataset") == dataset}
     lines = [f"### {dataset}", ""]
-    summary = summary_rows(dataset, items)
-    if summary:
-        lines += [_markdown_table(summary), ""]
+    for model in models_of(dataset, items):
+        summary = summary_rows(dataset, items, model)
+        if summary:
+            lines += [f"Study summary: {model}", "", _markdown_table(summary), ""]
     variants = deployment_variants(mine)
     if variants:
         front = pareto_front(variants)
-        lines += ["Which variant to deploy: accuracy against CPU latency (batch 1, the profile's threads); "
-                  "size is parameters x bytes per weight (sparse models stored dense). * on the Pareto front.", "",
+        lines += ["Which variant to deploy, across models: accuracy against CPU latency (batch 1, the profile's "
+                  "threads); size is parameters x bytes per weight (sparse models stored dense). * on the Pareto "
+                  "front of every model, compression and runtime.", "",
                   _markdown_table([{**{k: v for k, v in row.items() if k != "key"}, "front": "*" if row["key"] in front else ""}
                                    for row in variants]), ""]
         lines.append(_figure(plot_pareto(variants, front, out_dir / f"{dataset}-pareto.png", dataset), out_dir))
     figures = [plot_robustness_all(mine, out_dir / f"{dataset}-robustness.png", dataset),
                plot_convergence(mine, out_dir / f"{dataset}-convergence.png", dataset),
                plot_spectra(mine, out_dir / f"{dataset}-spectra.png", dataset)]
-    figures += [_copied(Path(extra["metrics"]["plot"]), _gradcam_copy(out_dir, dataset, extra["base"]))
+    figures += [_copied(Path(extra["metrics"]["plot"]), _gradcam_copy(out_dir, dataset, f"{extra['model']}-{extra['base']}"))
                 for extra in mine.values() if extra.get("derived") == "gradcam" and "plot" in extra.get("metrics", {})]
     lines += [_figure(path, out_dir) for path in figures if path]
     return lines + [""]
@@ -82,21 +86,24 @@ def _gradcam_copy(out_dir: Path, dataset: str, base: str) -> Path:
 def deployment_variants(items: dict) -> list[dict[str, Any]]:
     """One row per (base model, runtime) with a latency measurement: accuracy, latency at
     batch 1 and size."""
-    by_base: dict[str, dict[str, dict]] = {}
+    by_base: dict[tuple[str, str], dict[str, dict]] = {}
     for extra in items.values():
         if extra.get("base") and extra.get("derived") in ("latency", "int8", "onnx"):
-            by_base.setdefault(extra["base"], {})[extra["derived"]] = extra.get("metrics", {})
-    trained = {extra["technique"]: extra.get("metrics", {}) for extra in items.values() if "technique" in extra}
+            by_base.setdefault((extra.get("model", "?"), extra["base"]), {})[extra["derived"]] = extra.get("metrics", {})
+    trained = {(extra.get("model", "?"), extra["technique"]): extra.get("metrics", {})
+               for extra in items.values() if "technique" in extra}
     rows = []
-    for base, found in by_base.items():
+    for (model, base), found in by_base.items():
         latency = found.get("latency", {}).get("latency", {})
-        parameters = trained.get(base, {}).get("parameters")
+        own = trained.get((model, base), {})
+        parameters = own.get("parameters")
         for runtime, (prefix, (source, metric), width) in RUNTIMES.items():
             ms = latency.get(f"{prefix}_b1_ms")
-            accuracy = (trained.get(base) if source == "base" else found.get(source, {})) or {}
+            accuracy = (own if source == "base" else found.get(source, {})) or {}
             if ms is None or accuracy.get(metric) is None or parameters is None:
                 continue
-            rows.append({"key": f"{base} {runtime}", "model": base, "runtime": runtime,
+            rows.append({"key": f"{model} {base} {runtime}", "model": f"{model} {base}", "runtime": runtime,
+                         "input px": own.get("input_size", ""), "params (M)": round(parameters / 1e6, 2),
                          "accuracy": round(accuracy[metric], 4), "latency ms (b1)": round(ms, 3),
                          "size MB": round(parameters * width / 1e6, 2)})
     return rows
@@ -149,7 +156,7 @@ def plot_pareto(rows: list[dict], front: set[str], path: Path, dataset: str) -> 
 
 def plot_robustness_all(items: dict, path: Path, dataset: str) -> Path | None:
     """Every model's blur and noise curves in one figure."""
-    found = [(extra["base"], extra["metrics"]) for extra in items.values()
+    found = [(f"{extra.get('model', '?')} {extra['base']}", extra["metrics"]) for extra in items.values()
              if extra.get("derived") == "robustness" and "blur" in extra.get("metrics", {})]
     if not found:
         return None
@@ -167,7 +174,7 @@ def plot_robustness_all(items: dict, path: Path, dataset: str) -> Path | None:
 
 def plot_convergence(items: dict, path: Path, dataset: str) -> Path | None:
     """Test (VGG16: validation) accuracy per epoch of every trained case."""
-    curves = [(extra["technique"], extra["metrics"]["epochs"]) for extra in items.values()
+    curves = [(f"{extra.get('model', '?')} {extra['technique']}", extra["metrics"]["epochs"]) for extra in items.values()
               if extra.get("metrics", {}).get("epochs") and not extra.get("base")]
     if not curves:
         return None
@@ -183,7 +190,8 @@ def plot_convergence(items: dict, path: Path, dataset: str) -> Path | None:
 
 def plot_spectra(items: dict, path: Path, dataset: str) -> Path | None:
     """k95 as a fraction of each layer's rank, layer by layer, for every spectra case."""
-    found = [(extra.get("base", extra["technique"]), extra["metrics"]["spectra"]) for extra in items.values()
+    found = [(f"{extra.get('model', '?')} {extra.get('base', extra['technique'])}", extra["metrics"]["spectra"])
+             for extra in items.values()
              if extra.get("derived") == "spectra" and extra.get("metrics", {}).get("spectra")]
     if not found:
         return None

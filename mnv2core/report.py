@@ -27,8 +27,10 @@ def render_report(document: dict[str, Any], fmt: str = "terminal") -> str:
     items = {case: found[case] for case in _in_order(expected, found) if case in found}  # grid order
     sections = [_heading(f"mnv2bench results: profile {run.get('profile', '?')}", 1, fmt), run_line(document)]
     for dataset in _ordered_datasets(expected, items):
-        sections += [_heading(dataset, 2, fmt),
-                     _table("Study summary", summary_rows(dataset, items), fmt),
+        sections.append(_heading(dataset, 2, fmt))
+        sections += [_table(f"Study summary: {model}", summary_rows(dataset, items, model), fmt)
+                     for model in models_of(dataset, items)]
+        sections += [
                      _table("Training", _training(dataset, items, expected), fmt),
                      _table("Convergence: test accuracy per epoch (VGG16: validation accuracy)",
                             _convergence(dataset, items, expected), fmt)]
@@ -44,13 +46,22 @@ def render_report(document: dict[str, Any], fmt: str = "terminal") -> str:
     return "\n\n".join(s for s in sections if s) + "\n"
 
 
-def summary_rows(dataset: str, items: dict) -> list[dict[str, str]]:
+def models_of(dataset: str, items: dict) -> list[str]:
+    """The models of the dataset's study techniques, in grid order."""
+    studied = {technique for _, technique in SUMMARY_ROWS}
+    return list(dict.fromkeys(extra.get("model") for case, extra in items.items()
+                              if _dataset_of(case) == dataset and extra.get("technique") in studied))
+
+
+def summary_rows(dataset: str, items: dict, model: str = "mobilenet_v2") -> list[dict[str, str]]:
     rows = []
     for title, technique in SUMMARY_ROWS:
-        case = _case_id(dataset, "mobilenet_v2", technique)
+        case = _case_id(dataset, model, technique)
+        if case not in items:
+            continue
         row = {"method": title}
         for column, derived, metric in SUMMARY_COLUMNS:
-            source = case if derived is None else _derived_case(items, dataset, technique, derived)
+            source = case if derived is None else _derived_case(items, dataset, model, technique, derived)
             row[column] = _metric_cell(items, source, metric)
         rows.append(row)
     ran = any(cell != "not run" for row in rows for column, cell in row.items() if column != "method")
@@ -110,14 +121,19 @@ def _technique_tables(dataset: str, items: dict) -> list[tuple[str, tuple]]:
 
 
 def _derived(dataset: str, items: dict, derived: str) -> list[tuple[str, dict]]:
-    """(base technique, metrics) of the dataset's cases derived by ``derived``."""
-    return [(extra.get("base", ""), extra.get("metrics", {})) for case, extra in items.items()
-            if _dataset_of(case) == dataset and extra.get("derived") == derived]
+    """(base labelled with its model, "mobilenet_v2 full_ft"; metrics) of the dataset's cases
+    derived by ``derived``."""
+    return [(f"{extra.get('model', '?')} {extra.get('base', '')}", extra.get("metrics", {}))
+            for case, extra in items.items() if _dataset_of(case) == dataset and extra.get("derived") == derived]
 
 
 def _int8_verdict(found) -> str:
-    """The study's question: is the full fine-tuned or the distilled model more stable under int8?"""
-    drops = {base: m["int8_drop"] for base, m in found if base in ("full_ft", "kd")}
+    """The study's question: is the full fine-tuned or the distilled model more stable under
+    int8? Asked of the distilled student's model, against its own full fine-tune."""
+    by_label = {label: m for label, m in found if "int8_drop" in m}
+    students = [label.rsplit(" ", 1)[0] for label in by_label if label.endswith(" kd")]
+    drops = {base: by_label[f"{students[0]} {base}"]["int8_drop"] for base in ("full_ft", "kd")
+             if students and f"{students[0]} {base}" in by_label}
     if len(drops) < 2:
         return ""
     steadier = min(drops, key=drops.get)
@@ -197,9 +213,10 @@ def _metric_cell(items: dict, case: str | None, metric: str) -> str:
     return text if extra.get("outcome") == "passed" else f"{text} ({extra.get('outcome')})"
 
 
-def _derived_case(items: dict, dataset: str, base: str, derived: str) -> str | None:
+def _derived_case(items: dict, dataset: str, model: str, base: str, derived: str) -> str | None:
     for case, extra in items.items():
-        if _dataset_of(case) == dataset and extra.get("base") == base and extra.get("derived") == derived:
+        if (_dataset_of(case) == dataset and extra.get("model") == model and extra.get("base") == base
+                and extra.get("derived") == derived):
             return case
     return None
 

@@ -45,7 +45,7 @@ def test_the_pareto_front_keeps_only_variants_nothing_beats_on_both_axes():
 def test_the_page_has_the_tables_and_small_figures(tmp_path):
     page = write_results_page([study_document()], tmp_path / "docs", ["cpu-real.json"])
     text = page.read_text()
-    assert "### real" in text and "| full_ft | ORT int8 |" in text.replace("  ", " ").replace("  ", " ")
+    assert "### real" in text and "| mobilenet_v2 full_ft | ORT int8 |" in text.replace("  ", " ").replace("  ", " ")
     for figure in ("real-pareto.png", "real-robustness.png", "real-convergence.png"):
         assert f"]({figure})" in text
         assert (tmp_path / "docs" / figure).read_bytes()[:4] == b"\x89PNG"
