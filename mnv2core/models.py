@@ -235,7 +235,8 @@ def from_pretrained(model: str | ModelSpec, net_state: dict[str, torch.Tensor], 
     network, any class count): with a fresh head of ``num_classes`` outputs, or with its own
     head (``keep_head``: weights already trained for these classes, which is checked)."""
     spec = spec_of(model)
-    probe = ImageClassifier(spec, build_network(spec, num_classes))
+    with torch.random.fork_rng():  # finding the head's name draws no random numbers for the run
+        probe = ImageClassifier(spec, build_network(spec, num_classes))
     head_key = f"{probe.head_path}.weight"
     if head_key not in net_state:
         raise ConfigError(f"weights for {spec.name} lack {head_key!r}: are they a {spec.source} {spec.arch} "
@@ -244,7 +245,7 @@ def from_pretrained(model: str | ModelSpec, net_state: dict[str, torch.Tensor], 
     if keep_head and classes != num_classes:
         raise ConfigError(f"{spec.name} is marked trained but its weights have {classes} classes, the dataset "
                           f"{num_classes}; drop 'trained = true' to fine-tune a new head")
-    model = probe if classes == num_classes else ImageClassifier(spec, build_network(spec, classes))
+    model = ImageClassifier(spec, build_network(spec, classes))
     try:
         model.net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in net_state.items()})
     except RuntimeError as exc:

@@ -116,6 +116,7 @@ class Compression:
     name: str
     params: dict[str, Any]
     retrain: dict[str, Any]
+    bases: tuple[str, ...] = ()  # the bases it compresses ([compression] bases, or its own narrower list)
 
     def technique(self, base: str) -> str:
         return derived_technique(base, self.name)
@@ -156,7 +157,8 @@ class Profile:
 
     def compressed_cases(self) -> list[tuple[str, str, Compression]]:
         """(technique, base, compression) for every compression of every base."""
-        return [(c.technique(base), base, c) for base in self.compression_bases for c in self.compressions.values()]
+        return [(c.technique(base), base, c) for base in self.compression_bases for c in self.compressions.values()
+                if base in c.bases]
 
     def cases(self, dataset: str, catalogue: "KnownTechniques") -> list[tuple[str, str, str, str | None]]:
         """(model, technique, method, base) of every case on ``dataset``: each trained technique
@@ -169,9 +171,8 @@ class Profile:
             technique = catalogue.techniques[tech]
             if config.runs(technique.study):
                 trained += [(model, tech, tech, None) for model in self.models_of(technique, dataset)]
-        compressed = [(model, c.technique(base), c.name, base) for base in self.compression_bases
-                      for model, tech, _, _ in trained if tech == base for c in self.compressions.values()
-                      ] if config.compress else []
+        compressed = [(model, technique, c.name, base) for technique, base, c in self.compressed_cases()
+                      for model, tech, _, _ in trained if tech == base] if config.compress else []
         built = trained + compressed
         deployed = [(model, tech, name, base) for tech, base, name, _ in self.deployment_cases()
                     for model, built_tech, _, _ in built if built_tech == base]
@@ -548,14 +549,23 @@ def _compressions(raw: dict, techniques: dict[str, TrainConfig], catalogue: Know
         if name not in known:
             raise ConfigError(f"{where}: unknown compression technique {name!r}; known: {sorted(known)}")
         here = f"{where}: compression.{name}"
-        _check_keys(table, set(known[name]) | train_keys, here)
+        _check_keys(table, set(known[name]) | train_keys | {"bases"}, here)
+        own_bases = tuple(table.get("bases", bases))
+        outside = [b for b in own_bases if b not in bases]
+        if outside:
+            raise ConfigError(f"{here}.bases {outside} are not in compression.bases {list(bases)}")
         retrain = {k: v for k, v in table.items() if k in train_keys}
         for base in bases:
             dataclasses.replace(techniques[base], **retrain).validate(here)
-        params = {**known[name], **{k: v for k, v in table.items() if k not in train_keys}}
-        compressions[name] = Compression(name, params, retrain)
+        params = {**known[name], **{k: v for k, v in table.items() if k not in train_keys and k != "bases"}}
+        compressions[name] = Compression(name, params, retrain, own_bases)
     if compressions and not bases:
         raise ConfigError(f"{where}: [compression] needs bases = [...] (e.g. [\"full_ft\", \"kd\"])")
+    for name, compression in compressions.items():
+        for need in catalogue.techniques[name].needs:
+            lacking = [b for b in compression.bases if need not in compressions or b not in compressions[need].bases]
+            if lacking:
+                raise ConfigError(f"{where}: compression.{name} of {lacking} needs compression.{need} of them too")
     return bases, compressions
 
 

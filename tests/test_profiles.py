@@ -41,6 +41,8 @@ def test_builtin_profiles_load_and_cover_the_grid(name):
     trained = {"partial_ft", "full_ft", "scratch", "kd", "teacher"}
     compressed = {f"{base}_{c}" for base in ("full_ft", "kd")
                   for c in ("prune", "structured", "lottery", "svd", "spectra")}
+    if name == "smoke":  # the distilled model: only pruning (retrained by distillation)
+        compressed -= {f"kd_{c}" for c in ("structured", "lottery", "svd", "spectra")}
     deployed = {f"{base}_{d}" for base in ("partial_ft", "full_ft", "kd", "full_ft_prune")
                 for d in ("int8", "onnx", "latency", "fgsm", "robustness")} | {f"{base}_{d}" for base in ("full_ft", "kd") for d in ("gradcam", "pgd")}
     companions = {t for study in ("vgg_si", "light", "lowrank", "speed") for t in catalogue().study_techniques(study)}
@@ -147,6 +149,23 @@ def test_bad_compression_tables_are_named(tmp_path, change, message):
         load_profile(write(tmp_path, text=text), catalogue())
 
 
+def test_a_compression_technique_can_narrow_the_bases(tmp_path):
+    text = MINIMAL.format(dataset_extra="", technique_extra="") + COMPRESSION.replace(
+        'bases = ["scratch"]', 'bases = ["scratch", "kd"]') + "[compression.svd]\nbases = [\"scratch\"]\n"
+    text = text.replace("[techniques.scratch]", "[techniques.kd]\nepochs = 1\nbatch_size = 16\n[techniques.scratch]")
+    text = text.replace("scratch = 0.0", "scratch = 0.0\nkd = 0.0\nteacher = 0.0\nscratch_prune = 0.0\nkd_prune = 0.0\n"
+                                         "scratch_svd = 0.0")
+    text = text.replace("[techniques.kd]", "[techniques.teacher]\nepochs = 1\nbatch_size = 16\n[techniques.kd]")
+    profile = load_profile(write(tmp_path, text=text), catalogue())
+    assert [t for t, _, _ in profile.compressed_cases()] == ["scratch_prune", "scratch_svd", "kd_prune"]
+    with pytest.raises(ConfigError, match=r"compression.svd.bases \['teacher'\] are not in compression.bases"):
+        load_profile(write(tmp_path, text=text.replace('bases = ["scratch"]\n', 'bases = ["teacher"]\n')), catalogue())
+    lottery = text + "[compression.lottery]\nepochs = 1\n"
+    with pytest.raises(ConfigError, match=r"compression.lottery of \['scratch', 'kd'\] needs compression.prune"):
+        load_profile(write(tmp_path, text=lottery.replace("[compression.prune]", "[compression.spectra]")
+                           .replace("rounds = 2\n", "")), catalogue())
+
+
 def test_a_deployment_technique_can_narrow_the_bases(tmp_path):
     text = MINIMAL.format(dataset_extra="", technique_extra="") + (
         '\n[deployment]\nbases = ["scratch"]\n[deployment.fgsm]\n[deployment.gradcam]\nbases = []\n')
@@ -224,11 +243,14 @@ def test_cases_run_after_what_they_wait_for_and_long_poles_first():
     from mnv2core.grid import plan, schedule_rank
     profile = load_profile("smoke", catalogue())
     templates = plan(profile, catalogue())
-    order = [c.technique for c in sorted(build_grid(profile, catalogue(), ["synthetic32"]),
-                                         key=lambda c: schedule_rank(c, templates, catalogue()))]
-    assert order[:2] == ["teacher", "vgg_train"] and order[-1] == "train_speed"
-    for later, earlier in [("full_ft", "partial_ft"), ("full_ft_prune", "full_ft"), ("full_ft_lottery", "full_ft_prune"),
-                           ("full_ft_prune_int8", "full_ft_prune"), ("vgg_si", "vgg_head"), ("kd_lottery", "kd_prune")]:
-        assert order.index(later) > order.index(earlier), (later, earlier)
+    cases = sorted(build_grid(profile, catalogue(), ["synthetic32"]), key=lambda c: schedule_rank(c, templates, catalogue()))
+    order = [c.id.removeprefix("synthetic32-") for c in cases]
+    assert order[:2] == ["resnet50-teacher", "vgg16-vgg_train"] and order[-1] == "mobilenet_v2-train_speed"
+    for model in ("mobilenet_v2", "test_efficientnet"):  # each model's chain, on its own
+        for later, earlier in [("full_ft", "partial_ft"), ("full_ft_prune", "full_ft"), ("full_ft_lottery", "full_ft_prune"),
+                               ("full_ft_prune_int8", "full_ft_prune")]:
+            assert order.index(f"{model}-{later}") > order.index(f"{model}-{earlier}"), (model, later, earlier)
+    assert order.index("vgg16-vgg_si") > order.index("vgg16-vgg_head")
+    assert order.index("mobilenet_v2-kd_prune") > order.index("mobilenet_v2-kd")
     # what waits for the teacher comes after everything that does not: no worker idles on its lock
-    assert min(order.index(t) for t in order if t.startswith("kd")) > order.index("full_ft_prune_robustness")
+    assert min(i for i, t in enumerate(order) if "-kd" in t) > order.index("mobilenet_v2-full_ft_prune_robustness")
