@@ -5,9 +5,12 @@ better, tolerance in accuracy points), ``*_speedup`` (a ratio, higher is better,
 tolerance), ``*_ms`` and ``*_per_second`` (absolute times, relative tolerance; only a warning
 when the two runs come from different machines, or when the profile sets ``gate_times = false``).
 Accuracies get ``cross_cpu_accuracy_points``
-when the two runs come from different CPU models: their math kernels round differently, and a
-short training on little data amplifies that (seen: 10-25 points between an Intel and an AMD
-run of the smoke grid). Other metrics are not gated.
+when the two runs come from different CPUs (vendor, family, model, stepping, and the ISA flags
+that pick kernels: avx512*, amx*, avx_vnni; the brand string "AMD EPYC" names Zen 3, 4 and 5
+alike): their math kernels round differently, and a short training on little data amplifies
+that (seen: 10-25 points between an Intel and an AMD run of the smoke grid; ORT static int8 of
+one model 2 points apart between a Zen 4 with AVX-512 VNNI and a Zen 3 without). Other metrics
+are not gated.
 Improvements never fail; a baseline case missing from the results does, unless the run
 did not select it (``-k``, ``--dataset``: the results list the cases a run selected).
 """
@@ -144,9 +147,23 @@ def _check(report: GateReport, case: str, name: str, old: float, new: float | No
         report.failures.append(line)
 
 
-def _cpu(document: dict[str, Any]) -> tuple:
+KERNEL_FLAGS = ("avx512", "amx", "avx_vnni")  # ISA extensions that change which math kernels run
+
+
+def cpu_identity(document: dict[str, Any]) -> str:
+    """Vendor, family, model, stepping and kernel-picking ISA flags of the run's CPU (its
+    brand string when older results lack the rest)."""
     info = document.get("machine_info") or {}
-    return (info.get("cpu") or {}).get("brand_raw"), info.get("machine")
+    cpu = info.get("cpu") or {}
+    if cpu.get("family") is None:
+        return f"{cpu.get('brand_raw')} ({info.get('machine')})"
+    flags = sorted({f for f in cpu.get("flags", []) if f.startswith(KERNEL_FLAGS)})
+    return (f"{cpu.get('vendor_id_raw')} family {cpu.get('family')} model {cpu.get('model')} stepping "
+            f"{cpu.get('stepping')} ({info.get('machine')}; {', '.join(flags) if flags else 'no avx512/amx/avx_vnni'})")
+
+
+def _cpu(document: dict[str, Any]) -> str:
+    return cpu_identity(document)
 
 
 def _machine(document: dict[str, Any]) -> tuple:

@@ -7,6 +7,7 @@ from tabulate import tabulate
 
 from .techniques import catalogue
 from .report_companion import companion_tables, lowrank_note
+from .gate import cpu_identity
 from .results import case_items
 
 FORMATS = {"md": "github", "terminal": "simple"}
@@ -237,9 +238,8 @@ def run_line(document: dict[str, Any]) -> str:
     run = document.get("mnv2bench", {})
     commit = document.get("commit_info", {})
     machine = document.get("machine_info", {})
-    cpu = (machine.get("cpu") or {}).get("brand_raw", machine.get("processor", "?"))
     return (f"run {run.get('run_id', '?')}, seed {run.get('seed', '?')}, commit {str(commit.get('id'))[:10]}"
-            f"{' (dirty)' if commit.get('dirty') else ''}, {machine.get('node', '?')} ({cpu}), "
+            f"{' (dirty)' if commit.get('dirty') else ''}, {machine.get('node', '?')} ({cpu_identity(document)}), "
             f"{document.get('datetime', '?')[:19]}")
 
 

@@ -6,8 +6,9 @@ TOLERANCES = Tolerances(accuracy_points=0.02, speedup_ratio=0.10, time_ratio=0.2
 KD, FT = "ds-mobilenet_v2-kd", "ds-mobilenet_v2-full_ft"
 
 
-def gate(baseline_entries, result_entries, tolerances=TOLERANCES, machine=None):
-    return compare(document(baseline_entries), document(result_entries, machine=machine), tolerances)
+def gate(baseline_entries, result_entries, tolerances=TOLERANCES, machine=None, baseline_machine=None, run_machine=None):
+    return compare(document(baseline_entries, machine=baseline_machine),
+                   document(result_entries, machine=run_machine or machine), tolerances)
 
 
 def test_within_tolerance_and_improvements_pass():
@@ -86,9 +87,23 @@ def test_accuracies_get_the_cross_cpu_tolerance_only_when_the_cpu_model_differs(
     other_node = {**MACHINE, "node": "ci-2"}
     assert not gate([entry(KD, 0.60)], [entry(KD, 0.45)], wide, machine=other_node).passed
     report = gate([entry(KD, 0.60)], [entry(KD, 0.45)], wide, machine=other_cpu)
-    assert report.passed and "note baseline CPU ('Test CPU', 'x86_64') differs" in report.render()
+    assert report.passed and "note baseline CPU Test CPU (x86_64) differs from this run's Other CPU" in report.render()
     collapsed = gate([entry(KD, 0.60)], [entry(KD, 0.10)], wide, machine=other_cpu)
     assert collapsed.failures == [f"{KD}: accuracy 0.6000 -> 0.1000 (-50.0 points, tolerance 30.0)"]
+
+
+def test_one_brand_string_of_two_cpu_generations_is_two_cpus():
+    """"AMD EPYC" names a Zen 3 without AVX-512 and a Zen 4 with it: their int8 kernels differ."""
+    wide = Tolerances(accuracy_points=0.015, cross_cpu_accuracy_points=0.04)
+    def epyc(model, flags):
+        return {**MACHINE, "cpu": {"brand_raw": "AMD EPYC", "vendor_id_raw": "AuthenticAMD", "family": 25,
+                                   "model": model, "stepping": 1, "count": 2, "flags": ["sse4_2", *flags]}}
+    zen4, zen3 = epyc(17, ["avx512f", "avx512_vnni", "avx2"]), epyc(1, ["avx2"])
+    assert not gate([entry(KD, 0.846)], [entry(KD, 0.826)], wide, baseline_machine=zen4, run_machine=zen4).passed
+    report = gate([entry(KD, 0.846)], [entry(KD, 0.826)], wide, baseline_machine=zen4, run_machine=zen3)
+    assert report.passed, report.render()
+    assert ("baseline CPU AuthenticAMD family 25 model 17 stepping 1 (x86_64; avx512_vnni, avx512f) differs from this "
+            "run's AuthenticAMD family 25 model 1 stepping 1 (x86_64; no avx512/amx/avx_vnni)") in report.render()
 
 
 def test_a_profile_may_leave_absolute_times_ungated_but_still_gates_speedups():
