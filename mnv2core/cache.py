@@ -22,10 +22,13 @@ from typing import Any, Callable
 import torch
 from filelock import FileLock, Timeout
 
+from .fingerprint import code_fingerprint
+
 log = logging.getLogger("mnv2bench.cache")
 
-# Bump when the meaning of a cached entry changes (training code, payload layout).
-CACHE_FORMAT = 1
+# An entry's layout is this module's: its source fingerprint is in every key. What an entry
+# holds is its builder's business: each spec carries the fingerprint of the code that built it.
+FORMAT = code_fingerprint(__name__)
 WAIT_LOG_INTERVAL_S = 30.0
 
 
@@ -53,7 +56,7 @@ class ArtifactCache:
 
     @staticmethod
     def key(spec: dict[str, Any]) -> str:
-        text = json.dumps({"format": CACHE_FORMAT, "spec": spec}, sort_keys=True, default=str)
+        text = json.dumps({"format": FORMAT, "spec": spec}, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
     def path_for(self, name: str, spec: dict[str, Any]) -> Path:
@@ -71,7 +74,7 @@ class ArtifactCache:
                 return CacheResult(entry["payload"], key, "loaded", path)
             started = time.perf_counter()
             payload = build()
-            self._save(path, {"format": CACHE_FORMAT, "key": key, "spec": spec, "run_id": self.run_id,
+            self._save(path, {"format": FORMAT, "key": key, "spec": spec, "run_id": self.run_id,
                               "payload": payload, "digest": payload_digest(payload)})
             log.info("built %s in %.1fs -> %s", name, time.perf_counter() - started, path.name)
             self.events.append((name, "built"))
@@ -120,7 +123,7 @@ class ArtifactCache:
 def _entry_problem(entry: Any, key: str) -> str | None:
     if not isinstance(entry, dict) or not {"key", "payload", "digest", "run_id"} <= set(entry):
         return "missing fields"
-    if entry.get("format") != CACHE_FORMAT or entry["key"] != key:
+    if entry.get("format") != FORMAT or entry["key"] != key:
         return "written for another key or format"
     if payload_digest(entry["payload"]) != entry["digest"]:
         return "contents do not match their digest"

@@ -11,6 +11,7 @@ import torch
 from .cache import ArtifactCache, payload_digest
 from .datasets import DatasetSplits, FeatureSet, ImageSet, eval_batches
 from .execution import Execution
+from .fingerprint import code_fingerprint
 from .models import ImageClassifier
 
 
@@ -45,7 +46,7 @@ class FeatureStore:
 
     def splits(self, model: ImageClassifier, data: DatasetSplits) -> DatasetSplits:
         """``data`` with both splits replaced by ``model``'s frozen features (labels kept)."""
-        spec = {"kind": "frozen-features", "model": model.name, "backbone": payload_digest(backbone_state(model)),
+        spec = {"kind": "frozen-features", "model": model.name, "code": code_fingerprint(__name__), "backbone": payload_digest(backbone_state(model)),
                 "train": self._fingerprint(data.train), "test": self._fingerprint(data.test),
                 "batch_size": self.batch_size, "channels_last": self.execution.channels_last,
                 "amp": self.execution.amp}

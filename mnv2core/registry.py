@@ -5,6 +5,8 @@ plugin and the report all read it (``techniques.catalogue()`` imports every tech
 module); adding a technique is one new module plus profile lines."""
 from __future__ import annotations
 
+import dataclasses
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -68,6 +70,7 @@ class Technique:
     # how a compressed model of this technique retrains: (context, dataset) -> strategy;
     # None: every parameter against the labels (distillation keeps distilling)
     retrain: Callable[[Context, str], Callable] | None = None
+    module: str = ""  # the module that declares it (its code's fingerprint keys what it caches)
 
     def __post_init__(self):
         if self.role not in ROLES:
@@ -106,6 +109,8 @@ REGISTERED = Catalogue()  # filled by the technique modules as they are imported
 def register(technique: Technique) -> Technique:
     if technique.name in REGISTERED.techniques:
         raise ValueError(f"technique {technique.name!r} is registered twice")
+    if not technique.module:
+        technique = dataclasses.replace(technique, module=sys._getframe(1).f_globals["__name__"])
     REGISTERED.techniques[technique.name] = technique
     return technique
 

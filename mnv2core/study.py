@@ -22,10 +22,10 @@ from .compression.architecture import restore_model
 from .context import Artifact, Build, Case
 from .datasets import DatasetSplits, apply_source_override, load_dataset, parse_source_override
 from .datasets.sources import read_synthetic
-from .datasets.synthetic import GENERATOR_VERSION
 from .deploy.latency import Timer, measure_latency
 from .errors import ConfigError
 from .execution import Execution, keep_freed_memory
+from .fingerprint import code_fingerprint
 from .frozen_features import FeatureStore
 from .grid import find_case, plan
 from .models import ImageClassifier, build_model, count_parameters, default_input_size, from_pretrained
@@ -37,7 +37,6 @@ from .training import evaluate
 from .weights import load_pretrained_state, random_init_provenance, resolve_weights_spec
 
 log = logging.getLogger("mnv2bench.study")
-METRICS_VERSION = 1  # of the reusable measurements' code: bump it when their results would change
 CHECK_THRESHOLDS = ("max_drop", "min_top1_agreement")  # deployment parameters only checks read
 
 NO_PRETRAINED_NOTE = "no pretrained weights: the network starts from random initialisation"
@@ -113,6 +112,7 @@ class Study:
         self._artifacts: dict[str, Artifact] = {}  # by case id
         self._start_weights: dict[tuple, tuple[dict | None, dict]] = {}
         self._memo: dict[tuple, Any] = {}
+        self._building: list[str] = []  # techniques whose artifacts are being built, innermost last
 
     # data -----------------------------------------------------------------
     def dataset(self, name: str) -> DatasetSplits:
@@ -236,7 +236,7 @@ class Study:
         ``plot`` names, written to this run's plots folder)."""
         spec = {"kind": f"metrics-{what}", "model": artifact.key, "params": params,
                 "data": self.dataset(case.dataset).provenance["fingerprint"], "execution": self.execution.spec(),
-                "seed": self.seed_for(case.dataset, case.technique), "version": METRICS_VERSION}
+                "seed": self.seed_for(case.dataset, case.technique), "code": self._code(what)}
 
         def build() -> dict[str, Any]:
             metrics = compute()
@@ -284,8 +284,18 @@ class Study:
         if builder.role not in (TRAINED, COMPRESSION):
             raise ConfigError(f"{case.id} is a {builder.role}: it measures a model and has none of its own")
         if case.id not in self._artifacts:
-            self._artifacts[case.id] = builder.build(self, case)
+            self._building.append(builder.name)  # what its fetches are keyed by the code of
+            try:
+                self._artifacts[case.id] = builder.build(self, case)
+            finally:
+                self._building.pop()
         return self._artifacts[case.id]
+
+    def _code(self, method: str) -> str:
+        """The fingerprint of the code behind ``method``'s entries: its module and everything it
+        imports from mnv2core (a test accuracy: the evaluation's, in training.py)."""
+        module = self.catalogue.get(method).module if method in self.catalogue.techniques else "mnv2core.training"
+        return code_fingerprint(module)
 
     def fetch(self, label: str, spec: dict[str, Any], seed: int, build: Build) -> Artifact:
         """Fetch or build a model payload through the cache (the build seeded first, so it
@@ -297,7 +307,8 @@ class Study:
             payload["meta"].setdefault("train_seconds", time.perf_counter() - started)
             return payload
 
-        result = self.cache.fetch(label, {**spec, "seed": seed}, seeded)
+        code = self._code(self._building[-1]) if self._building else code_fingerprint("mnv2core.study")
+        result = self.cache.fetch(label, {**spec, "seed": seed, "code": code}, seeded)
         payload = result.payload
         model = self.execution.prepare(restore_model(payload["model"], payload["num_classes"],
                                                      payload["state_dict"], payload.get("arch")))
@@ -339,8 +350,8 @@ class Study:
         size = cfg.size or size  # one pretext resolution for every input size, as ImageNet weights have
         train_size = self.profile.pretext["train_size"]
         seed = derive_seed(self.profile.seed, "pretext", model_name, size)
-        spec = {"kind": "pretext", "model": model_name, "network": self.profile.model(model_name).identity(), "size": size, "train": dataclasses.asdict(cfg),
-                "train_size": train_size, "seed": seed, "generator": GENERATOR_VERSION}
+        spec = {"kind": "pretext", "code": code_fingerprint("mnv2core.strategies"), "model": model_name, "network": self.profile.model(model_name).identity(), "size": size, "train": dataclasses.asdict(cfg),
+                "train_size": train_size, "seed": seed, "generator": code_fingerprint("mnv2core.datasets.sources")}
 
         def build() -> dict[str, Any]:
             raw = read_synthetic(size, train_size, max(256, train_size // 4),

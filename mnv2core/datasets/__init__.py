@@ -11,6 +11,7 @@ import torch
 
 from ..cache import ArtifactCache
 from ..errors import ConfigError
+from ..fingerprint import code_fingerprint
 from ..profiles import DATA_SOURCES, DEFAULT_STUDIES, DatasetConfig, Profile
 from . import sources, synthetic
 from .tensors import FeatureSet, ImageSet, eval_batches, random_crop_flip, to_float, train_batches
@@ -126,7 +127,8 @@ def _read_image_folder_cached(path: Path, native_size: int, cache: ArtifactCache
         return sources.read_image_folder(path, native_size)
     sources._list_split(path, "train", None)  # fail fast with the layout error
     content = sources.image_folder_fingerprint(path)
-    spec = {"kind": "decoded-image-folder", "content": content, "native_size": native_size}
+    spec = {"kind": "decoded-image-folder", "content": content, "native_size": native_size,
+            "code": code_fingerprint("mnv2core.datasets.sources")}
 
     def build():
         raw = sources.read_image_folder(path, native_size)

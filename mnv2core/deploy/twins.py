@@ -12,6 +12,7 @@ from filelock import FileLock
 from ..cache import ArtifactCache
 from ..context import Artifact, Case, Context
 from ..datasets import ImageSet, eval_batches
+from ..fingerprint import code_fingerprint
 from .int8_fx import QuantizationError, quantize_fx
 from .latency import cpu_copy
 from .onnx_runtime import export_onnx, quantize_onnx_static
@@ -62,7 +63,8 @@ def onnx_files(ctx: Context, case: Case, base: Artifact) -> tuple[Path, Path]:
     at a time."""
     folder = ctx.cache_root / "onnx"
     folder.mkdir(parents=True, exist_ok=True)
-    key = ArtifactCache.key({"base": base.key, "calibration_batches": int8_params(ctx)["calibration_batches"],
+    key = ArtifactCache.key({"base": base.key, "code": code_fingerprint("mnv2core.deploy.onnx_runtime"),
+                             "calibration_batches": int8_params(ctx)["calibration_batches"],
                              "calibration_batch": CALIBRATION_BATCH})
     stem = folder / f"{case.dataset}-{case.base}-{key}"
     fp32_path, int8_path = stem.with_suffix(".onnx"), stem.with_suffix(".int8.onnx")

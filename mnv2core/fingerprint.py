@@ -1,0 +1,77 @@
+"""Fingerprints of the code that makes a cached entry: a module's source and the source of
+every mnv2core module it imports, at any depth (read from the files' import statements, so
+what a module can run is what it names), plus the versions of the libraries whose numerics
+it runs through. A cache key that holds the fingerprint of the code behind its entry goes
+stale by itself when that code changes; nothing needs a hand-bumped version number."""
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+from importlib import metadata
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent
+LIBRARIES = ("torch", "torchvision", "onnxruntime", "onnx", "timm", "torch-pruning", "numpy")
+
+
+@functools.cache
+def code_fingerprint(module: str) -> str:
+    """sha256 (24 hex digits) of ``module``'s import closure within mnv2core and the library
+    versions."""
+    digest = hashlib.sha256()
+    for name in sorted(import_closure(module)):
+        digest.update(name.encode())
+        digest.update(_path(name).read_bytes())
+    for library, version in library_versions().items():
+        digest.update(f"{library}={version}".encode())
+    return digest.hexdigest()[:24]
+
+
+@functools.cache
+def library_versions() -> dict[str, str]:
+    versions = {}
+    for library in LIBRARIES:
+        try:
+            versions[library] = metadata.version(library)
+        except metadata.PackageNotFoundError:
+            versions[library] = "absent"
+    return versions
+
+
+@functools.cache
+def import_closure(module: str) -> frozenset[str]:
+    """``module`` and every mnv2core module it imports, directly or through others."""
+    seen, todo = set(), [module]
+    while todo:
+        name = todo.pop()
+        if name in seen or not _path(name).is_file():
+            continue
+        seen.add(name)
+        todo += _imports(name)
+    return frozenset(seen)
+
+
+def _path(module: str) -> Path:
+    parts = module.split(".")[1:]
+    path = PACKAGE.joinpath(*parts)
+    return path / "__init__.py" if (path / "__init__.py").is_file() else path.with_suffix(".py")
+
+
+@functools.cache
+def _imports(module: str) -> tuple[str, ...]:
+    path = _path(module)
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names if alias.name.startswith("mnv2core")]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            if base.startswith("mnv2core"):
+                found.append(base)
+                found += [f"{base}.{alias.name}" for alias in node.names if _path(f"{base}.{alias.name}").is_file()]
+    return tuple(found)

@@ -1,0 +1,49 @@
+"""Cache keys that know the code: a technique's fingerprint covers its module and what it
+imports from mnv2core, so an edit changes exactly the keys of what that code builds."""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from mnv2core.fingerprint import code_fingerprint, import_closure
+
+PACKAGE = Path(__file__).resolve().parents[1] / "mnv2core"
+MODULES = ["mnv2core.techniques.pruning", "mnv2core.techniques.fgsm", "mnv2core.techniques.pgd",
+           "mnv2core.techniques.finetune", "mnv2core.training", "mnv2core.cache"]
+
+
+def fingerprints(root: Path) -> dict[str, str]:
+    """The fingerprints of MODULES as a fresh interpreter computes them from the package at ``root``."""
+    code = ("import json, sys; from mnv2core.fingerprint import code_fingerprint; "
+            f"print(json.dumps({{m: code_fingerprint(m) for m in {MODULES!r}}}))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+    import json
+    return json.loads(out.stdout)
+
+
+def test_an_edit_changes_the_fingerprint_of_its_module_and_of_what_imports_it(tmp_path):
+    shutil.copytree(PACKAGE, tmp_path / "mnv2core", ignore=shutil.ignore_patterns("__pycache__"))
+    before = fingerprints(tmp_path)
+    assert before == fingerprints(tmp_path)  # unchanged code: the same keys, nothing rebuilt
+    fgsm = tmp_path / "mnv2core" / "techniques" / "fgsm.py"
+    fgsm.write_text(fgsm.read_text().replace("def check(", "# a one-line edit\ndef check(", 1))
+    after = fingerprints(tmp_path)
+    changed = {m for m in MODULES if before[m] != after[m]}
+    assert changed == {"mnv2core.techniques.fgsm", "mnv2core.techniques.pgd"}  # PGD measures through FGSM's code
+
+
+def test_a_shared_library_module_reaches_every_technique_that_runs_it(tmp_path):
+    shutil.copytree(PACKAGE, tmp_path / "mnv2core", ignore=shutil.ignore_patterns("__pycache__"))
+    before = fingerprints(tmp_path)
+    training = tmp_path / "mnv2core" / "training.py"
+    training.write_text(training.read_text() + "\n# numerics changed\n")
+    after = fingerprints(tmp_path)
+    assert {m for m in MODULES if before[m] != after[m]} == set(MODULES) - {"mnv2core.cache"}
+
+
+def test_the_closure_follows_imports_not_the_whole_package():
+    closure = import_closure("mnv2core.techniques.pruning")
+    assert {"mnv2core.compression.channels", "mnv2core.training", "mnv2core.models"} <= closure
+    assert not closure & {"mnv2core.techniques.fgsm", "mnv2core.study", "mnv2core.report"}
+    assert len(code_fingerprint("mnv2core.techniques.pruning")) == 24
