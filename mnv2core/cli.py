@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .docs import write_results_page
-from .errors import Mnv2BenchError
+from .errors import ConfigError, Mnv2BenchError
 from .gate import Tolerances, compare
 from .profiles import load_profile
 from .techniques import catalogue
@@ -38,7 +38,7 @@ def report(args) -> int:
 def gate(args) -> int:
     baseline = load_results(args.baseline)
     tolerances = _tolerances(baseline, args)
-    outcome = compare(baseline, load_results(args.results), tolerances)
+    outcome = compare(baseline, load_results(args.results), tolerances, allow_empty=args.allow_empty)
     print(outcome.render())
     return 0 if outcome.passed else 1
 
@@ -67,7 +67,11 @@ def docs(args) -> int:
 def _tolerances(baseline: dict, args) -> Tolerances:
     """The baseline profile's tolerances, with the command line's on top."""
     profile = args.profile or baseline.get("mnv2bench", {}).get("profile")
-    base = load_profile(profile, catalogue()).gate if profile else Tolerances()
+    try:
+        base = load_profile(profile, catalogue()).gate if profile else Tolerances()
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (the baseline was made with profile {profile!r}: name its .toml file "
+                          f"with --profile PATH)") from None
     if args.accuracy_points is None:
         return base
     points = args.accuracy_points  # the command line's tolerance holds across CPUs too
@@ -89,6 +93,8 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--baseline", type=Path, required=True)
     check.add_argument("--profile", help="take tolerances from this profile (default: the baseline's)")
     check.add_argument("--accuracy-points", type=float, help="allowed accuracy drop, e.g. 0.02")
+    check.add_argument("--allow-empty", action="store_true",
+                       help="pass when nothing is comparable (another profile, no shared case, no metric)")
     check.set_defaults(command=gate)
 
     page = commands.add_parser("docs", help="write RESULTS.md and its PNG figures from results files")

@@ -13,6 +13,9 @@ one model 2 points apart between a Zen 4 with AVX-512 VNNI and a Zen 3 without).
 are not gated.
 Improvements never fail; a baseline case missing from the results does, unless the run
 did not select it (``-k``, ``--dataset``: the results list the cases a run selected).
+A comparison of nothing fails too (a gate that passes on nothing cannot fail): zero metrics
+compared, a baseline of another profile, or a run whose cases share none with the baseline;
+``allow_empty`` is for those who mean it.
 """
 from __future__ import annotations
 
@@ -88,7 +91,46 @@ def gated_metrics(extra_info: dict[str, Any]) -> dict[str, float]:
     return found
 
 
-def compare(baseline: dict[str, Any], results: dict[str, Any], tolerances: Tolerances) -> GateReport:
+def compare(baseline: dict[str, Any], results: dict[str, Any], tolerances: Tolerances,
+            allow_empty: bool = False) -> GateReport:
+    report = _compare(baseline, results, tolerances)
+    problem = _empty_comparison(baseline, results, report)
+    if problem and not allow_empty:
+        report.failures.insert(0, f"{problem} (--gate-allow-empty / --allow-empty if that is meant)")
+    elif problem:
+        report.notes.append(problem)
+    return report
+
+
+def _empty_comparison(baseline: dict[str, Any], results: dict[str, Any], report: GateReport) -> str | None:
+    """Why the comparison says nothing about a regression, if it does not."""
+    ours, theirs = _profile(results), _profile(baseline)
+    if ours and theirs and ours != theirs:
+        return f"the baseline is of profile {theirs!r}, this run of {ours!r}: nothing comparable"
+    selected = results.get("mnv2bench", {}).get("selected")
+    shared = set(case_items(baseline)) & set(selected if selected is not None else case_items(results))
+    if not shared:
+        return "this run's cases share none with the baseline's: nothing was gated"
+    if report.compared == 0 and not report.failures:
+        return "no metric was compared: nothing was gated"
+    return None
+
+
+def preflight(baseline: dict[str, Any], profile: str, case_ids: list[str]) -> str | None:
+    """Before anything trains: why gating this run against ``baseline`` would compare nothing."""
+    theirs = _profile(baseline)
+    if theirs and theirs != profile:
+        return f"the baseline is of profile {theirs!r}, this run of {profile!r}: nothing comparable"
+    if not set(case_items(baseline)) & set(case_ids):
+        return "this run's cases share none with the baseline's: nothing would be gated"
+    return None
+
+
+def _profile(document: dict[str, Any]) -> str | None:
+    return (document.get("mnv2bench") or {}).get("profile")
+
+
+def _compare(baseline: dict[str, Any], results: dict[str, Any], tolerances: Tolerances) -> GateReport:
     report = GateReport()
     same_machine = _machine(baseline) == _machine(results)
     same_cpu = _cpu(baseline) == _cpu(results)

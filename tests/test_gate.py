@@ -114,3 +114,46 @@ def test_a_profile_may_leave_absolute_times_ungated_but_still_gates_speedups():
         f"{FT}: latency.onnx_b1_ms 2 -> 5 (x2.50, tolerance 25%) [the profile does not gate absolute times]"]
     collapsed = [entry(FT, 0.8, metrics={"latency": {"onnx_b1_ms": 2.0}, "int8_speedup": 1.0})]
     assert not gate(base, collapsed, Tolerances(gate_times=False)).passed
+
+
+def test_a_gate_that_compares_nothing_fails_unless_asked_to_allow_it(tmp_path, capsys):
+    import json
+
+    from mnv2core.cli import main
+    # a baseline of other cases: nothing shared
+    report = gate([entry(KD, 0.60)], [entry(FT, 0.80)])
+    assert not report.passed and report.compared == 0
+    assert report.failures[0].startswith("this run's cases share none with the baseline's: nothing was gated")
+    # an empty baseline, and one without a gated metric
+    assert not compare({"benchmarks": []}, document([entry(KD, 0.6)]), TOLERANCES).passed
+    no_metrics = gate([entry(KD, metrics={"note": "x"})], [entry(KD, metrics={"note": "x"})])
+    assert no_metrics.failures == ["no metric was compared: nothing was gated (--gate-allow-empty / --allow-empty if "
+                                   "that is meant)"]
+    # a baseline of another profile
+    other = document([entry(KD, 0.60)])
+    other["mnv2bench"]["profile"] = "cpu"
+    assert "the baseline is of profile 'cpu', this run of 'smoke'" in compare(other, document([entry(KD, 0.6)]),
+                                                                             TOLERANCES).failures[0]
+    sliced = document([entry(FT, 0.80)])
+    sliced["mnv2bench"]["selected"] = [FT]  # e.g. -k full_ft against a baseline without it
+    assert not compare(document([entry(KD, 0.60)]), sliced, TOLERANCES).passed
+    allowed = compare(document([entry(KD, 0.60)]), sliced, TOLERANCES, allow_empty=True)
+    assert allowed.passed and "share none" in allowed.render()
+    baseline, results = tmp_path / "base.json", tmp_path / "run.json"
+    baseline.write_text(json.dumps({"benchmarks": []}))
+    results.write_text(json.dumps(document([entry(KD, 0.6)])))
+    assert main(["gate", "--baseline", str(baseline), str(results)]) == 1
+    assert "nothing was gated" in capsys.readouterr().out
+    assert main(["gate", "--baseline", str(baseline), str(results), "--allow-empty"]) == 0
+
+
+def test_gate_on_a_custom_profile_points_at_its_file(tmp_path, capsys):
+    import json
+
+    from mnv2core.cli import main
+    base = document([entry(KD, 0.60)])
+    base["mnv2bench"]["profile"] = "tiny"
+    (tmp_path / "base.json").write_text(json.dumps(base))
+    (tmp_path / "run.json").write_text(json.dumps(base))
+    assert main(["gate", "--baseline", str(tmp_path / "base.json"), str(tmp_path / "run.json")]) == 2
+    assert "unknown profile 'tiny'" in (err := capsys.readouterr().err) and "--profile PATH" in err
