@@ -10,10 +10,10 @@ from .registry import MEASUREMENT, Catalogue
 __all__ = ["Case", "build_grid", "find_case", "plan", "schedule_rank", "upstream_of"]
 
 
-def plan(profile: Profile, catalogue: Catalogue, datasets: dict | None = None) -> dict[str, Case]:
-    """Every case of the profile by id (``DATASET-MODEL-TECHNIQUE``), grid order:
+def plan(profile: Profile, catalogue: Catalogue) -> dict[str, Case]:
+    """Every case of the profile by id (``DATASET-MODEL-TECHNIQUE``), in grid order:
     ``Profile.cases`` of each dataset as ``Case``s."""
-    return {case.id: case for ds in (datasets or profile.datasets)
+    return {case.id: case for ds in profile.datasets
             for case in (Case(ds, model, tech, method, base) for model, tech, method, base in profile.cases(ds, catalogue))}
 
 

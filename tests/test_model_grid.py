@@ -1,7 +1,6 @@
 """The model axis of profiles and the grid: [models.NAME], a dataset's models, per-model
 floors, distillation's teacher and student, ready-trained models, your own image folder."""
 import pytest
-import torch
 from PIL import Image
 
 from mnv2core.datasets import add_image_folder
