@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
@@ -21,7 +20,6 @@ from .errors import ConfigError
 from .networks import BUILTIN_NETWORKS
 
 SOURCES = ("torchvision", "timm", "builtin")
-WEIGHT_KINDS = ("imagenet", "none", "pretext")  # or a path to a state-dict file
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -259,7 +257,3 @@ def from_pretrained(model: str | ModelSpec, net_state: dict[str, torch.Tensor], 
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def model_identity(model: ImageClassifier) -> dict[str, Any]:
-    return model.spec.identity()
