@@ -43,18 +43,23 @@ def calibration(ctx: Context, case: Case, base: Artifact) -> list[torch.Tensor]:
 
 
 def int8_model(ctx: Context, case: Case, base: Artifact) -> torch.nn.Module:
-    """The FX int8 twin of the base (made once per process)."""
-    return ctx.memo(("fx-int8", base.key), lambda: quantize_fx(base.model, calibration(ctx, case, base),
-                                                               base.meta["input_size"]))
+    """The FX int8 twin of the base; QuantizationError (NotApplicable) when FX cannot make one."""
+    model, reason = int8_model_or_reason(ctx, case, base)
+    if model is None:
+        raise QuantizationError(reason)
+    return model
 
 
 def int8_model_or_reason(ctx: Context, case: Case, base: Artifact) -> tuple[torch.nn.Module | None, str]:
     """The FX int8 twin, or None and why FX cannot make one (measurements that include int8
-    go on without it and say why)."""
-    try:
-        return int8_model(ctx, case, base), ""
-    except QuantizationError as exc:
-        return None, str(exc)
+    go on without it and say why); tried once per process and base, failure included."""
+    def attempt() -> tuple[torch.nn.Module | None, str]:
+        try:
+            return quantize_fx(base.model, calibration(ctx, case, base), base.meta["input_size"]), ""
+        except QuantizationError as exc:
+            return None, str(exc)
+
+    return ctx.memo(("fx-int8", base.key), attempt)
 
 
 def onnx_files(ctx: Context, case: Case, base: Artifact) -> tuple[Path, Path]:
