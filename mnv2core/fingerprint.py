@@ -41,37 +41,46 @@ def library_versions() -> dict[str, str]:
 
 @functools.cache
 def import_closure(module: str) -> frozenset[str]:
-    """``module`` and every mnv2core module it imports, directly or through others."""
+    """``module`` and every mnv2core module it imports, directly or through others, with the
+    packages above each (importing a module runs their ``__init__``)."""
     seen, todo = set(), [module]
     while todo:
         name = todo.pop()
         if name in seen or not _path(name).is_file():
             continue
         seen.add(name)
-        todo += _imports(name)
+        todo += [*imported_modules(name), *_packages_above(name)]
     return frozenset(seen)
 
 
-def _path(module: str) -> Path:
-    parts = module.split(".")[1:]
-    path = PACKAGE.joinpath(*parts)
-    return path / "__init__.py" if (path / "__init__.py").is_file() else path.with_suffix(".py")
-
-
 @functools.cache
-def _imports(module: str) -> tuple[str, ...]:
+def imported_modules(module: str) -> frozenset[str]:
+    """The mnv2core modules ``module``'s source imports, at any depth of its code (inside
+    functions and ``if TYPE_CHECKING:`` too); ``from PACKAGE import NAME`` is the module NAME
+    when there is one, else PACKAGE."""
     path = _path(module)
     package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
-    found = []
+    found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            found += [alias.name for alias in node.names if alias.name.startswith("mnv2core")]
+            found |= {alias.name for alias in node.names if alias.name.startswith("mnv2core")}
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(anchor + ([base] if base else []))
             if base.startswith("mnv2core"):
-                found.append(base)
-                found += [f"{base}.{alias.name}" for alias in node.names if _path(f"{base}.{alias.name}").is_file()]
-    return tuple(found)
+                found |= {f"{base}.{alias.name}" if _path(f"{base}.{alias.name}").is_file() else base
+                          for alias in node.names}
+    return frozenset(found - {module})
+
+
+def _packages_above(module: str) -> list[str]:
+    parts = module.split(".")
+    return [".".join(parts[:end]) for end in range(1, len(parts))]
+
+
+def _path(module: str) -> Path:
+    parts = module.split(".")[1:]
+    path = PACKAGE.joinpath(*parts)
+    return path / "__init__.py" if (path / "__init__.py").is_file() else path.with_suffix(".py")

@@ -45,15 +45,9 @@ def upstream_of(case: Case, templates: dict[str, Case], catalogue: Catalogue) ->
     if case.base is not None:
         names = [case.base, *(derived_technique(case.base, need) for need in needs)]
         return [Case(case.dataset, case.model, name).id for name in names]
-    found = []
-    for need in needs:
-        same_model = Case(case.dataset, case.model, need).id
-        if same_model in templates:
-            found.append(same_model)
-        else:
-            others = [c.id for c in templates.values() if c.dataset == case.dataset and c.technique == need]
-            found += others[:1]
-    return found
+    found = [find_case(templates, case.dataset, need, case.model) or find_case(templates, case.dataset, need)
+             for need in needs]
+    return [up.id for up in found if up is not None]
 
 
 AFTER_LONG_POLES = 100  # rank offset of the cases that wait for a long pole

@@ -3,6 +3,8 @@ modules see the build context and never the study, and no pytest inside the libr
 import ast
 from pathlib import Path
 
+from mnv2core.fingerprint import imported_modules
+
 PACKAGE = Path(__file__).resolve().parents[1] / "mnv2core"
 
 
@@ -11,32 +13,8 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports_of(path: Path) -> set[str]:
-    """mnv2core modules ``path`` imports, at any depth (inside functions and ``if
-    TYPE_CHECKING:`` too: a type a module names is a dependency all the same)."""
-    tree = ast.parse(path.read_text())
-    package = module_name(path) if path.name == "__init__.py" else module_name(path).rsplit(".", 1)[0]
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names if alias.name.startswith("mnv2core")}
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join(anchor + ([base] if base else []))
-            if base.startswith("mnv2core"):
-                found |= {f"{base}.{alias.name}" if _is_module(f"{base}.{alias.name}") else base for alias in node.names}
-    return found - {module_name(path)}
-
-
-def _is_module(name: str) -> bool:
-    path = PACKAGE.parent.joinpath(*name.split("."))
-    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
-
-
 def graph() -> dict[str, set[str]]:
-    return {module_name(path): imports_of(path) for path in PACKAGE.rglob("*.py")}
+    return {module_name(path): set(imported_modules(module_name(path))) for path in PACKAGE.rglob("*.py")}
 
 
 def test_mnv2core_has_no_import_circle():
@@ -62,7 +40,8 @@ def test_mnv2core_has_no_import_circle():
 def test_technique_modules_see_the_context_not_the_study():
     upper = {"mnv2core.study", "mnv2core.grid", "mnv2core.report", "mnv2core.cli", "mnv2core.gate"}
     for path in (PACKAGE / "techniques").glob("*.py"):
-        assert not imports_of(path) & upper, f"{path.name} imports {imports_of(path) & upper}"
+        imported = imported_modules(module_name(path))
+        assert not imported & upper, f"{path.name} imports {imported & upper}"
 
 
 def test_the_library_has_no_pytest_inside():
