@@ -430,10 +430,10 @@ def _models(raw: dict, where: str) -> dict[str, ModelSpec]:
         if not isinstance(table, dict):
             raise ConfigError(f"{here} must be a table (source, arch, weights, trained)")
         _check_keys(table, {"source", "arch", "weights", "trained"}, here)
+        problems = _table_type_problems(table, typing.get_type_hints(ModelSpec), f"{here}.")
+        if problems:
+            raise ConfigError("\n".join(problems))
         values = {"source": default_spec(table.get("arch", name)).source, **table}
-        for key, kind in (("source", str), ("arch", str), ("weights", str), ("trained", bool)):
-            if key in values and not isinstance(values[key], kind):
-                raise ConfigError(f"{here}.{key} is {values[key]!r}; expected {_type_name(kind)}")
         _check_choice(values["source"], SOURCES, f"{here}.source")
         spec = ModelSpec(name, **values)
         try:

@@ -147,6 +147,7 @@ def test_a_ready_trained_model_is_a_base_without_training(tmp_path):
 @pytest.mark.parametrize("change, message", [
     (('arch = "test_efficientnet"', 'arch = "test_efficientnet9"'), "unknown model 'test_efficientnet9' in timm"),
     (('source = "timm"', 'source = "keras"'), "models.effnet.source is 'keras'; choose one of"),
+    (('source = "timm"', 'source = "timm"\ntrained = "yes"'), "models.effnet.trained is 'yes'; expected true or false"),
     (("[models.mobilenet_v2]\nweights = \"pretext\"", "[weights]\nmobilenet_v2 = \"pretext\""),
      r"\[weights\] is now per model"),
     (("[floors.tiny.effnet]\nfull_ft = 0.2", "[floors.tiny.effnet]\nfull_ft = \"high\""), "floors.tiny.effnet must be an accuracy"),
