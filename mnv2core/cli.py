@@ -38,7 +38,8 @@ def report(args) -> int:
 def gate(args) -> int:
     baseline = load_results(args.baseline)
     tolerances = _tolerances(baseline, args)
-    outcome = compare(baseline, load_results(args.results), tolerances, allow_empty=args.allow_empty)
+    outcome = compare(baseline, load_results(args.results), tolerances, catalogue().declarations,
+                      allow_empty=args.allow_empty)
     print(outcome.render())
     return 0 if outcome.passed else 1
 

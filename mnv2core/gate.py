@@ -1,16 +1,15 @@
 """The regression gate: compare a run's results with a stored baseline.
 
-Which way a metric may move is read from its name: ``accuracy`` / ``*_accuracy`` (higher is
-better, tolerance in accuracy points), ``*_speedup`` (a ratio, higher is better, relative
-tolerance), ``*_ms`` and ``*_per_second`` (absolute times, relative tolerance; only a warning
-when the two runs come from different machines, or when the profile sets ``gate_times = false``).
-Accuracies get ``cross_cpu_accuracy_points``
-when the two runs come from different CPUs (vendor, family, model, stepping, and the ISA flags
-that pick kernels: avx512*, amx*, avx_vnni; the brand string "AMD EPYC" names Zen 3, 4 and 5
-alike): their math kernels round differently, and a short training on little data amplifies
-that (seen: 10-25 points between an Intel and an AMD run of the smoke grid; ORT static int8 of
-one model 2 points apart between a Zen 4 with AVX-512 VNNI and a Zen 3 without). Other metrics
-are not gated.
+What is compared, which way is better and with which tolerance comes from each technique's
+metric declarations (``metrics.Metric``: gated, better, tolerance), never from a name:
+"accuracy" tolerances are in accuracy points, "ratio" ones relative (speed-ups), "time" ones
+relative too, and only a warning when the two runs come from different machines or the
+profile sets ``gate_times = false``. Accuracies get ``cross_cpu_accuracy_points`` when the two
+runs come from different CPUs (vendor, family, model, stepping, and the ISA flags that pick
+kernels: avx512*, amx*, avx_vnni; the brand string "AMD EPYC" names Zen 3, 4 and 5 alike):
+their math kernels round differently, and a short training on little data amplifies that
+(seen: 10-25 points between an Intel and an AMD run of the smoke grid; ORT static int8 of one
+model 2 points apart between a Zen 4 with AVX-512 VNNI and a Zen 3 without).
 Improvements never fail; a baseline case missing from the results does, unless the run
 did not select it (``-k``, ``--dataset``: the results list the cases a run selected).
 A comparison of nothing fails too (a gate that passes on nothing cannot fail): zero metrics
@@ -20,9 +19,13 @@ compared, a baseline of another profile, or a run whose cases share none with th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
-from .results import case_items
+from .errors import ConfigError
+from .metrics import HIGHER, Declarations, Metric
+from .results import case_items, method_of
+
+Declared = Callable[[str], Declarations]  # technique -> its metric declarations (the catalogue's)
 
 
 @dataclass(frozen=True)
@@ -34,12 +37,12 @@ class Tolerances:
     gate_times: bool = True  # false: absolute times only warn, even on the same machine (shared VMs)
     per_metric: dict[str, float] = field(default_factory=dict)  # metric name -> its own tolerance
 
-    def for_metric(self, name: str, kind: str, same_cpu: bool = True) -> float:
+    def for_metric(self, name: str, metric: Metric, same_cpu: bool = True) -> float:
         if name in self.per_metric:
             return self.per_metric[name]
-        if kind == "accuracy":
+        if metric.tolerance == "accuracy":
             return self.accuracy_points if same_cpu else max(self.accuracy_points, self.cross_cpu_accuracy_points)
-        return self.speedup_ratio if kind == "speedup" else self.time_ratio
+        return self.speedup_ratio if metric.tolerance == "ratio" else self.time_ratio
 
 
 @dataclass
@@ -63,37 +66,15 @@ class GateReport:
         return "\n".join(lines)
 
 
-def metric_kind(name: str) -> str | None:
-    leaf = name.rsplit(".", 1)[-1]
-    if leaf == "accuracy" or leaf.endswith("_accuracy"):
-        return "accuracy"
-    if leaf.endswith("_speedup"):
-        return "speedup"
-    if leaf.endswith("_ms"):
-        return "time_lower_is_better"
-    if leaf.endswith("_per_second"):
-        return "time_higher_is_better"
-    return None
+def gated_metrics(extra_info: dict[str, Any], declared: Declared) -> dict[str, tuple[float, Metric]]:
+    """The case's gated metrics (dotted names into nested tables), as its technique declares."""
+    return declared(method_of(extra_info)).gated(extra_info.get("metrics") or {})
 
 
-def gated_metrics(extra_info: dict[str, Any]) -> dict[str, float]:
-    """The case's gated metrics; nested tables are flattened to dotted names."""
-    found: dict[str, float] = {}
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for key, inner in value.items():
-                walk(f"{prefix}.{key}" if prefix else key, inner)
-        elif isinstance(value, (int, float)) and not isinstance(value, bool) and metric_kind(prefix):
-            found[prefix] = float(value)
-
-    walk("", extra_info.get("metrics") or {})
-    return found
-
-
-def compare(baseline: dict[str, Any], results: dict[str, Any], tolerances: Tolerances,
+def compare(baseline: dict[str, Any], results: dict[str, Any], tolerances: Tolerances, declared: Declared,
             allow_empty: bool = False) -> GateReport:
-    report = _compare(baseline, results, tolerances)
+    """``declared``: technique -> its metric declarations (``catalogue().declarations``)."""
+    report = _compare(baseline, results, tolerances, declared)
     problem = _empty_comparison(baseline, results, report)
     if problem and not allow_empty:
         report.failures.insert(0, f"{problem} (--gate-allow-empty / --allow-empty if that is meant)")
@@ -130,60 +111,64 @@ def _profile(document: dict[str, Any]) -> str | None:
     return (document.get("mnv2bench") or {}).get("profile")
 
 
-def _compare(baseline: dict[str, Any], results: dict[str, Any], tolerances: Tolerances) -> GateReport:
+def _compare(baseline: dict[str, Any], results: dict[str, Any], tolerances: Tolerances,
+             declared: Declared) -> GateReport:
     report = GateReport()
     same_machine = _machine(baseline) == _machine(results)
     same_cpu = _cpu(baseline) == _cpu(results)
     if not same_cpu:
         report.notes.append(f"baseline CPU {_cpu(baseline)} differs from this run's {_cpu(results)}: "
-                            f"accuracies allowed {tolerances.for_metric('accuracy', 'accuracy', False) * 100:.0f} points")
+                            f"accuracies allowed {max(tolerances.accuracy_points, tolerances.cross_cpu_accuracy_points) * 100:.0f} points")
     current = case_items(results)
     selected = results.get("mnv2bench", {}).get("selected")
     unselected = 0
     for case, base_extra in case_items(baseline).items():
-        expected = gated_metrics(base_extra)
+        try:
+            expected = gated_metrics(base_extra, declared)
+        except ConfigError as exc:
+            report.failures.append(f"{case}: {exc} (a baseline of other code: record it again)")
+            continue
         if not expected:
             continue
         extra = current.get(case)
         if extra is None and selected is not None and case not in selected:
             unselected += 1
             continue
-        measured = gated_metrics(extra) if extra else {}
+        measured = {name: value for name, (value, _) in gated_metrics(extra, declared).items()} if extra else {}
         if not measured:
             why = "not in the results" if extra is None else f"{extra.get('outcome', '?')} without metrics"
             report.failures.append(f"{case}: missing ({why}); the baseline has {sorted(expected)}")
             continue
-        for name, old in expected.items():
-            _check(report, case, name, old, measured.get(name), tolerances, same_machine, same_cpu)
+        for name, (old, metric) in expected.items():
+            _check(report, case, name, metric, old, measured.get(name), tolerances, same_machine, same_cpu)
     if unselected:
         report.notes.append(f"{unselected} baseline case(s) not selected in this run (-k, --dataset): not gated")
     return report
 
 
-def _check(report: GateReport, case: str, name: str, old: float, new: float | None,
+def _check(report: GateReport, case: str, name: str, metric: Metric, old: float, new: float | None,
            tolerances: Tolerances, same_machine: bool, same_cpu: bool) -> None:
     if new is None:
         report.failures.append(f"{case}: metric {name} is missing from the results")
         return
-    kind = metric_kind(name)
-    tolerance = tolerances.for_metric(name, kind, same_cpu)
+    tolerance = tolerances.for_metric(name, metric, same_cpu)
     report.compared += 1
-    if kind == "accuracy":
-        worse, improved = old - new > tolerance, new > old
+    gain = new - old if metric.better == HIGHER else old - new
+    if metric.tolerance == "accuracy":  # in points
+        worse, improved = -gain > tolerance, gain > 0
         change = f"{old:.4f} -> {new:.4f} ({(new - old) * 100:+.1f} points, tolerance {tolerance * 100:.1f})"
-    else:
-        lower_is_better = kind == "time_lower_is_better"
+    else:  # relative
         ratio = new / old if old else float("inf")
-        worse = ratio > 1 + tolerance if lower_is_better else ratio < 1 - tolerance
-        improved = ratio < 1 if lower_is_better else ratio > 1
+        worse = ratio < 1 - tolerance if metric.better == HIGHER else ratio > 1 + tolerance
+        improved = gain > 0
         change = f"{old:.4g} -> {new:.4g} (x{ratio:.2f}, tolerance {tolerance:.0%})"
     report.improved += improved
     if not worse:
         return
     line = f"{case}: {name} {change}"
-    if kind.startswith("time_") and not same_machine:
+    if metric.tolerance == "time" and not same_machine:
         report.warnings.append(line + " [different machine: absolute times are not gated]")
-    elif kind.startswith("time_") and not tolerances.gate_times:
+    elif metric.tolerance == "time" and not tolerances.gate_times:
         report.warnings.append(line + " [the profile does not gate absolute times]")
     else:
         report.failures.append(line)

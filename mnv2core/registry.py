@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from .context import Artifact, Case, Context
 from .errors import ConfigError
+from .metrics import RECORD, TEST_ACCURACY, Declarations, Metric
 
 # roles: how a technique's case comes about
 TRAINED = "trained"  # trained from its recipe in [techniques.NAME] (maybe from an upstream model)
@@ -23,7 +24,29 @@ ROLES = (TRAINED, COMPRESSION, DEPLOYMENT, MEASUREMENT)
 Builder = Callable[[Context, Case], Artifact]
 Measurer = Callable[[Context, Case, Artifact], dict[str, Any]]
 Checker = Callable[[dict[str, Any], Case], None]
-Rows = Callable[[list[tuple[str, dict]]], list[dict]]
+Found = list[tuple[str, dict]]  # (label: model and base, metrics) of a technique's cases
+Rows = Callable[[Found], list[dict]]
+
+
+@dataclass(frozen=True)
+class Table:
+    """A report table over the cases of ``techniques`` on one dataset: ``rows`` receives
+    technique -> its cases' (label, metrics)."""
+
+    title: str
+    techniques: tuple[str, ...]
+    rows: Callable[[dict[str, Found]], list[dict]]
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Sentences a technique's module writes from its cases' numbers (technique -> cases, as
+    for a Table); ``across_datasets``: once per report over every dataset (labels then start
+    with the dataset), else once per dataset."""
+
+    techniques: tuple[str, ...]
+    text: Callable[[dict[str, Found]], str]
+    across_datasets: bool = False
 
 
 class CheckFailed(AssertionError):
@@ -64,6 +87,13 @@ class Technique:
     floored: bool = True  # whether its cases assert an accuracy floor
     starts_early: bool = False  # a long training other cases wait for: scheduled first
     table: tuple[str, Rows] | None = None
+    metrics: tuple[Metric, ...] = ()  # what its records hold beyond every record's fields (metrics.RECORD)
+    summary_row: str | None = None  # a trained technique: its row title in the study summary table
+    summary_column: tuple[str, str] | None = None  # a derived one: (column title, metric) there
+    thresholds: tuple[str, ...] = ()  # parameters only its check reads (they change no number)
+    uses: tuple[str, ...] = ()  # other techniques whose parameters its metrics depend on
+    # the results page's figure of its cases on a dataset: (cases, path, dataset) -> the PNG or None
+    page_plot: Callable[[Found, Any, str], Any] | None = None
     # its metrics depend only on the model, the data and its parameters (no timing): the cache
     # keeps them, so a rerun does not measure the same model again (--refresh does)
     reusable: bool = False
@@ -89,11 +119,19 @@ class Technique:
 class Catalogue:
     techniques: dict[str, Technique] = field(default_factory=dict)
     studies: dict[str, dict[str, Any]] = field(default_factory=dict)  # study -> [studies.NAME] defaults
+    tables: list[Table] = field(default_factory=list)  # report tables, in declaration order
+    analyses: list[Analysis] = field(default_factory=list)
 
     def get(self, name: str) -> Technique:
         if name not in self.techniques:
             raise ConfigError(f"unknown technique {name!r}; known: {sorted(self.techniques)}")
         return self.techniques[name]
+
+    def declarations(self, name: str) -> Declarations:
+        """The metrics a record of technique ``name`` may hold."""
+        technique = self.get(name)
+        implied = (TEST_ACCURACY,) if technique.role in (TRAINED, COMPRESSION) else ()
+        return Declarations(name, (*technique.metrics, *implied, *RECORD))
 
     def of_role(self, role: str) -> dict[str, Technique]:
         return {name: t for name, t in self.techniques.items() if t.role == role}
@@ -112,7 +150,25 @@ def register(technique: Technique) -> Technique:
     if not technique.module:
         technique = dataclasses.replace(technique, module=sys._getframe(1).f_globals["__name__"])
     REGISTERED.techniques[technique.name] = technique
+    if technique.table:
+        title, rows = technique.table
+        REGISTERED.tables.append(Table(title, (technique.name,), lambda found, name=technique.name: rows(found[name])))
     return technique
+
+
+def only(found: dict[str, Found], technique: str) -> dict:
+    """The metrics of a technique's one case on the dataset ({} when it did not run): for the
+    companion studies, whose techniques run once per dataset."""
+    cases = found.get(technique) or []
+    return cases[0][1] if cases else {}
+
+
+def register_table(table: Table) -> None:
+    REGISTERED.tables.append(table)
+
+
+def register_analysis(analysis: Analysis) -> None:
+    REGISTERED.analyses.append(analysis)
 
 
 def register_study(name: str, params: dict[str, Any] | None = None) -> None:

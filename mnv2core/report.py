@@ -6,17 +6,24 @@ from typing import Any
 from tabulate import tabulate
 
 from .techniques import catalogue
-from .report_companion import companion_tables, lowrank_note
 from .gate import cpu_identity
-from .results import case_items
+from .registry import Found, Table
+from .results import case_items, method_of
 
 FORMATS = {"md": "github", "terminal": "simple"}
-# The study's headline table: one row per training method...
-SUMMARY_ROWS = [("Partial Tuning", "partial_ft"), ("Full Fine-Tuning", "full_ft"), ("Distillation", "kd")]
-# ...and, per column, the metric and where it lives: the method's own case, or a case
-# derived from it (a later technique whose extra_info names the method as its "base").
-SUMMARY_COLUMNS = [("base acc", None, "accuracy"), ("acc after pruning", "prune", "accuracy"),
-                   ("int8 acc", "int8", "accuracy"), ("FGSM acc", "fgsm", "accuracy")]
+
+
+def summary_layout(items: dict) -> tuple[list[tuple[str, str]], list[tuple[str, str | None, str]]]:
+    """The study's headline table as the techniques declare it: (row title, trained technique)
+    rows, and (title, derived technique or None: the row's own case, metric) columns, in the
+    order the results hold them (the grid's)."""
+    order = list(dict.fromkeys(method_of(extra) for extra in items.values()))
+    techniques = sorted(catalogue().techniques.values(),
+                        key=lambda t: order.index(t.name) if t.name in order else len(order))
+    rows = [(t.summary_row, t.name) for t in techniques if t.summary_row]
+    columns = [("base acc", None, "accuracy")] + [(t.summary_column[0], t.name, t.summary_column[1])
+                                                  for t in techniques if t.summary_column]
+    return rows, columns
 
 
 def render_report(document: dict[str, Any], fmt: str = "terminal") -> str:
@@ -35,13 +42,11 @@ def render_report(document: dict[str, Any], fmt: str = "terminal") -> str:
                      _table("Training", _training(dataset, items, expected), fmt),
                      _table("Convergence: test accuracy per epoch (VGG16: validation accuracy)",
                             _convergence(dataset, items, expected), fmt)]
-        sections += [_table(title, rows(_derived(dataset, items, name)), fmt)
-                     for name, (title, rows) in _technique_tables(dataset, items)]
-        sections.append(_int8_verdict(_derived(dataset, items, "int8")))
-        sections += [_table(title, rows, fmt) for title, rows in companion_tables(dataset, items)]
-        sections.append(lowrank_note({e["technique"]: e.get("metrics", {}) for c, e in items.items()
-                                      if _dataset_of(c) == dataset and "technique" in e}))
-    sections.append(resolution_analysis(items))
+        sections += [_table(table.title, table.rows(found), fmt) for table, found in _technique_tables(dataset, items)]
+        sections += [analysis.text(_found(items, analysis.techniques, dataset))
+                     for analysis in catalogue().analyses if not analysis.across_datasets]
+    sections += [analysis.text(_found(items, analysis.techniques)) for analysis in catalogue().analyses
+                 if analysis.across_datasets]
     sections.append(_table("Cases that did not pass", _problems(items), fmt))
     sections.append(_provenance(items, fmt))
     return "\n\n".join(s for s in sections if s) + "\n"
@@ -49,19 +54,20 @@ def render_report(document: dict[str, Any], fmt: str = "terminal") -> str:
 
 def models_of(dataset: str, items: dict) -> list[str]:
     """The models of the dataset's study techniques, in grid order."""
-    studied = {technique for _, technique in SUMMARY_ROWS}
+    studied = {technique for _, technique in summary_layout(items)[0]}
     return list(dict.fromkeys(extra.get("model") for case, extra in items.items()
                               if _dataset_of(case) == dataset and extra.get("technique") in studied))
 
 
-def summary_rows(dataset: str, items: dict, model: str = "mobilenet_v2") -> list[dict[str, str]]:
+def summary_rows(dataset: str, items: dict, model: str) -> list[dict[str, str]]:
     rows = []
-    for title, technique in SUMMARY_ROWS:
+    layout, columns = summary_layout(items)
+    for title, technique in layout:
         case = _case_id(dataset, model, technique)
         if case not in items:
             continue
         row = {"method": title}
-        for column, derived, metric in SUMMARY_COLUMNS:
+        for column, derived, metric in columns:
             source = case if derived is None else _derived_case(items, dataset, model, technique, derived)
             row[column] = _metric_cell(items, source, metric)
         rows.append(row)
@@ -113,59 +119,27 @@ def _convergence(dataset: str, items: dict, expected: list[str]) -> list[dict[st
     return rows
 
 
-def _technique_tables(dataset: str, items: dict) -> list[tuple[str, tuple]]:
-    """(technique, (title, rows)) of every registered technique with a table whose cases ran
-    on ``dataset``, in the grid's (the profile's) order."""
-    techniques = catalogue().techniques
-    ran = dict.fromkeys(extra.get("derived") for case, extra in items.items() if _dataset_of(case) == dataset)
-    return [(name, techniques[name].table) for name in ran if name in techniques and techniques[name].table]
+def _technique_tables(dataset: str, items: dict) -> list[tuple[Table, dict[str, Found]]]:
+    """(table, technique -> its cases) of every declared table with cases on ``dataset``, in
+    the grid's (the profile's) order."""
+    order = list(dict.fromkeys(method_of(extra) for case, extra in items.items() if _dataset_of(case) == dataset))
+    found = [(table, _found(items, table.techniques, dataset)) for table in catalogue().tables]
+    found = [(table, cases) for table, cases in found if any(cases.values())]
+    return sorted(found, key=lambda pair: min(order.index(t) for t in pair[0].techniques if t in order))
 
 
-def _derived(dataset: str, items: dict, derived: str) -> list[tuple[str, dict]]:
-    """(base labelled with its model, "mobilenet_v2 full_ft"; metrics) of the dataset's cases
-    derived by ``derived``."""
-    return [(f"{extra.get('model', '?')} {extra.get('base', '')}", extra.get("metrics", {}))
-            for case, extra in items.items() if _dataset_of(case) == dataset and extra.get("derived") == derived]
-
-
-def _int8_verdict(found) -> str:
-    """The study's question: is the full fine-tuned or the distilled model more stable under
-    int8? Asked of the distilled student's model, against its own full fine-tune."""
-    by_label = {label: m for label, m in found if "int8_drop" in m}
-    students = [label.rsplit(" ", 1)[0] for label in by_label if label.endswith(" kd")]
-    drops = {base: by_label[f"{students[0]} {base}"]["int8_drop"] for base in ("full_ft", "kd")
-             if students and f"{students[0]} {base}" in by_label}
-    if len(drops) < 2:
-        return ""
-    steadier = min(drops, key=drops.get)
-    other = "kd" if steadier == "full_ft" else "full_ft"
-    names = {"full_ft": "the full fine-tuned model", "kd": "the distilled model"}
-    return (f"More stable under int8: {names[steadier]} (accuracy change {-drops[steadier] * 100:+.1f} points "
-            f"against {-drops[other] * 100:+.1f} for {names[other]}).")
-
-
-def resolution_analysis(items: dict) -> str:
-    """A few sentences from the Grad-CAM numbers: which input resolution and dataset give
-    more faithful (insertion - deletion AUC) and more focused (top-10% mass) maps."""
-    rows = [(case, extra["metrics"]) for case, extra in items.items()
-            if extra.get("derived") == "gradcam" and "deletion_auc" in extra.get("metrics", {})]
-    if len(rows) < 2:
-        return ""
-    def label(case, m):
-        return f"{case.rsplit('-', 2)[0]} {m['input_size']} px ({items[case]['base']}, map {'x'.join(map(str, m['feature_map']))})"
-    def faithful(m):
-        return m["insertion_auc"] - m["deletion_auc"]
-    best = max(rows, key=lambda r: faithful(r[1]))
-    worst = min(rows, key=lambda r: faithful(r[1]))
-    focused = max(rows, key=lambda r: r[1]["top10_mass_share"])
-    flat = [label(c, m) for c, m in rows if m["feature_map"] == [1, 1]]
-    lines = [f"Most faithful maps: {label(*best)}, insertion - deletion AUC {faithful(best[1]):+.3f}; "
-             f"least: {label(*worst)}, {faithful(worst[1]):+.3f}.",
-             f"Most focused maps: {label(*focused)}, {focused[1]['top10_mass_share']:.0%} of the mass in the top 10% of pixels."]
-    if flat:
-        lines.append("At these inputs the last conv map is 1x1, so Grad-CAM cannot localise at all "
-                     f"(one value spread over the image): {', '.join(flat)}.")
-    return "Resolution study (generated from the Grad-CAM figures above)\n\n" + "\n".join(lines)
+def _found(items: dict, techniques: tuple[str, ...], dataset: str | None = None) -> dict[str, Found]:
+    """technique -> (label, metrics) of its cases on ``dataset`` (None: on every dataset, the
+    label then starting with the dataset). A label names the model and the base
+    ("mobilenet_v2 full_ft")."""
+    found: dict[str, Found] = {technique: [] for technique in techniques}
+    for case, extra in items.items():
+        technique = method_of(extra)
+        if technique in found and (dataset is None or _dataset_of(case) == dataset):
+            parts = [] if dataset else [_dataset_of(case)]
+            parts += [extra.get("model", "?")] + ([extra["base"]] if extra.get("base") else [])
+            found[technique].append((" ".join(parts), extra.get("metrics", {})))
+    return found
 
 
 def _problems(items: dict) -> list[dict[str, str]]:
@@ -217,7 +191,7 @@ def _metric_cell(items: dict, case: str | None, metric: str) -> str:
 def _derived_case(items: dict, dataset: str, model: str, base: str, derived: str) -> str | None:
     for case, extra in items.items():
         if (_dataset_of(case) == dataset and extra.get("model") == model and extra.get("base") == base
-                and extra.get("derived") == derived):
+                and method_of(extra) == derived):
             return case
     return None
 

@@ -37,7 +37,6 @@ from .training import evaluate
 from .weights import load_pretrained_state, random_init_provenance, resolve_weights_spec
 
 log = logging.getLogger("mnv2bench.study")
-CHECK_THRESHOLDS = ("max_drop", "min_top1_agreement")  # deployment parameters only checks read
 
 NO_PRETRAINED_NOTE = "no pretrained weights: the network starts from random initialisation"
 PRETEXT_PALETTE_OFFSET = 0.5
@@ -156,13 +155,15 @@ class Study:
         """Build (or load) the case's model, evaluate or measure it, and return its record."""
         technique = self.catalogue.get(case.method)
         events_before = len(self.cache.events)
+        started = time.perf_counter()
         artifact = self._measured_model(case, technique)
+        built = time.perf_counter()
         with modes_restored(artifact.model):  # measuring never changes a cached model's modes
-            started = time.perf_counter()
             measured, history, train_seconds, reused = self._metrics(case, technique, artifact)
         tags = {"base": case.base, "derived": case.method} if case.base else artifact.meta.get("record", {})
         return {
             "case": case.id, "dataset": case.dataset, "model": case.model, "technique": case.technique,
+            "method": case.method,
             "profile": self.profile.name, "seed": self.profile.seed, **tags,
             "metrics": {
                 **measured,
@@ -170,8 +171,9 @@ class Study:
                 "input_size": artifact.meta["input_size"],
                 "parameters": count_parameters(artifact.model),
                 "epochs": history,
-                "train_seconds": train_seconds,
-                "eval_seconds": time.perf_counter() - started,  # evaluation or measurement
+                "train_seconds": train_seconds,  # of the model's build, whenever that ran
+                "build_seconds": built - started,  # getting the model in this run: built, or loaded
+                "measure_seconds": time.perf_counter() - built,  # evaluating or measuring it
             },
             "provenance": {"data": self.dataset(case.dataset).provenance, "weights": artifact.meta["weights"],
                            "network": self._network(artifact.model),
@@ -217,17 +219,19 @@ class Study:
             if technique.reusable:
                 metrics, reused = self._reused(case, case.method, artifact, self._measurement_params(case.method),
                                                measure)
-                thresholds = self.profile.deployments.get(case.method, {})  # checked as the profile says now
-                measured.update(metrics, **{k: v for k, v in thresholds.items() if k in CHECK_THRESHOLDS})
+                params = self.profile.deployments.get(case.method, {})  # checked as the profile says now
+                measured.update(metrics, **{k: v for k, v in params.items() if k in technique.thresholds})
             else:
                 measured.update(measure())
         return measured, history, train_seconds, reused
 
     def _measurement_params(self, method: str) -> dict[str, Any]:
-        """What a deployment's metrics depend on: its own parameters and the int8 twin's (FGSM
-        and PGD attack it too), less the checks' thresholds, which change no number."""
-        return {name: {k: v for k, v in params.items() if k not in CHECK_THRESHOLDS}
-                for name, params in self.profile.deployments.items() if name in (method, "int8")}
+        """What a deployment's metrics depend on: its own parameters and those of the techniques
+        it uses (FGSM and PGD attack the int8 twin too), less the checks' thresholds, which
+        change no number."""
+        used = (method, *self.catalogue.get(method).uses)
+        return {name: {k: v for k, v in params.items() if k not in self.catalogue.get(name).thresholds}
+                for name, params in self.profile.deployments.items() if name in used}
 
     def _reused(self, case: Case, what: str, artifact: Artifact, params: dict[str, Any],
                 compute: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], bool]:
@@ -267,6 +271,9 @@ class Study:
         floor; CheckFailed (an AssertionError) names what broke."""
         technique = self.catalogue.get(case.method)
         metrics = record["metrics"]
+        undeclared = self.catalogue.declarations(case.method).undeclared(metrics)
+        require(not undeclared, f"{case.id}: metrics {undeclared} are not declared by technique {case.method!r} "
+                                f"(add them to its Technique(metrics=...))")
         if technique.check is not None:
             technique.check(metrics, case)
         if metrics["floor"] is not None:

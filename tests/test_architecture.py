@@ -49,3 +49,27 @@ def test_the_library_has_no_pytest_inside():
         names = {n.names[0].name for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Import)}
         names |= {n.module for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.ImportFrom) and n.module}
         assert not {name for name in names if name.split(".")[0] == "pytest"}, path
+
+
+def test_no_technique_is_named_outside_its_module():
+    """The study, grid, report, results page, gate and pytest plugin read techniques from the
+    registry (roles, declared metrics, tables): a technique's name as a string there is a
+    technique living in two places."""
+    from mnv2core.techniques import catalogue
+    names = set(catalogue().techniques)
+    readers = [PACKAGE / f"{name}.py" for name in ("study", "grid", "report", "docs", "gate", "cli", "results")]
+    readers.append(PACKAGE.parent / "fixtures" / "plugin.py")
+    for path in readers:
+        strings = {node.value for node in ast.walk(ast.parse(path.read_text()))
+                   if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+        assert not strings & names, f"{path.name} names techniques {sorted(strings & names)}"
+
+
+def test_every_summary_metric_and_page_figure_is_declared():
+    from mnv2core.techniques import catalogue
+    for name, technique in catalogue().techniques.items():
+        declared = catalogue().declarations(name)
+        if technique.summary_column:
+            assert declared.find(technique.summary_column[1]), f"{name}: summary metric not declared"
+        for metric in technique.metrics:
+            assert not metric.on_page or metric.unit == "png", f"{name}.{metric.name}: only PNGs go on the page"

@@ -133,7 +133,7 @@ def test_a_rerun_reuses_measured_metrics_and_plots_but_times_latency_again(study
         records = {method: in_study.run_case(in_study.case("tiny", f"full_ft_{method}"))
                    for method in ("robustness", "int8", "latency")}
         statuses.append({method: record["cache"]["status"] for method, record in records.items()})
-        return {method: {k: v for k, v in record["metrics"].items() if k != "eval_seconds"}
+        return {method: {k: v for k, v in record["metrics"].items() if k not in ("build_seconds", "measure_seconds")}
                 for method, record in records.items()}
 
     statuses = []
@@ -214,3 +214,20 @@ def test_a_measurement_record_claims_no_training_or_cache_status_of_its_own(stud
     assert record["cache"]["status"] in ("measured", "reused") and record["cache"]["key"] is None
     assert record["cache"]["measured_key"] == study.artifact("tiny", "full_ft").key
     assert record["metrics"]["train_seconds"] is None and record["metrics"]["epochs"] == []
+
+
+def test_a_metric_its_technique_does_not_declare_fails_the_case(study):
+    case = study.case("tiny", "full_ft_int8")
+    record = study.run_case(case)
+    study.check(case, record)  # every metric as declared
+    record["metrics"]["int8_acc"] = 0.5  # e.g. a key renamed in the technique but not in its declarations
+    with pytest.raises(CheckFailed, match=r"\['int8_acc'\] are not declared by technique 'int8'"):
+        study.check(case, record)
+
+
+def test_a_record_times_getting_its_model_apart_from_measuring_it(study):
+    trained = study.run_case(study.case("tiny", "full_ft"))["metrics"]  # built before: loaded from memory
+    assert trained["build_seconds"] < trained["train_seconds"]  # the build ran once, earlier
+    assert trained["measure_seconds"] > 0  # the test accuracy was evaluated (or reused) now
+    latency = study.run_case(study.case("tiny", "full_ft_latency"))["metrics"]
+    assert latency["measure_seconds"] > sum(latency["latency"].values()) / 1000  # the timed rounds, at least

@@ -17,7 +17,6 @@ from mnv2core.techniques import catalogue
 from mnv2core.models import MNIST_MEAN, MNIST_STD, ImageClassifier, build_model, count_parameters
 from mnv2core.networks import compress_vgg, conv_outputs
 from mnv2core.profiles import TrainConfig, load_profile
-from mnv2core.report_companion import companion_tables, lowrank_note
 from mnv2core.training import make_schedule
 
 
@@ -176,26 +175,24 @@ def test_eager_latency_times_every_model_at_every_batch_with_the_given_timer():
     assert result["latency_iqr"] == {f"{n}_iqr": 0.5 for n in timed}
 
 
-def test_companion_tables_and_the_lowrank_note():
-    light = {"technique": "light_cnn", "metrics": {
-        "accuracy": 0.9861, "parameters": 6218, "latency": {"eager_fp32_b1_ms": 0.2, "eager_fp32_b64_ms": 5.0}}}
-    lowrank = {"technique": "resnet_lowrank", "metrics": {
-        "accuracy": 0.8, "dense_accuracy": 0.81, "head_shape": [10, 512], "head_params_before": 5130,
+def test_companion_tables_and_the_lowrank_note_come_from_their_techniques():
+    from results_factory import document, entry
+
+    from mnv2core.report import render_report
+    light = entry("mnist-lightcnn-light_cnn", 0.9861, method="light_cnn", metrics={
+        "parameters": 6218, "latency": {"eager_fp32_b1_ms": 0.2, "eager_fp32_b64_ms": 5.0}})
+    lowrank = entry("c10-resnet18-resnet_lowrank", 0.8, method="resnet_lowrank", metrics={
+        "dense_accuracy": 0.81, "head_shape": [10, 512], "head_params_before": 5130,
         "params_before": 11181642, "batch_size": 64,
         "variants": [{"keep": 0.5, "rank": 5, "head_params": 2620, "params": 11179132,
                       "accuracy_before_recovery": 0.7, "accuracy": 0.8}],
         "latency": {"dense_b64_ms": 200.0, "keep50_b64_ms": 199.0},
-        "spectra": [{"layer": "fc", "shape": [10, 512], "k95": 9, "k95_fraction": 0.9}]}}
-    items = {"mnist-lightcnn-light_cnn": light, "c10-resnet18-resnet_lowrank": lowrank}
-    (title, rows), = companion_tables("mnist", items)
-    assert title.startswith("Light models") and rows == [{
-        "model": "cnn", "params": "6,218", "test acc": "0.9861", "CPU ms, batch 1": "0.200",
-        "CPU ms, batch 64": "5.000"}]
-    tables = dict(companion_tables("c10", items))
-    lowrank_rows = next(rows for title, rows in tables.items() if title.startswith("ResNet-18 low-rank"))
-    assert [r["ms per batch of 64"] for r in lowrank_rows] == ["200.0", "199.0"]
-    note = lowrank_note({"resnet_lowrank": lowrank["metrics"]})
-    assert "5,130 of 11,181,642 parameters (0.05%)" in note and "from 200.0 to 199.0 ms" in note
+        "spectra": [{"layer": "fc", "shape": [10, 512], "k95": 9, "k95_fraction": 0.9}]})
+    text = render_report(document([light, lowrank]))
+    mnist, c10 = text.split("\nc10\n")
+    assert "Light models on digits" in mnist and "cnn      6,218     0.9861      0.200              5.000" in mnist
+    assert "ResNet-18 low-rank fc" in c10 and "200.0" in c10 and "199.0" in c10 and "Light models" not in c10
+    assert "5,130 of 11,181,642 parameters (0.05%)" in c10 and "from 200.0 to 199.0 ms" in c10
 
 
 def test_train_config_rejects_a_bad_step_schedule():

@@ -1,9 +1,31 @@
 from results_factory import MACHINE, document, entry
 
-from mnv2core.gate import Tolerances, compare, gated_metrics
+from mnv2core import gate as gating
+from mnv2core.gate import Tolerances
+from mnv2core.techniques import catalogue
 
 TOLERANCES = Tolerances(accuracy_points=0.02, speedup_ratio=0.10, time_ratio=0.25)
 KD, FT = "ds-mobilenet_v2-kd", "ds-mobilenet_v2-full_ft"
+LAT, INT8 = "ds-mobilenet_v2-full_ft_latency", "ds-mobilenet_v2-full_ft_int8"
+
+
+def timed(ms, speedup=2.0):
+    """A latency case: its eager fp32 time and FX int8 speed-up at batch 1."""
+    return entry(LAT, metrics={"latency": {"eager_fp32_b1_ms": ms}, "speedup": {"fx_int8_b1_speedup": speedup}},
+                 method="latency", base="full_ft", derived="latency")
+
+
+def int8(accuracy, drop):
+    return entry(INT8, accuracy, metrics={"fp32_accuracy": accuracy + drop, "int8_drop": drop, "max_drop": 0.1},
+                 method="int8", base="full_ft", derived="int8")
+
+
+def compare(baseline, results, tolerances, allow_empty=False):
+    return gating.compare(baseline, results, tolerances, catalogue().declarations, allow_empty)
+
+
+def gated_metrics(extra):
+    return gating.gated_metrics(extra, catalogue().declarations)
 
 
 def gate(baseline_entries, result_entries, tolerances=TOLERANCES, machine=None, baseline_machine=None, run_machine=None):
@@ -24,11 +46,12 @@ def test_an_accuracy_drop_beyond_tolerance_fails_with_a_readable_line():
 
 
 def test_a_missing_case_or_metric_fails():
-    report = gate([entry(KD, 0.60), entry(FT, 0.80, metrics={"int8_accuracy": 0.79})],
-                  [entry(KD, outcome="failed", error="DataNotFoundError"), entry(FT, 0.80)])
+    report = gate([entry(KD, 0.60), int8(0.79, 0.01)],
+                  [entry(KD, outcome="failed", error="DataNotFoundError"),
+                   entry(INT8, 0.79, metrics={"fp32_accuracy": 0.8}, method="int8", base="full_ft")])
     assert len(report.failures) == 2
     assert report.failures[0].startswith(f"{KD}: missing (failed without metrics)")
-    assert report.failures[1] == f"{FT}: metric int8_accuracy is missing from the results"
+    assert report.failures[1] == f"{INT8}: metric int8_drop is missing from the results"
     assert not gate([entry(KD, 0.6)], []).passed
 
 
@@ -49,24 +72,29 @@ def test_per_metric_tolerance_overrides_the_default():
 
 
 def test_latency_regresses_on_the_same_machine_but_only_warns_across_machines():
-    base = [entry(FT, 0.8, metrics={"latency": {"onnx_b1_ms": 2.0}, "int8_speedup": 2.0})]
-    slower = [entry(FT, 0.8, metrics={"latency": {"onnx_b1_ms": 3.0}, "int8_speedup": 2.0})]
-    same = gate(base, slower)
-    assert same.failures == [f"{FT}: latency.onnx_b1_ms 2 -> 3 (x1.50, tolerance 25%)"]
-    other = gate(base, slower, machine={**MACHINE, "node": "laptop"})
+    same = gate([timed(2.0)], [timed(3.0)])
+    assert same.failures == [f"{LAT}: latency.eager_fp32_b1_ms 2 -> 3 (x1.50, tolerance 25%)"]
+    other = gate([timed(2.0)], [timed(3.0)], machine={**MACHINE, "node": "laptop"})
     assert other.passed and "different machine" in other.warnings[0]
 
 
 def test_a_speedup_ratio_is_gated_on_any_machine():
-    base = [entry(FT, 0.8, metrics={"int8_speedup": 2.0})]
-    report = gate(base, [entry(FT, 0.8, metrics={"int8_speedup": 1.5})], machine={**MACHINE, "node": "x"})
-    assert not report.passed and "int8_speedup" in report.failures[0]
+    report = gate([timed(2.0, 2.0)], [timed(2.0, 1.5)], machine={**MACHINE, "node": "x"})
+    assert not report.passed and "speedup.fx_int8_b1_speedup" in report.failures[0]
 
 
-def test_only_named_metric_kinds_are_gated():
-    extra = {"metrics": {"accuracy": 0.5, "floor": 0.3, "train_seconds": 9.0, "epochs": [{"a": 1}],
-                         "latency": {"ort_b1_ms": 1.0, "batch": 1}, "throughput_per_second": 5, "ok": True}}
-    assert gated_metrics(extra) == {"accuracy": 0.5, "latency.ort_b1_ms": 1.0, "throughput_per_second": 5.0}
+def test_what_is_gated_and_which_way_comes_from_the_declarations_not_the_names():
+    assert set(gated_metrics(int8(0.7, 0.05)["records"][0])) == {"accuracy", "int8_drop"}  # not fp32_accuracy
+    structured = {"method": "structured", "metrics": {"accuracy": 0.7, "dense_accuracy": 0.8,
+                                                      "accuracy_before_retrain": 0.5, "params_after": 9}}
+    assert set(gated_metrics(structured)) == {"accuracy", "accuracy_before_retrain"}  # dense: the base's, not its own
+    # int8_drop: lower is better, in accuracy points
+    assert gate([int8(0.70, 0.01)], [int8(0.72, 0.0)]).passed
+    assert gate([int8(0.70, 0.01)], [int8(0.69, 0.04)]).failures == [
+        f"{INT8}: int8_drop 0.0100 -> 0.0400 (+3.0 points, tolerance 2.0)"]
+    # a baseline case of a technique this code does not have cannot be judged: it says so
+    gone = entry(FT, 0.8, method="sharpen")
+    assert "unknown technique 'sharpen'" in gate([gone, entry(KD, 0.6)], [entry(KD, 0.6)]).failures[0]
 
 
 def test_cli_gate_uses_the_baseline_profile_tolerance_and_exits_1_on_regression(tmp_path, capsys):
@@ -107,13 +135,10 @@ def test_one_brand_string_of_two_cpu_generations_is_two_cpus():
 
 
 def test_a_profile_may_leave_absolute_times_ungated_but_still_gates_speedups():
-    base = [entry(FT, 0.8, metrics={"latency": {"onnx_b1_ms": 2.0}, "int8_speedup": 2.0})]
-    slower = [entry(FT, 0.8, metrics={"latency": {"onnx_b1_ms": 5.0}, "int8_speedup": 2.0})]
-    report = gate(base, slower, Tolerances(gate_times=False))
+    report = gate([timed(2.0)], [timed(5.0)], Tolerances(gate_times=False))
     assert report.passed and report.warnings == [
-        f"{FT}: latency.onnx_b1_ms 2 -> 5 (x2.50, tolerance 25%) [the profile does not gate absolute times]"]
-    collapsed = [entry(FT, 0.8, metrics={"latency": {"onnx_b1_ms": 2.0}, "int8_speedup": 1.0})]
-    assert not gate(base, collapsed, Tolerances(gate_times=False)).passed
+        f"{LAT}: latency.eager_fp32_b1_ms 2 -> 5 (x2.50, tolerance 25%) [the profile does not gate absolute times]"]
+    assert not gate([timed(2.0, 2.0)], [timed(2.0, 1.0)], Tolerances(gate_times=False)).passed
 
 
 def test_a_gate_that_compares_nothing_fails_unless_asked_to_allow_it(tmp_path, capsys):

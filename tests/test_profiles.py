@@ -1,6 +1,7 @@
 import pytest
 
 from mnv2core.errors import ConfigError
+from mnv2core.metrics import accuracy
 from mnv2core.grid import build_grid
 from mnv2core.techniques import catalogue
 from mnv2core.profiles import available_profiles, load_profile
@@ -107,8 +108,8 @@ def test_gate_tolerances_come_from_the_profile(tmp_path):
     text = MINIMAL.format(dataset_extra="", technique_extra="") + (
         "\n[gate]\naccuracy_points = 0.05\n[gate.per_metric]\nint8_accuracy = 0.08\n")
     gate = load_profile(write(tmp_path, text=text), catalogue()).gate
-    assert gate.accuracy_points == 0.05 and gate.for_metric("int8_accuracy", "accuracy") == 0.08
-    assert gate.for_metric("accuracy", "accuracy") == 0.05
+    assert gate.accuracy_points == 0.05 and gate.for_metric("int8_accuracy", accuracy()) == 0.08
+    assert gate.for_metric("accuracy", accuracy()) == 0.05
     with pytest.raises(ConfigError, match="gate tolerances must be numbers >= 0"):
         load_profile(write(tmp_path, text=text.replace("0.05", "-1")), catalogue())
     with pytest.raises(ConfigError, match="unknown key.*accuracy"):

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 from make_report_fixture import fixture_document
+from results_factory import document, entry
 
 from mnv2core.cli import main
 from mnv2core.report import render_report
@@ -18,8 +19,8 @@ def test_the_stored_fixture_is_current():
     import json
     stored = json.loads((DATA / "results_fixture.json").read_text())
     fresh = fixture_document()
-    for document in (stored, fresh):
-        document.pop("version")
+    for results in (stored, fresh):
+        results.pop("version")
     assert stored == fresh
 
 
@@ -41,17 +42,30 @@ def test_unknown_format_is_refused():
 
 
 def test_resolution_analysis_names_the_most_faithful_and_the_1x1_maps():
-    from mnv2core.report import resolution_analysis
+    def gradcam(case, size, grid, deletion, insertion, top):
+        base = case.rsplit("-", 1)[1].removesuffix("_gradcam")
+        return entry(case, metrics={"input_size": size, "feature_map": [grid, grid], "deletion_auc": deletion,
+                                    "insertion_auc": insertion, "top10_mass_share": top, "sample_accuracy": 0.5,
+                                    "layer": "net.features", "images": 64, "entropy": 0.5, "plot": "x.png"},
+                     base=base, derived="gradcam", method="gradcam")
 
-    def gradcam(base, size, grid, deletion, insertion, top):
-        return {"base": base, "derived": "gradcam", "metrics": {
-            "input_size": size, "feature_map": [grid, grid], "deletion_auc": deletion,
-            "insertion_auc": insertion, "top10_mass_share": top}}
+    text = render_report(document([gradcam("c10-mobilenet_v2-kd_gradcam", 32, 1, 0.6, 0.6, 0.10),
+                                   gradcam("c10-mobilenet_v2-full_ft_gradcam", 96, 3, 0.3, 0.7, 0.35)]))
+    assert ("Most faithful maps: c10 mobilenet_v2 full_ft at 96 px (map 3x3), insertion - deletion AUC +0.400"
+            in text)
+    assert "least: c10 mobilenet_v2 kd at 32 px (map 1x1), +0.000" in text
+    assert "35% of the mass" in text and "map is 1x1" in text and "c10 mobilenet_v2 kd at 32 px (map 1x1)." in text
+    one = render_report(document([gradcam("c10-mobilenet_v2-kd_gradcam", 32, 1, 0.6, 0.6, 0.10)]))
+    assert "Resolution study" not in one
 
-    items = {"c10-mobilenet_v2-kd_gradcam": gradcam("kd", 32, 1, 0.6, 0.6, 0.10),
-             "c10-mobilenet_v2-full_ft_gradcam": gradcam("full_ft", 96, 3, 0.3, 0.7, 0.35)}
-    text = resolution_analysis(items)
-    assert "Most faithful maps: c10 96 px (full_ft, map 3x3), insertion - deletion AUC +0.400" in text
-    assert "least: c10 32 px (kd, map 1x1), +0.000" in text
-    assert "35% of the mass" in text and "map is 1x1" in text and "c10 32 px (kd, map 1x1)." in text
-    assert resolution_analysis({}) == ""
+
+def test_the_int8_question_is_answered_for_every_model_with_several_bases():
+    def int8(case, drop):
+        base = case.rsplit("-", 1)[1].removesuffix("_int8")
+        return entry(case, 0.7, metrics={"fp32_accuracy": 0.7 + drop, "int8_drop": drop, "calibration_images": 64}, base=base,
+                     derived="int8", method="int8")
+
+    text = render_report(document([int8("c10-mobilenet_v2-full_ft_int8", 0.03), int8("c10-mobilenet_v2-kd_int8", 0.01),
+                                   int8("c10-resnet18-full_ft_int8", 0.02)]))
+    assert "More stable under int8, mobilenet_v2: kd (accuracy change -1.0 points, against -3.0 for full_ft)." in text
+    assert "under int8, resnet18" not in text  # one base: nothing to compare

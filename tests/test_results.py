@@ -16,9 +16,16 @@ def test_results_follow_the_pytest_benchmark_schema():
     (item,) = results["benchmarks"]
     assert set(item) == ITEM_KEYS
     assert item["group"] == "training" and item["param"] == "ds-mobilenet_v2-kd"
-    assert item["stats"]["rounds"] == 1 and item["stats"]["mean"] == 1.5
+    assert item["stats"]["rounds"] == 1 and item["stats"]["mean"] == 1.5  # no measure_seconds: the test's time
+    assert item["options"]["measures"].startswith("wall time of the test")
     extra = item["extra_info"]
     assert extra["metrics"]["accuracy"] == 0.61 and extra["seed"] == 0 and extra["cache"]["key"]
+
+
+def test_benchmark_stats_time_the_measurement_not_getting_the_model():
+    (item,) = document([entry("ds-mobilenet_v2-kd", 0.61, metrics={"build_seconds": 9.0, "measure_seconds": 0.25})])[
+        "benchmarks"]
+    assert item["stats"]["mean"] == 0.25 and "build_seconds" in item["options"]["measures"]
 
 
 def test_a_crashed_run_keeps_every_entry_written_before_the_crash(tmp_path):

@@ -26,3 +26,21 @@ def plot_cumulative_energy(spectra: list[dict], path: Path, title: str, energy: 
     figure.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(figure)
     return path
+
+
+def plot_k95_by_layer(found: list[tuple[str, dict]], path: Path, dataset: str) -> Path | None:
+    """k95 as a fraction of each layer's rank, layer by layer: ``found`` = (label, its
+    spectra metrics)."""
+    found = [(label, m["spectra"]) for label, m in found if m.get("spectra")]
+    if not found:
+        return None
+    figure, axes = plt.subplots(figsize=(6.4, 3.4))
+    for label, layers in found:
+        axes.plot(range(len(layers)), [layer["k95_fraction"] for layer in layers], marker=".", label=label)
+    axes.set(xlabel="layer (network order)", ylabel="k95 / rank", ylim=(0, 1.05),
+             title=f"{dataset}: components holding 95% of each layer's energy")
+    axes.legend(fontsize=7)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=80, bbox_inches="tight")
+    plt.close(figure)
+    return path

@@ -43,3 +43,27 @@ def plot_robustness(clean: float, blur_sigmas: list[float], blur_accuracy: list[
     figure.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(figure)
     return path
+
+
+def plot_robustness_curves(found: list[tuple[str, dict]], path: Path, dataset: str) -> Path | None:
+    """Every model's blur and noise curves in one figure: ``found`` = (label, its robustness
+    metrics)."""
+    found = [(label, m) for label, m in found if "blur" in m]
+    if not found:
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(8.4, 3.4), sharey=True)
+    for panel, kind in zip(axes, ("blur", "noise")):
+        for label, m in found:
+            sigmas = [0.0] + [float(key.split("_")[1]) for key in m[kind]]
+            panel.plot(sigmas, [m["accuracy"], *m[kind].values()], marker="o", label=label)
+        panel.set(xlabel=f"Gaussian {kind} sigma", title=f"{dataset}: {kind}")
+    axes[0].set_ylabel("test accuracy")
+    axes[0].legend(fontsize=7)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=80, bbox_inches="tight")
+    plt.close(figure)
+    return path

@@ -51,4 +51,4 @@ teacher_model, student_model = kd_model("teacher", DEFAULT_TEACHER), kd_model("s
 register(Technique("teacher", TRAINED, "Teacher", study=STUDY, model=teacher_model, build=build_teacher, starts_early=True))
 register(Technique("scratch", TRAINED, "From scratch (no KD)", study=STUDY, model=student_model, build=build_scratch))
 register(Technique("kd", TRAINED, "Distillation", study=STUDY, model=student_model, build=build_kd, needs=("teacher",),
-                   retrain=distilling))
+                   retrain=distilling, summary_row="Distillation"))

@@ -9,10 +9,21 @@ from ..context import Artifact, Case, Context
 from ..datasets import eval_batches
 from ..deploy.attacks import fgsm
 from ..deploy.twins import accuracy_on, int8_model_or_reason, test_set
+from ..metrics import accuracy, info
 from ..registry import DEPLOYMENT, Technique, register, require
 from ..training import evaluate
 
 INT8_NOTE = "int8 model attacked with the gradients of its fp32 twin (int8 has none)"
+
+
+ATTACK_METRICS = (
+    accuracy(doc="test accuracy on the adversarial images"),
+    accuracy("clean_accuracy", "the same images unattacked", gated=False),
+    accuracy("int8_fgsm_accuracy", "the int8 twin on the adversarial images (transferred from fp32)"),
+    accuracy("int8_clean_accuracy", "the int8 twin on the clean images", gated=False),
+    info("int8_note", "text"), info("int8_skipped", "text", "why there is no int8 twin"),
+    info("images", "count", "test images attacked"), info("epsilon", "pixel (0..1)"),
+)
 
 
 def attacked_metrics(ctx: Context, case: Case, base: Artifact, attack, images: int = 0) -> dict[str, Any]:
@@ -60,4 +71,5 @@ def rows(found) -> list[dict]:
 # images: test images attacked (0: all; else a sample spanning the classes)
 register(Technique("fgsm", DEPLOYMENT, "FGSM", measure=measure, reusable=True, check=check, params={"epsilon": 0.05, "images": 0},
                    ranges={"epsilon": (0, 1)},
-                   table=("FGSM (* int8 attacked with the gradients of its fp32 twin)", rows)))
+                   table=("FGSM (* int8 attacked with the gradients of its fp32 twin)", rows),
+                   summary_column=("FGSM acc", "accuracy"), uses=("int8",), metrics=ATTACK_METRICS))

@@ -39,8 +39,9 @@ def trained_for_the_dataset(spec) -> bool:
     return spec.trained
 
 
-register(Technique("partial_ft", TRAINED, "Partial Tuning", per_model=pretrained_elsewhere, build=build_partial))
+register(Technique("partial_ft", TRAINED, "Partial Tuning", per_model=pretrained_elsewhere, build=build_partial,
+                   summary_row="Partial Tuning"))
 register(Technique("full_ft", TRAINED, "Full Fine-Tuning", per_model=pretrained_elsewhere, build=build_full,
-                   needs=("partial_ft",)))
+                   needs=("partial_ft",), summary_row="Full Fine-Tuning"))
 register(Technique("ready", TRAINED, "Ready-trained", per_model=trained_for_the_dataset, build=build_ready,
                    min_epochs=0))

@@ -13,7 +13,20 @@ from ..datasets import eval_batches
 from ..deploy.twins import test_set
 from ..explain.faithfulness import concentration, deletion_insertion_auc
 from ..explain.gradcam import default_target_layer, grad_cam, plot_overlays
-from ..registry import DEPLOYMENT, Technique, register, require
+from ..metrics import HIGHER, LOWER, accuracy, figure, info
+from ..registry import DEPLOYMENT, Analysis, Technique, register, register_analysis, require
+
+
+METRICS = (
+    accuracy("sample_accuracy", "accuracy on the Grad-CAM sample"),
+    info("deletion_auc", "fraction", "accuracy as the most salient pixels go (low: faithful)", LOWER),
+    info("insertion_auc", "fraction", "accuracy as the most salient pixels come back (high: faithful)", HIGHER),
+    info("top10_mass_share", "fraction", "share of the map's mass in its top 10% of pixels (focus)"),
+    info("entropy", "fraction", "normalised entropy of the map (low: focused)"),
+    info("layer", "text", "the layer whose map Grad-CAM reads"), info("feature_map", "list", "its height x width"),
+    info("images", "count"), info("classes_in_sample", "count"), info("classes", "count"),
+    figure("plot", "overlays of correct and misclassified images", on_page=True),
+)
 
 
 def measure(ctx: Context, case: Case, base: Artifact) -> dict[str, Any]:
@@ -58,4 +71,32 @@ def rows(found) -> list[dict]:
 register(Technique("gradcam", DEPLOYMENT, "Grad-CAM", measure=measure, reusable=True, check=check,
                    params={"layer": "", "images": 64, "overlays": 4, "steps": 10},
                    ranges={"images": (1, None), "steps": (1, None)},
-                   table=("Grad-CAM: faithfulness and focus", rows)))
+                   table=("Grad-CAM: faithfulness and focus", rows), metrics=METRICS))
+
+
+def resolution_analysis(found: dict) -> str:
+    """A few sentences from the Grad-CAM numbers: which input resolution and dataset give
+    more faithful (insertion - deletion AUC) and more focused (top-10% mass) maps."""
+    rows = [(label, m) for label, m in found["gradcam"] if "deletion_auc" in m]
+    if len(rows) < 2:
+        return ""
+
+    def label(name, m):
+        return f"{name} at {m['input_size']} px (map {'x'.join(map(str, m['feature_map']))})"
+
+    def faithful(m):
+        return m["insertion_auc"] - m["deletion_auc"]
+    best = max(rows, key=lambda r: faithful(r[1]))
+    worst = min(rows, key=lambda r: faithful(r[1]))
+    focused = max(rows, key=lambda r: r[1]["top10_mass_share"])
+    flat = [label(name, m) for name, m in rows if m["feature_map"] == [1, 1]]
+    lines = [f"Most faithful maps: {label(*best)}, insertion - deletion AUC {faithful(best[1]):+.3f}; "
+             f"least: {label(*worst)}, {faithful(worst[1]):+.3f}.",
+             f"Most focused maps: {label(*focused)}, {focused[1]['top10_mass_share']:.0%} of the mass in the top 10% of pixels."]
+    if flat:
+        lines.append("At these inputs the last conv map is 1x1, so Grad-CAM cannot localise at all "
+                     f"(one value spread over the image): {', '.join(flat)}.")
+    return "Resolution study (generated from the Grad-CAM figures above)\n\n" + "\n".join(lines)
+
+
+register_analysis(Analysis(("gradcam",), resolution_analysis, across_datasets=True))

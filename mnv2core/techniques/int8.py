@@ -6,8 +6,18 @@ from typing import Any
 from ..context import Artifact, Case, Context
 from ..deploy.latency import cpu_copy
 from ..deploy.twins import INT8_DEFAULTS, calibration, int8_model, test_set
-from ..registry import DEPLOYMENT, Technique, register, require
+from ..metrics import LOWER, Metric, accuracy, info
+from ..registry import DEPLOYMENT, Analysis, Technique, register, register_analysis, require
 from ..training import evaluate
+
+
+METRICS = (
+    accuracy(doc="test accuracy of the FX int8 model", runtime="FX int8"),
+    accuracy("fp32_accuracy", "the same test set through the fp32 base on the CPU", gated=False),
+    Metric("int8_drop", "fraction", LOWER, True, "accuracy", doc="fp32 minus int8 accuracy"),
+    info("max_drop", "fraction", "the largest drop the check allows (the profile's)"),
+    info("calibration_images", "count"), info("backend", "text"),
+)
 
 
 def measure(ctx: Context, case: Case, base: Artifact) -> dict[str, Any]:
@@ -31,4 +41,27 @@ def rows(found) -> list[dict]:
 
 register(Technique("int8", DEPLOYMENT, "FX int8", measure=measure, reusable=True, check=check, params=dict(INT8_DEFAULTS),
                    ranges={"calibration_batches": (1, None), "max_drop": (0, 1)},
-                   table=("Int8 post-training quantization (FX, x86)", rows)))
+                   table=("Int8 post-training quantization (FX, x86)", rows), summary_column=("int8 acc", "accuracy"),
+                   thresholds=("max_drop",), metrics=METRICS))
+
+
+def steadier_under_int8(found: dict) -> str:
+    """The study's question, asked of every model with several bases (e.g. full fine-tuning
+    and distillation): which of them loses least under int8?"""
+    by_model: dict[str, dict[str, float]] = {}
+    for label, m in found["int8"]:
+        if "int8_drop" in m:
+            model, _, base = label.partition(" ")
+            by_model.setdefault(model, {})[base] = m["int8_drop"]
+    lines = []
+    for model, drops in by_model.items():
+        if len(drops) < 2:
+            continue
+        steadier = min(drops, key=drops.get)
+        others = ", ".join(f"{-drop * 100:+.1f} for {base}" for base, drop in drops.items() if base != steadier)
+        lines.append(f"More stable under int8, {model}: {steadier} (accuracy change "
+                     f"{-drops[steadier] * 100:+.1f} points, against {others}).")
+    return "\n".join(lines)
+
+
+register_analysis(Analysis(("int8",), steadier_under_int8))

@@ -7,7 +7,21 @@ from ..context import Artifact, Case, Context
 from ..deploy.latency import cpu_copy, time_runners
 from ..deploy.onnx_runtime import ort_session
 from ..deploy.twins import int8_model_or_reason, onnx_files
+from ..metrics import info, ms, speedup
 from ..registry import DEPLOYMENT, Technique, register, require
+
+
+METRICS = (
+    ms("latency.eager_fp32_b*_ms", "median ms per batch, eager PyTorch fp32", "eager fp32"),
+    ms("latency.fx_int8_b*_ms", "median ms per batch, FX int8", "FX int8"),
+    ms("latency.ort_fp32_b*_ms", "median ms per batch, ONNX Runtime fp32", "ORT fp32"),
+    ms("latency.ort_int8_b*_ms", "median ms per batch, ONNX Runtime static int8", "ORT int8"),
+    info("latency_iqr.*", "ms", "interquartile range of the rounds"),
+    speedup("speedup.*", "eager fp32 time over the runtime's, same batch, back to back"),
+    info("fastest", "text", "the fastest runtime per batch size"), info("runtimes", "list"),
+    info("runtimes_skipped", "text", "runtimes that could not run, and why"),
+    info("threads", "count"), info("rounds", "count"),
+)
 
 
 def measure(ctx: Context, case: Case, base: Artifact) -> dict[str, Any]:
@@ -54,4 +68,5 @@ def rows(found) -> list[dict]:
 register(Technique("latency", DEPLOYMENT, "CPU latency", measure=measure, check=check,
                    params={"batch_sizes": [1, 32], "warmup": 3, "rounds": 20, "threads": 1},
                    ranges={"batch_sizes": (1, None), "rounds": (1, None), "threads": (1, None)},
-                   table=("CPU latency (1 thread; speed-ups measured back to back in one process)", rows)))
+                   table=("CPU latency (1 thread; speed-ups measured back to back in one process)", rows),
+                   metrics=METRICS))

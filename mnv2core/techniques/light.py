@@ -8,7 +8,8 @@ from typing import Any
 from ..building import train_artifact
 from ..context import Artifact, Case, Context
 from ..deploy.latency import eager_latency
-from ..registry import TRAINED, Technique, register, register_study, require
+from ..metrics import info, ms
+from ..registry import TRAINED, Table, Technique, only, register, register_study, register_table, require
 from ..strategies import train_from_scratch
 
 STUDY = "light"
@@ -40,5 +41,24 @@ def check(m: dict, case: Case) -> None:
     require(bool(m["latency"]) and all(value > 0 for value in m["latency"].values()), f"latency missing: {m['latency']}")
 
 
+def rows(found) -> list[dict]:
+    rows = []
+    for technique in MODELS:
+        m = only(found, technique)
+        if "accuracy" not in m:
+            continue
+        row = {"model": technique.removeprefix("light_"), "params": f"{m['parameters']:,}",
+               "test acc": f"{m['accuracy']:.4f}"}
+        row.update({f"CPU ms, batch {key.split('_b')[1].removesuffix('_ms')}": f"{value:.3f}"
+                    for key, value in m.get("latency", {}).items()})
+        rows.append(row)
+    return rows
+
+
+METRICS = (ms("latency.eager_fp32_b*_ms", "median ms per batch, eager PyTorch fp32"),
+           info("latency_iqr.*", "ms", "interquartile range of the rounds"), info("threads", "count"),
+           info("rounds", "count"))
 for name, (model, title) in MODELS.items():
-    register(Technique(name, TRAINED, title, study=STUDY, model=model, build=build, measure=measure, check=check))
+    register(Technique(name, TRAINED, title, study=STUDY, model=model, build=build, measure=measure, check=check,
+                       metrics=METRICS))
+register_table(Table("Light models on digits: size, accuracy, CPU latency (1 thread, median)", tuple(MODELS), rows))

@@ -11,11 +11,25 @@ import torch
 
 from ..compression.channels import state_dict_bytes
 from ..compression.lowrank import cumulative_energy, energy_rank, factorize_linear, layer_spectra, ratio_rank
-from ..compression.plots import plot_cumulative_energy
+from ..compression.plots import plot_cumulative_energy, plot_k95_by_layer
 from ..compression.retraining import Retraining, compressing
 from ..context import Case
 from ..models import count_parameters
+from ..metrics import accuracy, figure, info
 from ..registry import COMPRESSION, Technique, register, require
+
+
+SVD_METRICS = (
+    accuracy("dense_accuracy", "the base's test accuracy", gated=False),
+    info("variants", "list", "each rank kept: parameters, accuracy before and after recovery"),
+    info("head_shape", "list"), info("energy", "fraction"), info("head_params_before", "count"),
+    info("params_before", "count"), info("bytes_before", "bytes"),
+)
+SPECTRA_METRICS = (
+    info("layers", "count"), info("energy", "fraction"), info("mean_k95_fraction", "fraction"),
+    info("head_k95", "count"), info("spectra", "list", "each layer's shape, rank, k95 and energy around it"),
+    figure("plot", "cumulative energy of every layer"), info("singular_values_file", "path"),
+)
 
 
 def svd(job: Retraining, params: dict) -> tuple:
@@ -112,7 +126,9 @@ def spectra_rows(found) -> list[dict]:
 
 register(Technique("svd", COMPRESSION, "SVD low-rank classifier", build=compressing(svd), check=check_svd,
                    params={"energy": 0.95, "keep_ratios": [0.5, 0.2]},
-                   ranges={"energy": (0.01, 1.0), "keep_ratios": (0.001, 1.0)}, table=("SVD low-rank classifier", svd_rows)))
+                   ranges={"energy": (0.01, 1.0), "keep_ratios": (0.001, 1.0)}, table=("SVD low-rank classifier", svd_rows),
+                   metrics=SVD_METRICS))
 register(Technique("spectra", COMPRESSION, "Singular-value spectra", build=compressing(spectra), check=check_spectra,
                    params={"energy": 0.95}, ranges={"energy": (0.01, 1.0)}, floored=False,
-                   table=("Singular-value spectra (k95: components holding 95% of the energy)", spectra_rows)))
+                   table=("Singular-value spectra (k95: components holding 95% of the energy)", spectra_rows),
+                   metrics=SPECTRA_METRICS, page_plot=plot_k95_by_layer))

@@ -10,7 +10,18 @@ from ..datasets import eval_batches
 from ..deploy.latency import cpu_copy
 from ..deploy.onnx_runtime import ort_logits, ort_session
 from ..deploy.twins import onnx_files, test_set
+from ..metrics import accuracy, info
 from ..registry import DEPLOYMENT, Technique, register, require
+
+
+METRICS = (
+    accuracy(doc="test accuracy of the ONNX model in ONNX Runtime", runtime="ORT fp32"),
+    accuracy("ort_int8_accuracy", "test accuracy of ORT's static int8 (QDQ) model", runtime="ORT int8"),
+    accuracy("top1_agreement", "share of test images where ORT and PyTorch pick the same class"),
+    info("min_top1_agreement", "fraction", "the least agreement the check allows (the profile's)"),
+    info("max_abs_logit_diff", "logit", better="lower"), info("onnx_file", "path"),
+    info("onnx_bytes", "bytes", better="lower"), info("onnx_int8_bytes", "bytes", better="lower"),
+)
 
 
 def measure(ctx: Context, case: Case, base: Artifact) -> dict[str, Any]:
@@ -48,4 +59,5 @@ def rows(found) -> list[dict]:
 
 register(Technique("onnx", DEPLOYMENT, "ONNX Runtime", measure=measure, reusable=True, check=check,
                    params={"min_top1_agreement": 0.999}, ranges={"min_top1_agreement": (0, 1)},
-                   table=("ONNX Runtime (fp32, and static int8 QDQ) against PyTorch", rows)))
+                   table=("ONNX Runtime (fp32, and static int8 QDQ) against PyTorch", rows),
+                   thresholds=("min_top1_agreement",), uses=("int8",), metrics=METRICS))

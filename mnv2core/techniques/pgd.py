@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..context import Artifact, Case, Context
+from ..metrics import info
 from ..registry import DEPLOYMENT, Technique, register
-from .fgsm import attacked_metrics, check, rows
+from .fgsm import ATTACK_METRICS, attacked_metrics, check, rows
 
 
 def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, epsilon: float, step: float,
@@ -39,4 +40,5 @@ def measure(ctx: Context, case: Case, base: Artifact) -> dict[str, Any]:
 register(Technique("pgd", DEPLOYMENT, "PGD", measure=measure, reusable=True, check=check,
                    params={"epsilon": 0.05, "step": 0.01, "steps": 10, "images": 0},
                    ranges={"epsilon": (0, 1), "step": (0, 1), "steps": (1, None)},
-                   table=("PGD, L-inf (* int8 attacked with the gradients of its fp32 twin)", rows)))
+                   table=("PGD, L-inf (* int8 attacked with the gradients of its fp32 twin)", rows), uses=("int8",),
+                   metrics=(*ATTACK_METRICS, info("step", "pixel (0..1)"), info("steps", "count"))))

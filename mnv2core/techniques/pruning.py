@@ -14,7 +14,35 @@ from ..compression.unstructured import (SCOPES, apply_masks, empty_output_channe
 from ..context import Case
 from ..errors import ConfigError
 from ..models import build_model, count_parameters
+from ..metrics import LOWER, accuracy, info
 from ..registry import COMPRESSION, Technique, register, require
+
+
+DENSE = accuracy("dense_accuracy", "the base's test accuracy", gated=False)
+PRUNE_METRICS = (
+    DENSE, info("sparsity", "fraction", "share of zero weights in the layers pruned"),
+    info("sparsity_all_layers", "fraction"), info("target_sparsity", "fraction"),
+    info("max_layer_sparsity", "fraction"), info("min_layer_sparsity", "fraction"),
+    info("empty_output_channels", "count", "output units left with no weight"), info("scope", "text"),
+    info("skip_depthwise", "bool"), info("rounds", "list", "sparsity and accuracy before and after each retraining"),
+)
+STRUCTURED_METRICS = (
+    DENSE, accuracy("accuracy_before_retrain", "test accuracy right after the channels went"),
+    info("criterion", "text"), info("layer", "text", "the conv whose output channels were removed"),
+    info("coupled_layers", "list"), info("layers_not_prunable", "list", "later convs tried first, and why not"),
+    info("channels_before", "count"), info("channels_after", "count"), info("predicted_removed_params", "count"),
+    info("params_before", "count"), info("params_after", "count", better=LOWER),
+    info("bytes_before", "bytes"), info("bytes_after", "bytes", better=LOWER),
+    info("macs_before", "count"), info("macs_after", "count", better=LOWER),
+)
+LOTTERY_METRICS = (
+    DENSE, accuracy("pruned_accuracy", "iterative pruning's last round", gated=False),
+    accuracy("ticket_accuracy", "the ticket (pruned mask on the start weights), retrained"),
+    accuracy("control_accuracy", "random reinitialisation at the same mask, retrained"),
+    info("sparsity", "fraction"), info("control_sparsity", "fraction"),
+    info("mask_kept", "fraction", "share of masked-out weights still zero (ticket, control)"),
+    info("reaches_dense", "bool"), info("control_epochs", "list"),
+)
 
 
 # iterative magnitude pruning --------------------------------------------------------------
@@ -147,11 +175,13 @@ register(Technique("prune", COMPRESSION, "Iterative magnitude pruning", build=co
                    params={"rounds": 3, "amount": 0.2, "scope": "layer", "skip_depthwise": True},
                    ranges={"rounds": (1, None), "amount": (0.01, 0.99)},
                    choices={"scope": SCOPES},
-                   table=("Iterative magnitude pruning (a share of the remaining weights per round)", prune_rows)))
+                   table=("Iterative magnitude pruning (a share of the remaining weights per round)", prune_rows),
+                   summary_column=("acc after pruning", "accuracy"), metrics=PRUNE_METRICS))
 register(Technique("structured", COMPRESSION, "Structured pruning of the last conv", build=compressing(structured),
                    check=check_structured, params={"ratio": 0.4, "criterion": "l1"}, ranges={"ratio": (0.01, 0.99)},
                    choices={"criterion": CRITERIA},
-                   table=("Structured pruning of the last conv", structured_rows)))
+                   table=("Structured pruning of the last conv", structured_rows), metrics=STRUCTURED_METRICS))
 register(Technique("lottery", COMPRESSION, "Lottery ticket", build=compressing(lottery), check=check_lottery,
                    needs=("prune",),
-                   table=("Lottery ticket (rewound to the saved start weights) vs random reinit", lottery_rows)))
+                   table=("Lottery ticket (rewound to the saved start weights) vs random reinit", lottery_rows),
+                   metrics=LOTTERY_METRICS))

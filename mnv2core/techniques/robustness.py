@@ -9,10 +9,19 @@ import torch
 
 from ..context import Artifact, Case, Context
 from ..datasets import eval_batches
-from ..deploy.robustness import gaussian_blur, gaussian_noise, plot_robustness
+from ..deploy.robustness import gaussian_blur, gaussian_noise, plot_robustness, plot_robustness_curves
 from ..deploy.twins import accuracy_on, test_set
+from ..metrics import accuracy, figure, info
 from ..registry import DEPLOYMENT, Technique, register, require
 from ..training import evaluate
+
+
+METRICS = (
+    accuracy(doc="clean test accuracy (the base's, measured here)", gated=False),
+    accuracy("blur.*", "test accuracy under Gaussian blur of that sigma"),
+    accuracy("noise.*", "test accuracy under additive Gaussian noise of that sigma"),
+    info("images", "count"), figure("plot", "accuracy against sigma"),
+)
 
 
 def measure(ctx: Context, case: Case, base: Artifact) -> dict[str, Any]:
@@ -61,4 +70,5 @@ def rows(found) -> list[dict]:
 register(Technique("robustness", DEPLOYMENT, "Blur and noise", measure=measure, reusable=True, check=check,
                    params={"blur_sigmas": [0.5, 1.0, 2.0], "noise_sigmas": [0.05, 0.1, 0.2]},
                    ranges={"noise_sigmas": (0, 1)},
-                   table=("Robustness: accuracy under Gaussian blur and noise (sigma)", rows)))
+                   table=("Robustness: accuracy under Gaussian blur and noise (sigma)", rows), metrics=METRICS,
+                   page_plot=plot_robustness_curves))

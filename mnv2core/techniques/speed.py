@@ -11,6 +11,7 @@ import torch
 from ..context import Artifact, Case, Context
 from ..deploy.latency import torch_threads
 from ..models import build_model
+from ..metrics import info, rate, speedup
 from ..registry import MEASUREMENT, Technique, register, register_study, require
 from ..speed import compare_speed
 from ..weights import random_init_provenance
@@ -42,6 +43,16 @@ def measure(ctx: Context, case: Case, artifact: Artifact) -> dict[str, Any]:
     return {**measured, "input_size": artifact.meta["input_size"], "train_speedup_required": p["min_train_speedup"]}
 
 
+METRICS = (
+    rate("images_per_second.*", "images per second of each loop (reference: plain PyTorch; harness)"),
+    speedup("speedup.*", "harness rate over the plain loop's"),
+    info("train_speedup_required", "x", "the profile's min_train_speedup"),
+    info("train_images_per_round", "count"), info("eval_images_per_round", "count"), info("rounds", "count"),
+    info("batch_size", "count"), info("eval_batch_size", "count"), info("threads", "count"),
+    info("reference", "text", "what the plain loop is"),
+)
+
+
 def check(m: dict, case: Case) -> None:
     rates = m["images_per_second"]
     require(set(rates) == {f"{side}_{kind}_images_per_second" for side in ("reference", "harness")
@@ -67,4 +78,5 @@ def rows(found) -> list[dict]:
 
 register(Technique("train_speed", MEASUREMENT, "Harness speed vs a plain PyTorch loop", study="speed", model=MODEL,
                    build=build, measure=measure, check=check, floored=False,
-                   table=("Harness speed against a plain PyTorch loop (NCHW fp32; median of alternating rounds)", rows)))
+                   table=("Harness speed against a plain PyTorch loop (NCHW fp32; median of alternating rounds)", rows),
+                   metrics=METRICS))

@@ -29,7 +29,8 @@ from ..datasets import DatasetSplits, ImageSet, eval_batches
 from ..models import ImageClassifier, build_model, count_parameters
 from ..networks import compress_vgg, conv_outputs
 from ..profiles import TrainConfig
-from ..registry import TRAINED, Technique, register, register_study, require
+from ..metrics import accuracy, figure, info
+from ..registry import TRAINED, Table, Technique, only, register, register_study, register_table, require
 from ..training import evaluate
 from ..weights import random_init_provenance
 
@@ -294,9 +295,72 @@ def _step(method: str):
     return lambda ctx, case: getattr(VggSi(ctx), method)(case.dataset)
 
 
+STEPS = (("vgg_train", "trained end to end"), ("vgg_head", "classifier retrained, features frozen"),
+         ("vgg_si", "compressed by separation index"))
+
+
+def lr_search_rows(found) -> list[dict]:
+    m = only(found, "vgg_train")
+    return [{"lr": f"{t['lr']:g}", "lr step (epochs)": t["step_epochs"], "search epochs": t["epochs"],
+             "val acc": f"{t['val_accuracy']:.3f}",
+             "chosen": "*" if (t["lr"], t["step_epochs"]) == (m["chosen_lr"], m["chosen_step_epochs"]) else ""}
+            for t in m.get("lr_search", [])]
+
+
+def vgg_rows(found) -> list[dict]:
+    rows = []
+    for technique, step in STEPS:
+        m = only(found, technique)
+        if "accuracy" not in m:
+            continue
+        rows.append({"VGG16": step, "test acc": f"{m['accuracy']:.3f}", "val acc": f"{m.get('val_accuracy', 0):.3f}",
+                     "params (M)": f"{m['parameters'] / 1e6:.3f}",
+                     "conv layers": f"{m['layers_kept']} of {m['conv_layers']}" if "layers_kept" in m else "13",
+                     "last-layer features": (f"{m['features_selected']} of {m['channels_available']}"
+                                             if "features_selected" in m else "512"),
+                     "curves": m.get("curves_plot", "")})
+    return rows
+
+
+def si_layer_rows(found) -> list[dict]:
+    m = only(found, "vgg_si")
+    if "si_train" not in m:
+        return []
+    return [{"conv layer": i + 1, "SI train": f"{train:.3f}", "SI test": f"{test:.3f}",
+             "center SI train": f"{centre:.3f}", "kept": "yes" if i < m["layers_kept"] else ""}
+            for i, (train, test, centre) in enumerate(zip(m["si_train"], m["si_test"], m["center_si_train"]))]
+
+
+def si_feature_rows(found) -> list[dict]:
+    return [{"features": k + 1, "added filter": s["channel"], "SI": f"{s['si']:.3f}"}
+            for k, s in enumerate(only(found, "vgg_si").get("selection", []))]
+
+
+TRAINING = (accuracy("val_accuracy", "accuracy on the validation split carved from the training data"),
+            info("train_images", "count"), info("validation_images", "count"),
+            figure("curves_plot", "training curves"))
+TRAIN_METRICS = (*TRAINING, info("chosen_lr", "lr"), info("chosen_step_epochs", "epochs"),
+                 info("lr_search", "list", "each candidate's validation accuracy"))
+HEAD_METRICS = (*TRAINING, accuracy("trained_accuracy", "vgg_train's test accuracy", gated=False))
+SI_METRICS = (
+    accuracy("val_accuracy", "accuracy on the validation split"), figure("curves_plot", "training curves"),
+    accuracy("dense_accuracy", "vgg_head's test accuracy", gated=False),
+    info("si_train", "list", "SI of every conv layer's output, training sample"), info("si_test", "list"),
+    info("center_si_train", "list"), info("layers_kept", "count"), info("conv_layers", "count"),
+    info("selection", "list", "greedily selected filters and the SI they reach"),
+    info("features_selected", "count"), info("channels_available", "count"), info("si_images", "count"),
+    info("si_selected", "fraction"), info("layer_gain", "fraction"), info("feature_gain", "fraction"),
+    info("params_before", "count"), info("params_after", "count"),
+    figure("si_layers_plot"), figure("si_features_plot"),
+)
 register(Technique("vgg_train", TRAINED, "VGG16 trained end to end", study=STUDY, model=MODEL,
-                   build=_step("train"), check=check_train, starts_early=True))
+                   build=_step("train"), check=check_train, starts_early=True, metrics=TRAIN_METRICS))
 register(Technique("vgg_head", TRAINED, "VGG16, classifier retrained on frozen features", study=STUDY, model=MODEL,
-                   build=_step("head"), check=check_head, needs=("vgg_train",)))
+                   build=_step("head"), check=check_head, needs=("vgg_train",), metrics=HEAD_METRICS))
 register(Technique("vgg_si", TRAINED, "VGG16 compressed by separation index", study=STUDY, model=MODEL,
-                   build=_step("compress"), check=check_si, needs=("vgg_head",)))
+                   build=_step("compress"), check=check_si, needs=("vgg_head",), metrics=SI_METRICS))
+VGG = tuple(name for name, _ in STEPS)
+register_table(Table("VGG16: learning-rate search (scored on the validation split)", VGG, lr_search_rows))
+register_table(Table("VGG16 and its separation-index (SI) compression", VGG, vgg_rows))
+register_table(Table("Separation index of every conv layer's output", VGG, si_layer_rows))
+register_table(Table("SI of the greedily selected filters of the last kept layer", VGG, si_feature_rows))
