@@ -19,7 +19,10 @@ compared, a baseline of another profile, or a run whose cases share none with th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
+
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass as schema_dataclass
 
 from .errors import ConfigError
 from .metrics import HIGHER, Declarations, Metric
@@ -28,14 +31,19 @@ from .results import case_items, method_of
 Declared = Callable[[str], Declarations]  # technique -> its metric declarations (the catalogue's)
 
 
-@dataclass(frozen=True)
+Tolerance = Annotated[float, Field(ge=0)]
+
+
+@schema_dataclass(frozen=True, config=ConfigDict(extra="forbid", strict=True))
 class Tolerances:
-    accuracy_points: float = 0.02   # allowed drop in accuracy (0.02 = 2 points)
-    speedup_ratio: float = 0.10     # allowed relative drop of a speed-up ratio
-    time_ratio: float = 0.25        # allowed relative slowdown of an absolute time
-    cross_cpu_accuracy_points: float = 0.05  # the same, when baseline and run have different CPUs
+    """A profile's [gate] table (checked as it is read)."""
+
+    accuracy_points: Tolerance = 0.02   # allowed drop in accuracy (0.02 = 2 points)
+    speedup_ratio: Tolerance = 0.10     # allowed relative drop of a speed-up ratio
+    time_ratio: Tolerance = 0.25        # allowed relative slowdown of an absolute time
+    cross_cpu_accuracy_points: Tolerance = 0.05  # the same, when baseline and run have different CPUs
     gate_times: bool = True  # false: absolute times only warn, even on the same machine (shared VMs)
-    per_metric: dict[str, float] = field(default_factory=dict)  # metric name -> its own tolerance
+    per_metric: dict[str, Tolerance] = field(default_factory=dict)  # metric name -> its own tolerance
 
     def for_metric(self, name: str, metric: Metric, same_cpu: bool = True) -> float:
         if name in self.per_metric:

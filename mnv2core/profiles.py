@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Protocol
+from typing import Annotated, Any, Literal, Mapping, Protocol
+
+from pydantic import BaseModel, Field
+from pydantic.dataclasses import dataclass as schema_dataclass
 
 from .errors import ConfigError
 from .gate import Tolerances
 from .models import SOURCES, ModelSpec, check_spec, default_spec
+from .schema import STRICT, Names, NonNegative, Positive, fields_of, parameters_schema, problems, validated
 
 
 class KnownTechniques(Protocol):
@@ -39,7 +41,10 @@ INPUT_MODES = ("upscaled", "native")
 # the technique registry (mnv2core/registry.py), handed to load_profile as a catalogue.
 
 
-@dataclass(frozen=True)
+Fraction = Annotated[float, Field(ge=0, le=1)]
+
+
+@schema_dataclass(frozen=True, config=STRICT)
 class TrainConfig:
     """How one technique trains. ``input`` picks the dataset's input size or its native size.
     ``bn_recalibration_images`` > 0 re-estimates batch-norm statistics on that many training
@@ -48,55 +53,46 @@ class TrainConfig:
     multiplies the lr by ``gamma`` every ``step_epochs`` epochs. ``train_images`` > 0 trains
     on that many training images (a random draw fixed by the seed; 0: all of them)."""
 
-    epochs: int
-    batch_size: int
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    momentum: float = 0.9
-    schedule: str = "constant"
+    epochs: NonNegative  # 0 only where a technique trains nothing (its min_epochs says)
+    batch_size: Positive
+    optimizer: Literal[OPTIMIZERS] = "adam"
+    lr: Annotated[float, Field(gt=0)] = 1e-3
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    momentum: Fraction = 0.9
+    schedule: Literal[SCHEDULES] = "constant"
     augment: bool = True
-    input: str = "upscaled"
-    temperature: float = 4.0
-    alpha: float = 0.9
-    bn_recalibration_images: int = 0
-    size: int = 0
-    step_epochs: int = 1
-    gamma: float = 0.1
-    train_images: int = 0
+    input: Literal[INPUT_MODES] = "upscaled"
+    temperature: Annotated[float, Field(gt=0)] = 4.0
+    alpha: Fraction = 0.9
+    bn_recalibration_images: NonNegative = 0
+    size: NonNegative = 0
+    step_epochs: Positive = 1
+    gamma: Annotated[float, Field(gt=0, le=1)] = 0.1
+    train_images: NonNegative = 0
     teacher: str = ""  # distillation: the teacher's and the student's models (the registry's defaults when "")
     student: str = ""
 
-    def validate(self, where: str) -> None:
-        _check_choice(self.optimizer, OPTIMIZERS, f"{where}.optimizer")
-        _check_choice(self.schedule, SCHEDULES, f"{where}.schedule")
-        _check_choice(self.input, INPUT_MODES, f"{where}.input")
-        if self.epochs < 0 or self.batch_size < 1:
-            raise ConfigError(f"{where}: need epochs >= 0 (0 only where a technique trains nothing) and batch_size >= 1")
-        if self.lr <= 0 or self.temperature <= 0 or not 0.0 <= self.alpha <= 1.0:
-            raise ConfigError(f"{where}: need lr > 0, temperature > 0 and 0 <= alpha <= 1")
-        if self.size < 0 or self.step_epochs < 1 or not 0 < self.gamma <= 1 or self.train_images < 0:
-            raise ConfigError(f"{where}: need size >= 0, step_epochs >= 1, 0 < gamma <= 1 and train_images >= 0")
 
-
-@dataclass(frozen=True)
+@schema_dataclass(frozen=True, config=STRICT)
 class DatasetConfig:
     """One dataset of the grid. ``native_size`` is the stored resolution; ``input_size``
     the resolution models see (larger means upscaled)."""
 
     name: str
-    source: str
-    native_size: int
-    input_size: int
+    source: Literal[DATA_SOURCES]
+    native_size: Positive
+    input_size: Positive
     path: str | None = None
-    train_size: int | None = None
-    test_size: int | None = None
+    train_size: Positive | None = None
+    test_size: Positive | None = None
     note: str = ""
     stand_in: bool = False
     compress: bool = True  # run the profile's compression techniques on this dataset
-    studies: tuple[str, ...] = DEFAULT_STUDIES  # the studies whose techniques run on it
-    models: tuple[str, ...] = DEFAULT_MODELS  # the models its per-model techniques (fine-tuning...) run on
+    studies: Names = DEFAULT_STUDIES  # the studies whose techniques run on it
+    # the models its per-model techniques (fine-tuning...) run on
+    models: Annotated[tuple[str, ...], Field(strict=False, min_length=1)] = DEFAULT_MODELS
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    classes: Annotated[int, Field(ge=2)] | None = None  # the class count its data must have (None: any)
 
     def size_for(self, train: TrainConfig) -> int:
         if train.size:
@@ -243,179 +239,119 @@ def _resolve(name_or_path: str) -> Path:
     return builtin
 
 
-TOP_LEVEL_TYPES = {"description": str, "device": str, "seed": int, "eval_batch_size": int, "amp": bool,
-                   "channels_last": bool, "threads": int}
+class ProfileFile(BaseModel):
+    """A profile's top level: its settings and its tables (each checked by its own schema)."""
+
+    model_config = STRICT
+    description: str = ""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = 0
+    eval_batch_size: Positive = 256
+    amp: bool = False
+    channels_last: bool = True
+    threads: Annotated[int, Field(ge=1)] | None = None  # absent: cores / xdist workers
+    datasets: dict[str, dict[str, Any]] = {}
+    models: dict[str, dict[str, Any]] = {}
+    techniques: dict[str, dict[str, Any]] = {}
+    floors: dict[str, dict[str, Any]] = {}
+    pretext: dict[str, Any] = {}
+    gate: dict[str, Any] = {}
+    compression: dict[str, Any] = {}
+    deployment: dict[str, Any] = {}
+    studies: dict[str, dict[str, Any]] = {}
 
 
-def type_problems(raw: dict, where: str, catalogue: KnownTechniques | None = None) -> list[str]:
+class ModelTable(BaseModel):
+    """[models.NAME]: the library (default: builtin when the harness has the network, else
+    torchvision), the architecture's name there (default NAME), the starting weights
+    (imagenet, none, pretext or a state-dict path) and whether they are trained for the dataset."""
+
+    model_config = STRICT
+    source: Literal[SOURCES] | None = None
+    arch: str | None = None
+    weights: str = "none"
+    trained: bool = False
+
+
+TRAIN_KEYS = frozenset(fields_of(TrainConfig))
+
+
+def table_problems(raw: dict, where: str, catalogue: KnownTechniques) -> list[str]:
     """One line per value of the wrong type or out of range anywhere in the profile (file,
-    key, expected type or range), found before anything else is checked or run. Technique and
-    study parameters are typed by their registered defaults; their ranges come from the
-    technique's ``ranges`` (every number >= 0 otherwise)."""
-    problems = _table_type_problems(raw, TOP_LEVEL_TYPES, f"{where}: ")
-    train_types = typing.get_type_hints(TrainConfig)
-    dataset_types = typing.get_type_hints(DatasetConfig)
-    for tech, table in _tables(raw.get("techniques")):
-        problems += _table_type_problems(table, train_types, f"{where}: techniques.{tech}.")
-    problems += _table_type_problems(raw.get("pretext", {}), {**train_types, "train_size": int}, f"{where}: pretext.")
-    for name, table in _tables(raw.get("datasets")):
+    key, value, what was expected), found before anything else is checked or run. Technique
+    and study parameters are typed by their registered defaults and ranged by the technique's
+    ``ranges`` (every number >= 0 otherwise)."""
+    found = problems(ProfileFile, raw, f"{where}: ")
+    if found:
+        return found  # tables that are not tables: nothing inside them can be read
+    recipes = raw.get("techniques", {})
+    for tech, table in recipes.items():
+        found += problems(TrainConfig, table, f"{where}: techniques.{tech}.")
+    for name, table in raw.get("datasets", {}).items():
         here = f"{where}: datasets.{name}"
-        problems += _table_type_problems(table, dataset_types, f"{here}.")
-        for tech, overrides in _tables(table.get("overrides")):
-            problems += _table_type_problems(overrides, train_types, f"{here}.overrides.{tech}.")
-    for name, table in _tables(raw.get("compression")):
-        problems += _table_type_problems(table, train_types, f"{where}: compression.{name}.")
-    if catalogue is not None:
-        problems += _parameter_problems(raw, where, catalogue)
-    return problems
-
-
-def _parameter_problems(raw: dict, where: str, catalogue: KnownTechniques) -> list[str]:
-    """[compression.X], [deployment.X] and [studies.X] values against their defaults' types
-    and the technique's ranges."""
-    sections = [("compression", catalogue.of_role("compression")), ("deployment", catalogue.of_role("deployment"))]
-    problems = []
-    for section, known in sections:
-        for name, table in _tables(raw.get(section)):
-            if name in known:
-                problems += _value_problems(table, known[name].params, known[name].ranges, f"{where}: {section}.{name}.",
-                                            known[name].choices)
-    for name, table in _tables(raw.get("studies")):
+        found += problems(DatasetConfig, {"name": name, **table}, f"{here}.")
+        for tech, values in (table.get("overrides") or {}).items():
+            if isinstance(values, dict) and tech in recipes and not problems(TrainConfig, recipes[tech], ""):
+                found += problems(TrainConfig, {**recipes[tech], **values}, f"{here}.overrides.{tech}.")
+    for name, table in raw.get("models", {}).items():
+        found += problems(ModelTable, table, f"{where}: models.{name}.")
+    found += problems(Tolerances, raw.get("gate", {}), f"{where}: gate.")
+    bases = {"bases": Names | None}
+    for section, role in (("compression", "compression"), ("deployment", "deployment")):
+        known = catalogue.of_role(role)
+        for name, table in raw.get(section, {}).items():
+            if name in known and isinstance(table, dict):
+                technique = known[name]
+                train = {k: Any for k in TRAIN_KEYS} if role == "compression" else {}
+                schema = parameters_schema(f"{section}.{name}", technique.params, technique.ranges,
+                                           technique.choices, {**bases, **train})
+                found += problems(schema, table, f"{where}: {section}.{name}.")
+    for name, table in raw.get("studies", {}).items():
         if name in catalogue.studies:
-            problems += _value_problems(table, catalogue.studies[name], {}, f"{where}: studies.{name}.")
-    return problems
-
-
-def _value_problems(table: dict, defaults: dict[str, Any], ranges: dict[str, tuple], prefix: str,
-                    choices: dict[str, tuple] | None = None) -> list[str]:
-    problems = []
-    for key, value in table.items():
-        if key not in defaults:
-            continue  # unknown keys and recipe keys are named elsewhere
-        if not _like(value, defaults[key]):
-            problems.append(f"{prefix}{key} is {value!r}; expected {_described(defaults[key])}")
-            continue
-        if key in (choices or {}) and value not in choices[key]:
-            problems.append(f"{prefix}{key} is {value!r}; choose one of {list(choices[key])}")
-            continue
-        low, high = ranges.get(key, (0, None))
-        numbers = [v for v in (value if isinstance(value, list) else [value])
-                   if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        if any(v < low or (high is not None and v > high) for v in numbers):
-            problems.append(f"{prefix}{key} is {value!r}; expected "
-                            + (f"values between {low} and {high}" if high is not None else f"values >= {low}"))
-    return problems
-
-
-def _like(value: Any, default: Any) -> bool:
-    """Whether ``value`` has the type of ``default`` (a whole number where it is one; a number
-    where it is a float; a list whose items are like its first item)."""
-    if isinstance(default, list):
-        return isinstance(value, list) and (not default or all(_like(v, default[0]) for v in value))
-    return _has_type(value, type(default))
-
-
-def _described(default: Any) -> str:
-    if isinstance(default, list):
-        return f"a list of {PLURALS[type(default[0])]}" if default else "a list"
-    return _type_name(type(default))
-
-
-PLURALS = {bool: "true/false values", int: "whole numbers", float: "numbers", str: "strings"}
-
-
-def _tables(value: Any) -> list[tuple[str, dict]]:
-    return [(k, v) for k, v in value.items() if isinstance(v, dict)] if isinstance(value, dict) else []
-
-
-def _table_type_problems(table: Any, types_by_key: dict[str, Any], prefix: str) -> list[str]:
-    if not isinstance(table, dict):
-        return []
-    return [f"{prefix}{key} is {value!r}; expected {_type_name(types_by_key[key])}"
-            for key, value in table.items() if key in types_by_key and not _has_type(value, types_by_key[key])]
-
-
-def _has_type(value: Any, hint: Any) -> bool:
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return any(_has_type(value, option) for option in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
-    if typing.get_origin(hint) is tuple:
-        return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
-    if typing.get_origin(hint) is dict:
-        return isinstance(value, dict)
-    return True
-
-
-def _type_name(hint: Any) -> str:
-    names = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(option) for option in typing.get_args(hint) if option is not type(None))
-    if typing.get_origin(hint) is tuple:
-        return "a list of strings"
-    if typing.get_origin(hint) is dict:
-        return "a table"
-    return names.get(hint, str(hint))
+            found += problems(parameters_schema(f"studies.{name}", catalogue.studies[name]), table,
+                              f"{where}: studies.{name}.")
+    return found
 
 
 def _parse(name: str, raw: dict, catalogue: KnownTechniques, where: str) -> Profile:
-    problems = type_problems(raw, where, catalogue)
-    if problems:
-        raise ConfigError("\n".join(problems))
     if "weights" in raw:
         raise ConfigError(f"{where}: [weights] is now per model: write [models.NAME] weights = \"...\" "
                           f"(imagenet, none, pretext or a path) instead")
-    _check_keys(raw, {"description", "device", "seed", "eval_batch_size", "amp", "channels_last", "threads", "datasets",
-                      "models", "techniques", "floors", "pretext", "gate", "compression",
-                      "deployment", "studies"}, where)
-    techniques = {tech: _train_config(cfg, f"{where}: techniques.{tech}")
-                  for tech, cfg in _table(raw, "techniques", where).items()}
+    found = table_problems(raw, where, catalogue)
+    if found:
+        raise ConfigError("\n".join(found))
+    top = ProfileFile(**raw)
+    techniques = {tech: _train_config(cfg, f"{where}: techniques.{tech}") for tech, cfg in top.techniques.items()}
     recipes = {n: t for n, t in catalogue.techniques.items() if t.role in ("trained", "measurement")}
     for tech, cfg in techniques.items():
         if tech not in recipes:
             raise ConfigError(f"{where}: unknown technique {tech!r} in [techniques]; known: {sorted(recipes)}")
         if cfg.epochs < recipes[tech].min_epochs:
             raise ConfigError(f"{where}: techniques.{tech}.epochs must be >= {recipes[tech].min_epochs}")
-    datasets = {ds: _dataset_config(ds, cfg, techniques, catalogue, where)
-                for ds, cfg in _table(raw, "datasets", where).items()}
+    datasets = {ds: _dataset_config(ds, cfg, techniques, catalogue, where) for ds, cfg in top.datasets.items()}
     if not datasets or not techniques:
         raise ConfigError(f"{where}: a profile needs at least one dataset and one technique")
-    models = _models(_table(raw, "models", where), where)
-    bases, compressions = _compressions(_table(raw, "compression", where), techniques, catalogue, where)
+    bases, compressions = _compressions(top.compression, techniques, catalogue, where)
     compressed_names = [c.technique(b) for b in bases for c in compressions.values()]
-    pretext = dict(raw.get("pretext", {}))
-    device = raw.get("device", "auto")
-    _check_choice(device, ("auto", "cpu", "cuda"), f"{where}: device")
-    threads = raw.get("threads")
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
-        raise ConfigError(f"{where}: threads must be a whole number >= 1 (or absent: cores / xdist workers)")
     profile = Profile(
         name=name,
-        description=raw.get("description", ""),
-        device=device,
-        seed=int(raw.get("seed", 0)),
-        eval_batch_size=int(raw.get("eval_batch_size", 256)),
-        amp=raw.get("amp", False),
-        channels_last=raw.get("channels_last", True),
-        threads=threads,
+        description=top.description,
+        device=top.device,
+        seed=top.seed,
+        eval_batch_size=top.eval_batch_size,
+        amp=top.amp,
+        channels_last=top.channels_last,
+        threads=top.threads,
         datasets=datasets,
-        models=models,
+        models=_models(top.models, where),
         techniques=techniques,
-        floors=_floor_tables(_table(raw, "floors", where), datasets, where),
-        pretext=pretext,
-        gate=_gate_tolerances(_table(raw, "gate", where), where),
+        floors=_floor_tables(top.floors, datasets, where),
+        pretext=dict(top.pretext),
+        gate=Tolerances(**top.gate),
         compression_bases=bases,
         compressions=compressions,
-        studies=_studies(_table(raw, "studies", where), datasets, catalogue, where),
-        **_deployments(_table(raw, "deployment", where), list(techniques) + compressed_names, catalogue, where),
+        studies=_studies(top.studies, datasets, catalogue, where),
+        **_deployments(top.deployment, list(techniques) + compressed_names, catalogue, where),
     )
     _complete(profile, catalogue, where)
     return profile
@@ -427,14 +363,7 @@ def _models(raw: dict, where: str) -> dict[str, ModelSpec]:
     models = {}
     for name, table in raw.items():
         here = f"{where}: models.{name}"
-        if not isinstance(table, dict):
-            raise ConfigError(f"{here} must be a table (source, arch, weights, trained)")
-        _check_keys(table, {"source", "arch", "weights", "trained"}, here)
-        problems = _table_type_problems(table, typing.get_type_hints(ModelSpec), f"{here}.")
-        if problems:
-            raise ConfigError("\n".join(problems))
         values = {"source": default_spec(table.get("arch", name)).source, **table}
-        _check_choice(values["source"], SOURCES, f"{here}.source")
         spec = ModelSpec(name, **values)
         try:
             check_spec(spec)
@@ -486,13 +415,12 @@ def _floor_tables(raw: dict, datasets: dict, where: str) -> dict[str, dict[str, 
 
 
 def _train_config(cfg: dict, where: str) -> TrainConfig:
-    _check_keys(cfg, {f.name for f in dataclasses.fields(TrainConfig)}, where)
-    try:
-        train = TrainConfig(**cfg)
-    except TypeError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-    train.validate(where)
-    return train
+    return validated(TrainConfig, cfg, f"{where}.")
+
+
+def _retrained(recipe: TrainConfig, changes: dict, where: str) -> TrainConfig:
+    """``recipe`` with ``changes`` (a dataset's overrides, a compression's retraining), checked."""
+    return _train_config({**dataclasses.asdict(recipe), **changes}, where)
 
 
 def _studies(raw: dict, datasets: dict[str, DatasetConfig], catalogue: KnownTechniques,
@@ -502,7 +430,6 @@ def _studies(raw: dict, datasets: dict[str, DatasetConfig], catalogue: KnownTech
     for name, table in raw.items():
         if name not in defaults:
             raise ConfigError(f"{where}: unknown study {name!r} in [studies]; known: {sorted(defaults)}")
-        _check_keys(table, set(defaults[name]), f"{where}: studies.{name}")
     used = {study for config in datasets.values() for study in config.studies}
     return {name: {**defaults[name], **raw.get(name, {})} for name in sorted(used)}
 
@@ -510,27 +437,16 @@ def _studies(raw: dict, datasets: dict[str, DatasetConfig], catalogue: KnownTech
 def _dataset_config(name: str, cfg: dict, techniques: dict[str, TrainConfig], catalogue: KnownTechniques,
                     where: str) -> DatasetConfig:
     here = f"{where}: datasets.{name}"
-    _check_keys(cfg, {f.name for f in dataclasses.fields(DatasetConfig)} - {"name"}, here)
-    for key in ("source", "native_size", "input_size"):
-        if key not in cfg:
-            raise ConfigError(f"{here}: missing {key!r}")
-    _check_choice(cfg["source"], DATA_SOURCES, f"{here}.source")
-    if cfg["source"] == "imagefolder" and not cfg.get("path"):
+    config = DatasetConfig(name=name, **cfg)
+    if config.source == "imagefolder" and not config.path:
         raise ConfigError(f"{here}: an imagefolder dataset needs a path")
-    cfg = dict(cfg)
-    studies = tuple(cfg.pop("studies", DEFAULT_STUDIES))
-    if "models" in cfg:
-        cfg["models"] = tuple(cfg["models"])
-        if not cfg["models"]:
-            raise ConfigError(f"{here}.models is empty: list the models its study runs (e.g. [\"mobilenet_v2\"])")
-    for study in studies:
+    for study in config.studies:
         _check_choice(study, tuple(catalogue.studies), f"{here}.studies")
-    overrides = cfg.get("overrides", {})
-    for tech, values in overrides.items():
+    for tech, values in config.overrides.items():
         if tech not in techniques:
             raise ConfigError(f"{here}.overrides: {tech!r} is not a technique of this profile")
-        dataclasses.replace(techniques[tech], **values).validate(f"{here}.overrides.{tech}")
-    return DatasetConfig(name=name, studies=studies, **cfg)
+        _retrained(techniques[tech], values, f"{here}.overrides.{tech}")
+    return config
 
 
 def _compressions(raw: dict, techniques: dict[str, TrainConfig], catalogue: KnownTechniques, where: str):
@@ -542,22 +458,20 @@ def _compressions(raw: dict, techniques: dict[str, TrainConfig], catalogue: Know
             raise ConfigError(f"{where}: compression.bases names {base!r}, not a technique of this profile")
     compressions = {}
     known = {n: t.params for n, t in catalogue.of_role("compression").items()}
-    train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
     for name, table in raw.items():
         if name == "bases":
             continue
         if name not in known:
             raise ConfigError(f"{where}: unknown compression technique {name!r}; known: {sorted(known)}")
         here = f"{where}: compression.{name}"
-        _check_keys(table, set(known[name]) | train_keys | {"bases"}, here)
         own_bases = tuple(table.get("bases", bases))
         outside = [b for b in own_bases if b not in bases]
         if outside:
             raise ConfigError(f"{here}.bases {outside} are not in compression.bases {list(bases)}")
-        retrain = {k: v for k, v in table.items() if k in train_keys}
+        retrain = {k: v for k, v in table.items() if k in TRAIN_KEYS}
         for base in bases:
-            dataclasses.replace(techniques[base], **retrain).validate(here)
-        params = {**known[name], **{k: v for k, v in table.items() if k not in train_keys and k != "bases"}}
+            _retrained(techniques[base], retrain, here)
+        params = {**known[name], **{k: v for k, v in table.items() if k not in TRAIN_KEYS and k != "bases"}}
         compressions[name] = Compression(name, params, retrain, own_bases)
     if compressions and not bases:
         raise ConfigError(f"{where}: [compression] needs bases = [...] (e.g. [\"full_ft\", \"kd\"])")
@@ -583,7 +497,6 @@ def _deployments(raw: dict, models: list[str], catalogue: KnownTechniques, where
             continue
         if name not in known:
             raise ConfigError(f"{where}: unknown deployment technique {name!r}; known: {sorted(known)}")
-        _check_keys(table, set(known[name]) | {"bases"}, f"{where}: deployment.{name}")
         outside = [b for b in table.get("bases", ()) if b not in bases]
         if outside:
             raise ConfigError(f"{where}: deployment.{name}.bases {outside} are not in deployment.bases {list(bases)}")
@@ -591,33 +504,6 @@ def _deployments(raw: dict, models: list[str], catalogue: KnownTechniques, where
     if deployments and not bases:
         raise ConfigError(f"{where}: [deployment] needs bases = [...] (e.g. [\"full_ft\", \"kd\"])")
     return {"deployment_bases": bases, "deployments": deployments}
-
-
-def _gate_tolerances(raw: dict, where: str) -> Tolerances:
-    """[gate]: accuracy_points, cross_cpu_accuracy_points, speedup_ratio, time_ratio, gate_times
-    and [gate.per_metric] NAME = tol."""
-    _check_keys(raw, {f.name for f in dataclasses.fields(Tolerances)}, f"{where}: gate")
-    values = {**raw, "per_metric": dict(raw.get("per_metric", {}))}
-    numbers = [v for k, v in values.items() if k not in ("per_metric", "gate_times")]
-    numbers += list(values["per_metric"].values())
-    if not isinstance(values.get("gate_times", True), bool):
-        raise ConfigError(f"{where}: gate.gate_times must be true or false")
-    if any(not isinstance(v, (int, float)) or v < 0 for v in numbers):
-        raise ConfigError(f"{where}: gate tolerances must be numbers >= 0")
-    return Tolerances(**values)
-
-
-def _table(raw: dict, key: str, where: str) -> dict:
-    value = raw.get(key, {})
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where}: {key} must be a table")
-    return value
-
-
-def _check_keys(cfg: dict, allowed: set[str], where: str) -> None:
-    unknown = sorted(set(cfg) - allowed)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
 
 
 def _check_choice(value: str, choices: tuple[str, ...], where: str) -> None:
