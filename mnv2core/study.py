@@ -20,7 +20,7 @@ from . import strategies
 from .cache import ArtifactCache, payload_digest
 from .compression.architecture import restore_model
 from .context import Artifact, Build, Case
-from .datasets import DatasetSplits, apply_source_override, load_dataset, parse_source_override
+from .datasets import DatasetSplits, apply_source_overrides, load_dataset
 from .datasets.sources import read_synthetic
 from .deploy.latency import Timer, measure_latency
 from .errors import ConfigError
@@ -98,13 +98,7 @@ class Study:
         self.plots_dir = Path(settings.results_dir) / "plots"
         self.features = FeatureStore(self.cache, profile.eval_batch_size, self.execution)
         self.timer: Timer = measure_latency  # the pytest plugin may time through pytest-benchmark
-        self.datasets = dict(profile.datasets)
-        for text in settings.data_sources:
-            name, source, path = parse_source_override(text)
-            if name not in self.datasets:
-                raise ConfigError(f"--data-source names {name!r}, which profile {profile.name!r} lacks; "
-                                  f"its datasets: {sorted(self.datasets)}")
-            self.datasets[name] = apply_source_override(self.datasets[name], source, path)
+        self.datasets = apply_source_overrides(profile, settings.data_sources)
         self.templates = plan(profile, self.catalogue)  # case id -> Case(dataset, model, technique, method, base)
         self._loaded: dict[str, DatasetSplits] = {}
         self._sized: dict[tuple[str, int], DatasetSplits] = {}

@@ -18,7 +18,8 @@ from .profiles import TrainConfig
 log = logging.getLogger("mnv2bench.train")
 
 # an epoch's mean training loss above this multiple of the first epoch's stops training
-DIVERGENCE_FACTOR = 2.0
+DIVERGENCE_FACTOR = 2.0  # an epoch's loss above this x epoch 1's: diverging
+FIRST_EPOCH_FACTOR = 10.0  # epoch 1's mean loss above this x its first step's (untrained model's): diverged
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -94,10 +95,11 @@ def make_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_step
 
 def train_one_epoch(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
                     optimizer: torch.optim.Optimizer, schedule, loss_fn: LossFn,
-                    execution: Execution) -> tuple[torch.Tensor, int]:
-    """The harness's training step over ``batches``: (summed loss as a tensor, images seen).
-    The loss stays on the device (no host sync per step)."""
+                    execution: Execution) -> tuple[torch.Tensor, int, torch.Tensor]:
+    """The harness's training step over ``batches``: (summed loss, images seen, the first
+    step's loss, before any update), the losses as tensors on the device (no host sync per step)."""
     loss_sum = torch.zeros((), device=execution.device)
+    first = None
     seen = 0
     for images, labels in batches:
         with execution.autocast():
@@ -108,8 +110,9 @@ def train_one_epoch(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torc
         if schedule is not None:
             schedule.step()
         loss_sum += loss.detach().float() * labels.shape[0]
+        first = loss.detach().float() if first is None else first
         seen += labels.shape[0]
-    return loss_sum, seen
+    return loss_sum, seen, loss_sum if first is None else first
 
 
 def with_training_subset(data: DatasetSplits, cfg: TrainConfig, seed: int) -> DatasetSplits:
@@ -131,8 +134,10 @@ def fit(model: nn.Module, data: DatasetSplits, cfg: TrainConfig, *, params: list
     Everything random is seeded from ``seed``: the batches' order and augmentation, and
     torch's global generator (dropout), so a training does not depend on what ran before it.
     ``frozen_modules`` stay in eval mode (batch-norm statistics do not move). The loss is
-    checked once per epoch: NaN, inf, or more than DIVERGENCE_FACTOR x the first epoch's
-    raises TrainingDivergedError (and nothing gets cached).
+    checked once per epoch: NaN, inf, an epoch-1 mean above FIRST_EPOCH_FACTOR x the first
+    step's loss (the model before any update: e.g. Adam at a huge lr, whose loss then falls
+    from the hundreds) or a later one above DIVERGENCE_FACTOR x epoch 1's raises
+    TrainingDivergedError (and nothing gets cached).
     """
     data = with_training_subset(data, cfg, seed)
     execution.prepare(model)
@@ -149,13 +154,20 @@ def fit(model: nn.Module, data: DatasetSplits, cfg: TrainConfig, *, params: list
         for module in frozen_modules:
             module.eval()
         batches = train_batches(data.train, cfg.batch_size, cfg.augment, generator)
-        loss_sum, seen = train_one_epoch(model, batches, optimizer, schedule, loss_fn, execution)
+        loss_sum, seen, first_step = train_one_epoch(model, batches, optimizer, schedule, loss_fn, execution)
         train_loss = loss_sum.item() / max(seen, 1)
+        if epoch == 1:
+            start_loss = first_step.item()  # the untrained model's loss
         if not math.isfinite(train_loss):
             raise TrainingDivergedError(
                 f"{label}: the training loss became {train_loss} in epoch {epoch}. Lower the learning "
                 f"rate (now {cfg.lr}) or change the optimizer in the profile, then rerun with --refresh."
             )
+        if epoch == 1 and train_loss > FIRST_EPOCH_FACTOR * start_loss:
+            raise TrainingDivergedError(
+                f"{label}: the training loss averaged {train_loss:.4g} over epoch 1, {train_loss / start_loss:.0f}x "
+                f"its first step's {start_loss:.4g} (before any update): training diverges. Lower the learning "
+                f"rate (now {cfg.lr}) in the profile, then rerun.")
         first_loss = history[0].train_loss if history else train_loss
         if train_loss > DIVERGENCE_FACTOR * first_loss:
             raise TrainingDivergedError(

@@ -7,11 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
-from mnv2core.datasets import (ImageSet, load_dataset, parse_source_override, random_crop_flip, synthetic,
-                               train_batches)
+from mnv2core.datasets import (ImageSet, apply_source_override, apply_source_overrides, load_dataset,
+                               parse_source_override, random_crop_flip, synthetic, train_batches)
 from mnv2core.datasets import sources
 from mnv2core.errors import ConfigError, DataNotFoundError
-from mnv2core.profiles import DatasetConfig
+from mnv2core.profiles import DatasetConfig, load_profile
+from mnv2core.techniques import catalogue
 
 
 def config(source, **kw):
@@ -204,3 +205,22 @@ def test_spread_takes_every_class_in_turn_from_a_class_sorted_set():
     assert sample.labels.tolist() == [0, 1, 2, 0, 1]
     assert sample.images[:, 0, 0, 0].tolist() == [0, 3, 5, 1, 4]  # each class's own order kept
     assert len(ImageSet(images, labels).spread(100)) == 9
+
+
+def test_a_folder_given_as_a_known_dataset_must_have_its_class_count(tmp_path):
+    write_image_folder(tmp_path, classes=("cat", "dog", "frog"))
+    cifar = apply_source_override(config("cifar10"), "imagefolder", str(tmp_path))
+    with pytest.raises(ConfigError, match=r"has 3 classes \(cat, dog, frog\); dataset 'ds' expects 10.*--dataset NAME=imagefolder:"):
+        load_dataset(cifar, data_root=tmp_path, download=False, seed=0)
+    own = load_dataset(config("imagefolder", path=str(tmp_path)), data_root=tmp_path, download=False, seed=0)
+    assert own.num_classes == 3  # as a dataset of its own, any count
+
+
+def test_source_overrides_are_checked_against_the_profile_once():
+    profile = load_profile("smoke", catalogue())
+    with pytest.raises(ConfigError, match=r"--data-source names 'cifar100'.*synthetic32"):
+        apply_source_overrides(profile, ["cifar100=cifar10"])
+    with pytest.raises(ConfigError, match="bad --data-source 'synthetic32'"):
+        apply_source_overrides(profile, ["synthetic32"])
+    replaced = apply_source_overrides(profile, ["synthetic32=cifar10"])
+    assert replaced["synthetic32"].source == "cifar10" and replaced["synthetic32"].classes is None  # synthetic: any

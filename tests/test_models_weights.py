@@ -61,3 +61,15 @@ def test_weights_precedence(monkeypatch):
     assert resolve_weights_spec("resnet50", "imagenet", {"resnet50": "none"}).kind == "none"
     monkeypatch.delenv("MNV2BENCH_WEIGHTS_RESNET50")
     assert resolve_weights_spec("resnet50", "imagenet", {}).kind == "imagenet"
+
+
+def test_a_file_that_is_no_state_dict_is_named_with_the_fix(tmp_path):
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(bytes(range(256)) * 8)  # random bytes, not a torch.save file
+    source = resolve_weights_spec("mobilenet_v2", str(junk), {})
+    with pytest.raises(WeightsUnavailableError, match=r"^weights file junk.pth for mobilenet_v2 is not a state dict "
+                                                     r"\(save model.state_dict\(\) with torch.save\)"):
+        load_pretrained_state("mobilenet_v2", source)
+    torch.save([1, 2, 3], tmp_path / "list.pth")  # a torch file, but not a state dict
+    with pytest.raises(WeightsUnavailableError, match="list.pth does not hold a state dict of tensors"):
+        load_pretrained_state("mobilenet_v2", resolve_weights_spec("mobilenet_v2", str(tmp_path / "list.pth"), {}))

@@ -200,6 +200,21 @@ def test_unknown_dataset_is_a_usage_error(grid):
     result.stderr.fnmatch_lines(["*unknown dataset ?'cifar100'?*choose from ?'tiny'?*"])
 
 
+@pytest.mark.parametrize("option, value, message", [
+    ("--data-source", "tiny", "*bad --data-source 'tiny': use NAME=SOURCE*"),
+    ("--data-source", "cifar100=cifar10", "*--data-source names 'cifar100', which profile*lacks*'tiny'*"),
+    ("--results-dir", "{file}", "*--results-dir *a-file: not a writable folder (a file is there)*MNV2BENCH_RESULTS_DIR*"),
+    ("--cache-dir", "{file}/below", "*--cache-dir *below: not a writable folder*MNV2BENCH_CACHE_DIR*"),
+])
+def test_bad_start_up_options_are_one_line_before_anything_runs(grid, tmp_path, option, value, message):
+    (tmp_path / "a-file").write_text("not a folder")
+    result = grid(option, value.format(file=tmp_path / "a-file"))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {message}"])
+    assert "Traceback" not in result.stderr.str() + result.stdout.str()
+    assert not list((tmp_path / "results").glob("records-*.jsonl"))  # nothing ran
+
+
 def test_missing_real_data_fails_with_a_readable_message(grid, tmp_path):
     result = grid("--data-source", "tiny=cifar10", "--data-root", str(tmp_path / "empty"), "-k", "scratch")
     result.assert_outcomes(failed=1, deselected=8)

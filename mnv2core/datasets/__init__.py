@@ -19,7 +19,7 @@ from .tensors import FeatureSet, ImageSet, eval_batches, random_crop_flip, to_fl
 GENERATED_SOURCES = ("synthetic", "digits")
 
 __all__ = ["DatasetSplits", "FeatureSet", "ImageSet", "load_dataset", "parse_source_override", "eval_batches",
-           "train_batches", "random_crop_flip", "to_float", "synthetic"]
+           "train_batches", "random_crop_flip", "to_float", "synthetic", "apply_source_overrides"]
 
 
 @dataclass(frozen=True)
@@ -78,16 +78,36 @@ def add_image_folder(profile: Profile, text: str) -> Profile:
 
 
 def apply_source_override(config: DatasetConfig, source: str, path: str | None) -> DatasetConfig:
+    """``config`` read from another source; a real dataset's class count goes with it (a
+    folder given as CIFAR-10 must hold its 10 classes)."""
     shown = f"{source}:{Path(path).name}" if path else source  # the folder's name, not the machine's path
     note = f"profile source '{config.source}' replaced by '{shown}'"
     return dataclasses.replace(config, source=source, path=path, stand_in=True,
+                               classes=config.classes or sources.NATIVE_CLASSES.get(config.source),
                                note="; ".join(filter(None, [config.note, note])))
+
+
+def apply_source_overrides(profile: Profile, texts: list[str] | tuple[str, ...]) -> dict[str, DatasetConfig]:
+    """The profile's datasets with every ``--data-source`` applied; ConfigError for a malformed
+    one or one naming a dataset the profile lacks (checked once, at start-up)."""
+    datasets = dict(profile.datasets)
+    for text in texts:
+        name, source, path = parse_source_override(text)
+        if name not in datasets:
+            raise ConfigError(f"--data-source names {name!r}, which profile {profile.name!r} lacks; "
+                              f"its datasets: {sorted(datasets)}")
+        datasets[name] = apply_source_override(datasets[name], source, path)
+    return datasets
 
 
 def load_dataset(config: DatasetConfig, *, data_root: Path, download: bool, seed: int,
                  cache: ArtifactCache | None = None) -> DatasetSplits:
     """Read the dataset at its native size, on the CPU."""
     raw = _read(config, Path(data_root), download, seed, cache)
+    if config.classes and len(raw.classes) != config.classes:
+        raise ConfigError(f"{Path(raw.location).name} has {len(raw.classes)} classes ({', '.join(raw.classes[:12])}); "
+                          f"dataset {config.name!r} expects {config.classes}: give it that "
+                          f"dataset's folder, or add yours as a dataset of its own with --dataset NAME=imagefolder:DIR")
     generated = config.source in GENERATED_SOURCES
     train = raw.train if generated else raw.train.subset(config.train_size, seed)
     test = raw.test if generated else raw.test.subset(config.test_size, seed)

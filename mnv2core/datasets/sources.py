@@ -38,6 +38,9 @@ class RawSplits:
     content_sha256: str = ""  # of an image folder's files (names and bytes), when known
 
 
+NATIVE_CLASSES = {"cifar10": 10, "stl10": 10, "mnist": 10}  # a folder standing in for one must have as many
+
+
 def read_synthetic(native_size: int, train_size: int, test_size: int, seed: int,
                    palette_offset: float = 0.0) -> RawSplits:
     train = synthetic.generate(train_size, native_size, seed=2 * seed, palette_offset=palette_offset)
