@@ -1,4 +1,4 @@
-import time
+import types
 
 import pytest
 import torch
@@ -21,8 +21,12 @@ def test_fgsm_step_is_epsilon_times_the_gradient_sign_and_hurts_accuracy():
     (grad,) = torch.autograd.grad(nn.functional.cross_entropy(model(x), labels), x)
     attacked = fgsm(model, images, labels, 0.05)
     assert torch.equal(attacked - images, (0.05 * grad.sign() + images) - images)
-    clean = (model(images).argmax(1) == labels).float().mean()
-    assert (model(attacked).argmax(1) == labels).float().mean() <= clean
+    # the gradient's sign hurts far more than a random sign of the same size (a sign error in
+    # the step would help the model instead)
+    def accuracy(x):
+        return (model(x).argmax(1) == labels).float().mean().item()
+    random_sign = images + 0.2 * torch.randint(0, 2, images.shape, generator=torch.Generator().manual_seed(1)) * 2 - 0.2
+    assert accuracy(fgsm(model, images, labels, 0.2)) < accuracy(random_sign) - 0.2
     assert fgsm(model, images, labels, 10.0).min() >= 0 and fgsm(model, images, labels, 10.0).max() <= 1
 
 
@@ -84,10 +88,18 @@ def test_onnx_export_matches_pytorch_with_a_dynamic_batch(mobilenet, tmp_path):
         assert torch.allclose(ort_logits(session, images), mobilenet(images), atol=1e-4)
 
 
-def test_latency_reports_median_and_iqr_in_milliseconds():
-    stats = measure_latency(lambda: time.sleep(0.002), warmup=1, rounds=5)
-    assert stats["rounds"] == 5 and stats["median_ms"] >= 2.0 and stats["iqr_ms"] >= 0
-    assert stats["min_ms"] <= stats["median_ms"]
+def test_latency_reports_median_and_iqr_in_milliseconds(monkeypatch):
+    from mnv2core.deploy import latency
+    clock = [0.0]
+    monkeypatch.setattr(latency, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    durations = iter([50.0, 4.0, 1.0, 10.0, 3.0, 2.0])  # ms: one warm-up call (not counted), five rounds
+
+    def run():
+        clock[0] += next(durations) / 1000
+
+    stats = measure_latency(run, warmup=1, rounds=5)
+    # rounds 1, 2, 3, 4, 10 ms: median 3, quartiles 1.5 and 7 (exclusive method), min 1
+    assert stats == pytest.approx({"median_ms": 3.0, "iqr_ms": 5.5, "min_ms": 1.0, "rounds": 5})
 
 
 def test_blur_and_noise():
