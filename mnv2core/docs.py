@@ -10,8 +10,8 @@ from typing import Any
 
 from .metrics import RUNTIMES
 from .registry import COMPRESSION, TRAINED
-from .report import models_of, render_report, run_line, summary_rows
-from .results import case_items, method_of
+from .report import items_in_grid_order, models_of, render_report, run_line, summary_rows
+from .results import method_of
 from .techniques import catalogue
 
 
@@ -23,7 +23,7 @@ def write_results_page(documents: list[dict[str, Any]], out_dir: Path, sources: 
              "results files; every number below is in them, with its seed, data and weights provenance.", ""]
     shown: dict[str, dict[str, Path]] = {}  # technique -> dataset -> its first page figure
     for source, document in zip(sources, documents):
-        items = case_items(document)
+        items = items_in_grid_order(document)
         lines += [f"## {source}", "", run_line(document), ""]
         for dataset in _datasets(items):
             section, figures = _dataset_section(dataset, items, out_dir)
@@ -84,6 +84,8 @@ def _label(extra: dict) -> str:
 
 def _page_figures(extra: dict) -> list[str]:
     """The PNGs of a case its technique declares for the page."""
+    if method_of(extra) not in catalogue().techniques:
+        return []  # a results file of other code
     declarations = catalogue().declarations(method_of(extra))
     return [value for _, value, metric in declarations.leaves(extra.get("metrics", {})) if metric and metric.on_page]
 

@@ -7,7 +7,7 @@ from tabulate import tabulate
 
 from .techniques import catalogue
 from .gate import cpu_identity
-from .registry import Found, Table
+from .registry import COMPRESSION, Found, Table
 from .results import case_items, method_of
 
 FORMATS = {"md": "github", "terminal": "simple"}
@@ -18,8 +18,8 @@ def summary_layout(items: dict) -> tuple[list[tuple[str, str]], list[tuple[str, 
     rows, and (title, derived technique or None: the row's own case, metric) columns, in the
     order the results hold them (the grid's)."""
     order = list(dict.fromkeys(method_of(extra) for extra in items.values()))
-    techniques = sorted(catalogue().techniques.values(),
-                        key=lambda t: order.index(t.name) if t.name in order else len(order))
+    techniques = sorted(catalogue().techniques.values(),  # absent ones last, compressions first
+                        key=lambda t: (order.index(t.name) if t.name in order else len(order), t.role != COMPRESSION))
     rows = [(t.summary_row, t.name) for t in techniques if t.summary_row]
     columns = [("base acc", None, "accuracy")] + [(t.summary_column[0], t.name, t.summary_column[1])
                                                   for t in techniques if t.summary_column]
@@ -30,9 +30,8 @@ def render_report(document: dict[str, Any], fmt: str = "terminal") -> str:
     if fmt not in FORMATS:
         raise ValueError(f"unknown report format {fmt!r}; choose from {sorted(FORMATS)}")
     run = document.get("mnv2bench", {})
-    found = case_items(document)
-    expected = run.get("cases") or list(found)
-    items = {case: found[case] for case in _in_order(expected, found) if case in found}  # grid order
+    items = items_in_grid_order(document)
+    expected = run.get("cases") or list(items)
     sections = [_heading(f"mnv2bench results: profile {run.get('profile', '?')}", 1, fmt), run_line(document)]
     for dataset in _ordered_datasets(expected, items):
         sections.append(_heading(dataset, 2, fmt))
@@ -50,6 +49,13 @@ def render_report(document: dict[str, Any], fmt: str = "terminal") -> str:
     sections.append(_table("Cases that did not pass", _problems(items), fmt))
     sections.append(_provenance(items, fmt))
     return "\n\n".join(s for s in sections if s) + "\n"
+
+
+def items_in_grid_order(document: dict[str, Any]) -> dict[str, dict]:
+    """The document's case items in the grid's order (results files list them as they finished)."""
+    found = case_items(document)
+    expected = document.get("mnv2bench", {}).get("cases") or list(found)
+    return {case: found[case] for case in _in_order(expected, found) if case in found}
 
 
 def models_of(dataset: str, items: dict) -> list[str]:

@@ -136,8 +136,12 @@ def case_items(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def method_of(extra: dict[str, Any]) -> str | None:
-    """The registered technique behind a case entry (older entries lack "method")."""
-    return extra.get("method") or extra.get("derived") or extra.get("technique")
+    """The registered technique behind a case entry. Older entries lack "method": a derived
+    case's technique is then named BASE_METHOD (the grid's rule), anything else its own."""
+    if extra.get("method"):
+        return extra["method"]
+    base, derived, technique = extra.get("base"), extra.get("derived"), extra.get("technique")
+    return derived if derived and technique == f"{base}_{derived}" else technique
 
 
 def _umask() -> int:

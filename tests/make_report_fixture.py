@@ -28,7 +28,7 @@ def fixture_document():
               provenance={**prov, "train": recipe}),
         entry(GRID[2], outcome="skipped", when="setup", error="no GPU"),
         entry(GRID[4], outcome="failed", error="DataNotFoundError: CIFAR-10 not found"),
-        entry("cifar10-mobilenet_v2-full_ft_pruned", 0.781, base="full_ft", derived="prune"),
+        entry("cifar10-mobilenet_v2-full_ft_prune", 0.781, base="full_ft", derived="prune"),
     ]
     result = document(entries, cases=GRID)
     result["datetime"] = "2026-11-23T12:00:00+00:00"
