@@ -69,3 +69,5 @@ def test_the_int8_question_is_answered_for_every_model_with_several_bases():
                                    int8("c10-resnet18-full_ft_int8", 0.02)]))
     assert "More stable under int8, mobilenet_v2: kd (accuracy change -1.0 points, against -3.0 for full_ft)." in text
     assert "under int8, resnet18" not in text  # one base: nothing to compare
+    tie = render_report(document([int8("c10-mobilenet_v2-full_ft_int8", 0.01), int8("c10-mobilenet_v2-kd_int8", 0.01)]))
+    assert "More stable under int8, mobilenet_v2: full_ft and kd (a tie) (accuracy change -1.0 points)." in tie

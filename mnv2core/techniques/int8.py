@@ -57,10 +57,12 @@ def steadier_under_int8(found: dict) -> str:
     for model, drops in by_model.items():
         if len(drops) < 2:
             continue
-        steadier = min(drops, key=drops.get)
-        others = ", ".join(f"{-drop * 100:+.1f} for {base}" for base, drop in drops.items() if base != steadier)
-        lines.append(f"More stable under int8, {model}: {steadier} (accuracy change "
-                     f"{-drops[steadier] * 100:+.1f} points, against {others}).")
+        least = min(round(drop, 4) for drop in drops.values())
+        steadiest = [base for base, drop in drops.items() if round(drop, 4) == least]
+        others = ", ".join(f"{-drop * 100:+.1f} for {base}" for base, drop in drops.items() if base not in steadiest)
+        lines.append(f"More stable under int8, {model}: {' and '.join(steadiest)}"
+                     f"{' (a tie)' if len(steadiest) > 1 else ''} (accuracy change {-least * 100:+.1f} points"
+                     f"{f', against {others}' if others else ''}).")
     return "\n".join(lines)
 
 
