@@ -4,7 +4,9 @@ An entry is keyed by a hash of everything that determines it (its *spec*). Under
 ``pytest -n 2`` one process builds an entry while the others wait on a file lock and then
 load it. Writes go to a temporary file that is renamed into place, so a crash never
 leaves a half-written entry; each entry carries a digest of its contents, so a corrupt or
-truncated file is detected on load and rebuilt.
+truncated file is detected on load and rebuilt. A read-only cache folder (one that cannot
+take a lock file) still serves the entries it holds; building a missing one there fails in
+one line.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from typing import Any, Callable
 import torch
 from filelock import FileLock, Timeout
 
+from .errors import ConfigError
 from .fingerprint import code_fingerprint
 
 log = logging.getLogger("mnv2bench.cache")
@@ -67,7 +70,11 @@ class ArtifactCache:
         """Load the entry for ``spec``, or build, save and return it. ``build`` returns a dict
         of tensors and JSON-like values."""
         key, path = self.key(spec), self.path_for(name, spec)
-        with self._locked(path, name):
+        try:
+            lock = self._locked(path, name)
+        except OSError:  # no lock file can be made here: a read-only cache
+            return self._read_only(name, path, key)
+        with lock:
             entry = self._load(path, key)
             if entry is not None and not (self.refresh and entry["run_id"] != self.run_id):
                 self.events.append((name, "loaded"))
@@ -79,6 +86,15 @@ class ArtifactCache:
             log.info("built %s in %.1fs -> %s", name, time.perf_counter() - started, path.name)
             self.events.append((name, "built"))
             return CacheResult(payload, key, "built", path)
+
+    def _read_only(self, name: str, path: Path, key: str) -> CacheResult:
+        """The entry from a cache folder nothing can be written to (no lock: no one builds there)."""
+        entry = None if self.refresh else self._load(path, key)
+        if entry is None:
+            raise ConfigError(f"cache folder {self.root} is read-only and holds no valid entry for {name} "
+                              f"({path.name}): make it writable, or point --cache-dir at a folder you can write")
+        self.events.append((name, "loaded"))
+        return CacheResult(entry["payload"], key, "loaded", path)
 
     def _locked(self, path: Path, name: str):
         """Acquire the entry's lock (a context manager that releases it), logging while waiting."""

@@ -124,3 +124,33 @@ def test_concurrent_workers_build_once(tmp_path):
     assert len(list(markers.iterdir())) == 1
     assert sorted(status for status, _ in results) == ["built", "loaded", "loaded", "loaded"]
     assert {total for _, total in results} == {7.0 * 12}
+
+
+def test_a_read_only_cache_serves_what_it_holds_and_names_what_it_lacks(tmp_path, monkeypatch):
+    import mnv2core.cache as cache_module
+    from mnv2core.errors import ConfigError
+    from mnv2core.folders import writable_folder
+    built = []
+    ArtifactCache(tmp_path).fetch("toy", SPEC, counting_build(built))
+
+    class NoLockHere:  # what a read-only folder does to a lock file
+        def __init__(self, path):
+            pass
+
+        def acquire(self, timeout):
+            raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(cache_module, "FileLock", NoLockHere)
+    read_only = ArtifactCache(tmp_path)
+    assert read_only.fetch("toy", SPEC, counting_build(built)).status == "loaded" and len(built) == 1
+    with pytest.raises(ConfigError, match=r"is read-only and holds no valid entry for toy .*--cache-dir"):
+        read_only.fetch("toy", {**SPEC, "lr": 0.2}, counting_build(built))
+    assert len(built) == 1  # nothing built where nothing can be written
+
+    def no_writing(**kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("mnv2core.folders.tempfile.TemporaryFile", no_writing)
+    assert writable_folder(tmp_path, "--cache-dir", "MNV2BENCH_CACHE_DIR", read_only_ok=True) == tmp_path
+    with pytest.raises(ConfigError, match=r"--results-dir .*: not a writable folder \(Permission denied\)"):
+        writable_folder(tmp_path, "--results-dir", "MNV2BENCH_RESULTS_DIR")
