@@ -4,13 +4,18 @@ An entry is keyed by a hash of everything that determines it (its *spec*). Under
 ``pytest -n 2`` one process builds an entry while the others wait on a file lock and then
 load it. Writes go to a temporary file that is renamed into place, so a crash never
 leaves a half-written entry; each entry carries a digest of its contents, so a corrupt or
-truncated file is detected on load and rebuilt. A read-only cache folder (one that cannot
+truncated file is detected on load and rebuilt. The root may also be a shared store
+(``s3://bucket/prefix``, any fsspec URL: ``store.SharedStore``), published payload first and
+manifest last; files kept beside the artifacts (ONNX exports, spectra, plots) then stay in a
+local folder, and the lock that keeps this machine's workers from building one entry twice
+lives in the local temp folder. A read-only cache folder (one that cannot
 take a lock file) still serves the entries it holds; building a missing one there fails in
 one line.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -26,6 +31,7 @@ from filelock import FileLock, Timeout
 
 from .errors import ConfigError
 from .fingerprint import code_fingerprint
+from .store import CorruptEntry, SharedStore, is_shared, local_path
 
 log = logging.getLogger("mnv2bench.cache")
 
@@ -33,6 +39,7 @@ log = logging.getLogger("mnv2bench.cache")
 # holds is its builder's business: each spec carries the fingerprint of the code that built it.
 FORMAT = code_fingerprint(__name__)
 WAIT_LOG_INTERVAL_S = 30.0
+SHARED_FILES = Path(".mnv2cache-files")  # this machine's side files when the entries are in a shared store
 
 
 @dataclass(frozen=True)
@@ -40,7 +47,7 @@ class CacheResult:
     payload: dict[str, Any]
     key: str
     status: str  # "built" or "loaded"
-    path: Path
+    path: Path | str  # the entry's file, or its manifest's URL in a shared store
 
 
 @dataclass
@@ -48,48 +55,62 @@ class ArtifactCache:
     """``run_id`` names the current run: with ``refresh``, an entry built earlier by another
     run is rebuilt, while one built during this run (by any worker) is reused."""
 
-    root: Path
+    root: Path | str  # a folder, or a shared store's URL (s3://bucket/prefix)
     run_id: str = "local"
     refresh: bool = False
     events: list[tuple[str, str]] = field(default_factory=list)
+    files: Path | None = None  # where files kept with the artifacts go (default: the root, or SHARED_FILES)
+    storage_options: dict[str, Any] = field(default_factory=dict)  # for the shared store's file system
 
     def __post_init__(self):
-        self.root = Path(self.root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.shared = SharedStore(str(self.root), self.storage_options) if is_shared(self.root) else None
+        if self.shared is None:
+            self.root = local_path(self.root)
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.locks = self.root
+        else:
+            url_hash = hashlib.sha256(self.shared.url.encode()).hexdigest()[:16]
+            self.locks = Path(tempfile.gettempdir()) / "mnv2bench-locks" / url_hash
+            self.locks.mkdir(parents=True, exist_ok=True)
+        self.files = Path(self.files or (self.root if self.shared is None else SHARED_FILES))
+        self.files.mkdir(parents=True, exist_ok=True)
 
     @staticmethod
     def key(spec: dict[str, Any]) -> str:
         text = json.dumps({"format": FORMAT, "spec": spec}, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
-    def path_for(self, name: str, spec: dict[str, Any]) -> Path:
-        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-        return self.root / f"{safe}-{self.key(spec)}.pt"
+    def entry_name(self, name: str, spec: dict[str, Any]) -> str:
+        return f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}-{self.key(spec)}"
+
+    def path_for(self, name: str, spec: dict[str, Any]) -> Path | str:
+        entry = self.entry_name(name, spec)
+        return self.shared.where(entry) if self.shared else self.root / f"{entry}.pt"
 
     def fetch(self, name: str, spec: dict[str, Any], build: Callable[[], dict[str, Any]]) -> CacheResult:
         """Load the entry for ``spec``, or build, save and return it. ``build`` returns a dict
         of tensors and JSON-like values."""
-        key, path = self.key(spec), self.path_for(name, spec)
+        key, path, entry_name = self.key(spec), self.path_for(name, spec), self.entry_name(name, spec)
         try:
-            lock = self._locked(path, name)
+            lock = self._locked(self.locks / f"{entry_name}.pt", name)
         except OSError:  # no lock file can be made here: a read-only cache
             return self._read_only(name, path, key)
         with lock:
-            entry = self._load(path, key)
+            entry = self._load(path, key, entry_name)
             if entry is not None and not (self.refresh and entry["run_id"] != self.run_id):
                 self.events.append((name, "loaded"))
                 return CacheResult(entry["payload"], key, "loaded", path)
             started = time.perf_counter()
             payload = build()
-            self._save(path, {"format": FORMAT, "key": key, "spec": spec, "run_id": self.run_id,
-                              "payload": payload, "digest": payload_digest(payload)})
-            log.info("built %s in %.1fs -> %s", name, time.perf_counter() - started, path.name)
+            self._save(path, entry_name, {"format": FORMAT, "key": key, "spec": spec, "run_id": self.run_id,
+                                          "payload": payload, "digest": payload_digest(payload)})
+            log.info("built %s in %.1fs -> %s", name, time.perf_counter() - started, entry_name)
             self.events.append((name, "built"))
             return CacheResult(payload, key, "built", path)
 
     def _read_only(self, name: str, path: Path, key: str) -> CacheResult:
         """The entry from a cache folder nothing can be written to (no lock: no one builds there)."""
-        entry = None if self.refresh else self._load(path, key)
+        entry = None if self.refresh else self._load(path, key, path.stem)
         if entry is None:
             raise ConfigError(f"cache folder {self.root} is read-only and holds no valid entry for {name} "
                               f"({path.name}): make it writable, or point --cache-dir at a folder you can write")
@@ -110,20 +131,34 @@ class ArtifactCache:
                 if waited > WAIT_LOG_INTERVAL_S:
                     log.info("still waiting for %s (%.0fs)", name, waited)
 
-    def _load(self, path: Path, key: str) -> dict[str, Any] | None:
-        if not path.exists():
-            return None
+    def _load(self, path: Path | str, key: str, entry_name: str) -> dict[str, Any] | None:
         try:
-            entry = torch.load(path, map_location="cpu", weights_only=True)
+            if self.shared is not None:
+                data = self.shared.read(entry_name)
+                if data is None:
+                    return None
+                source: Any = io.BytesIO(data)
+            elif not path.exists():
+                return None
+            else:
+                source = path
+            entry = torch.load(source, map_location="cpu", weights_only=True)
             problem = _entry_problem(entry, key)
+        except CorruptEntry as exc:
+            problem = str(exc)
         except Exception as exc:  # any unreadable file is a corrupt entry
             problem = f"unreadable ({type(exc).__name__}: {str(exc)[:200]})"
         if problem:
-            log.warning("cache entry %s is corrupt (%s); rebuilding it", path.name, problem)
+            log.warning("cache entry %s is corrupt (%s); rebuilding it", entry_name, problem)
             return None
         return entry
 
-    def _save(self, path: Path, entry: dict[str, Any]) -> None:
+    def _save(self, path: Path | str, entry_name: str, entry: dict[str, Any]) -> None:
+        if self.shared is not None:
+            buffer = io.BytesIO()
+            torch.save(entry, buffer)
+            self.shared.write(entry_name, buffer.getvalue())
+            return
         handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
         try:
             with os.fdopen(handle, "wb") as out:

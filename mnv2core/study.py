@@ -48,7 +48,7 @@ class Settings:
     """Run options (from the command line or environment); the profile holds the recipe."""
 
     data_root: Path = Path("data")
-    cache_dir: Path = Path(".mnv2cache")
+    cache_dir: Path | str = Path(".mnv2cache")  # a folder, or a shared store's URL (s3://bucket/prefix)
     results_dir: Path = Path(".mnv2results")  # plots made in this run go under it
     device: str | None = None
     download: bool = False
@@ -93,8 +93,8 @@ class Study:
         self.device = resolve_device(settings.device or profile.device)
         self.execution = Execution.resolve(self.device, profile.channels_last, profile.amp)
         self.allocator = keep_freed_memory()
-        self.cache = ArtifactCache(Path(settings.cache_dir), run_id=settings.run_id, refresh=settings.refresh)
-        self.cache_root = self.cache.root
+        self.cache = ArtifactCache(settings.cache_dir, run_id=settings.run_id, refresh=settings.refresh)
+        self.cache_root = self.cache.files
         self.plots_dir = Path(settings.results_dir) / "plots"
         self.features = FeatureStore(self.cache, profile.eval_batch_size, self.execution)
         self.timer: Timer = measure_latency  # the pytest plugin may time through pytest-benchmark

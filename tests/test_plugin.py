@@ -215,6 +215,19 @@ def test_bad_start_up_options_are_one_line_before_anything_runs(grid, tmp_path, 
     assert not list((tmp_path / "results").glob("records-*.jsonl"))  # nothing ran
 
 
+def test_the_grid_runs_on_a_shared_s3_cache_and_a_second_run_builds_nothing(grid, tmp_path, s3_endpoint, monkeypatch):
+    for name, value in {"FSSPEC_S3_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)  # how a user points s3fs at an endpoint
+    url = f"s3://mnv2bench-grid/{tmp_path.name}"
+    first = grid("--cache-dir", url, "-k", "scratch")
+    first.assert_outcomes(passed=1, deselected=8)
+    assert "artifacts built: 2," in first.stdout.str()  # the model and its test accuracy
+    second = grid("--cache-dir", url, "-k", "scratch", cache="elsewhere")  # another machine: no local cache
+    second.assert_outcomes(passed=1, deselected=8)
+    assert "artifacts built: 0," in second.stdout.str()
+
+
 def test_missing_real_data_fails_with_a_readable_message(grid, tmp_path):
     result = grid("--data-source", "tiny=cifar10", "--data-root", str(tmp_path / "empty"), "-k", "scratch")
     result.assert_outcomes(failed=1, deselected=8)
