@@ -81,16 +81,20 @@ class ArtifactCache:
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
     def entry_name(self, name: str, spec: dict[str, Any]) -> str:
-        return f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}-{self.key(spec)}"
+        return _entry_name(name, self.key(spec))
 
     def path_for(self, name: str, spec: dict[str, Any]) -> Path | str:
-        entry = self.entry_name(name, spec)
-        return self.shared.where(entry) if self.shared else self.root / f"{entry}.pt"
+        return self._where(self.entry_name(name, spec))
+
+    def _where(self, entry_name: str) -> Path | str:
+        return self.shared.where(entry_name) if self.shared else self.root / f"{entry_name}.pt"
 
     def fetch(self, name: str, spec: dict[str, Any], build: Callable[[], dict[str, Any]]) -> CacheResult:
         """Load the entry for ``spec``, or build, save and return it. ``build`` returns a dict
         of tensors and JSON-like values."""
-        key, path, entry_name = self.key(spec), self.path_for(name, spec), self.entry_name(name, spec)
+        key = self.key(spec)  # once: it hashes the whole spec
+        entry_name = _entry_name(name, key)
+        path = self._where(entry_name)
         try:
             lock = self._locked(self.locks / f"{entry_name}.pt", name)
         except OSError:  # no lock file can be made here: a read-only cache
@@ -169,6 +173,10 @@ class ArtifactCache:
         except BaseException:
             Path(temp_name).unlink(missing_ok=True)
             raise
+
+
+def _entry_name(name: str, key: str) -> str:
+    return f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}-{key}"
 
 
 def _entry_problem(entry: Any, key: str) -> str | None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from .metrics import RUNTIMES
 from .registry import COMPRESSION, TRAINED
-from .report import items_in_grid_order, models_of, render_report, run_line, summary_rows
+from .report import case_label, items_in_grid_order, models_of, render_report, run_line, summary_rows
 from .results import method_of
 from .techniques import catalogue
 
@@ -67,19 +67,15 @@ def _dataset_section(dataset: str, items: dict, out_dir: Path) -> tuple[list[str
         lines.append(_figure(plot_pareto(variants, front, out_dir / f"{dataset}-pareto.png", dataset), out_dir))
     figures = [plot_convergence(mine, out_dir / f"{dataset}-convergence.png", dataset)]
     for name, technique in catalogue().techniques.items():
-        cases = [(_label(extra), extra.get("metrics", {})) for extra in mine.values() if method_of(extra) == name]
+        cases = [(case_label(extra), extra.get("metrics", {})) for extra in mine.values() if method_of(extra) == name]
         if technique.page_plot and cases:
             figures.append(technique.page_plot(cases, out_dir / f"{dataset}-{name}.png", dataset))
-    copies = [(method_of(extra), _copied(Path(value), out_dir / f"{dataset}-{_label(extra).replace(' ', '-')}-"
+    copies = [(method_of(extra), _copied(Path(value), out_dir / f"{dataset}-{case_label(extra).replace(' ', '-')}-"
                                                               f"{method_of(extra)}.png"))
               for extra in mine.values() for value in _page_figures(extra)]
     copies = [(technique, path) for technique, path in copies if path]
     lines += [_figure(path, out_dir) for path in figures + [path for _, path in copies] if path]
     return lines + [""], copies
-
-
-def _label(extra: dict) -> str:
-    return " ".join([extra.get("model", "?")] + ([extra["base"]] if extra.get("base") else []))
 
 
 def _page_figures(extra: dict) -> list[str]:

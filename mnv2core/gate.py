@@ -123,9 +123,10 @@ def _compare(baseline: dict[str, Any], results: dict[str, Any], tolerances: Tole
              declared: Declared) -> GateReport:
     report = GateReport()
     same_machine = _machine(baseline) == _machine(results)
-    same_cpu = _cpu(baseline) == _cpu(results)
+    theirs, ours = cpu_identity(baseline), cpu_identity(results)
+    same_cpu = theirs == ours
     if not same_cpu:
-        report.notes.append(f"baseline CPU {_cpu(baseline)} differs from this run's {_cpu(results)}: "
+        report.notes.append(f"baseline CPU {theirs} differs from this run's {ours}: "
                             f"accuracies allowed {max(tolerances.accuracy_points, tolerances.cross_cpu_accuracy_points) * 100:.0f} points")
     current = case_items(results)
     selected = results.get("mnv2bench", {}).get("selected")
@@ -195,10 +196,6 @@ def cpu_identity(document: dict[str, Any]) -> str:
     flags = sorted({f for f in cpu.get("flags", []) if f.startswith(KERNEL_FLAGS)})
     return (f"{cpu.get('vendor_id_raw')} family {cpu.get('family')} model {cpu.get('model')} stepping "
             f"{cpu.get('stepping')} ({info.get('machine')}; {', '.join(flags) if flags else 'no avx512/amx/avx_vnni'})")
-
-
-def _cpu(document: dict[str, Any]) -> str:
-    return cpu_identity(document)
 
 
 def _machine(document: dict[str, Any]) -> tuple:

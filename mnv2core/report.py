@@ -134,6 +134,11 @@ def _technique_tables(dataset: str, items: dict) -> list[tuple[Table, dict[str, 
     return sorted(found, key=lambda pair: min(order.index(t) for t in pair[0].techniques if t in order))
 
 
+def case_label(extra: dict) -> str:
+    """A case's model and, for a derived case, its base ("mobilenet_v2 full_ft")."""
+    return " ".join([extra.get("model", "?")] + ([extra["base"]] if extra.get("base") else []))
+
+
 def _found(items: dict, techniques: tuple[str, ...], dataset: str | None = None) -> dict[str, Found]:
     """technique -> (label, metrics) of its cases on ``dataset`` (None: on every dataset, the
     label then starting with the dataset). A label names the model and the base
@@ -142,9 +147,8 @@ def _found(items: dict, techniques: tuple[str, ...], dataset: str | None = None)
     for case, extra in items.items():
         technique = method_of(extra)
         if technique in found and (dataset is None or _dataset_of(case) == dataset):
-            parts = [] if dataset else [_dataset_of(case)]
-            parts += [extra.get("model", "?")] + ([extra["base"]] if extra.get("base") else [])
-            found[technique].append((" ".join(parts), extra.get("metrics", {})))
+            label = case_label(extra) if dataset else f"{_dataset_of(case)} {case_label(extra)}"
+            found[technique].append((label, extra.get("metrics", {})))
     return found
 
 
