@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import platform
 import random
 import time
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from .grid import find_case, plan
 from .models import ImageClassifier, build_model, count_parameters, default_input_size, from_pretrained
 from .profiles import Profile, TrainConfig
 from .registry import COMPRESSION, TRAINED, Catalogue, Technique, require
-from .seeding import derive_seed
+from .seeding import derive_seed, rng_preserved
 from .techniques import catalogue
 from .training import evaluate
 from .weights import load_pretrained_state, random_init_provenance, resolve_weights_spec
@@ -174,7 +175,8 @@ class Study:
                            "upstream": artifact.meta.get("upstream", {}), "train": artifact.meta["train"]},
             "cache": {**self._cache_status(technique, artifact, reused),
                       "events": [list(e) for e in self.cache.events[events_before:]]},
-            "environment": {**self.execution.record(), "allocator": self.allocator, "torch": torch.__version__,
+            "environment": {**self.execution.record(), "host": platform.node(), "allocator": self.allocator,
+                            "torch": torch.__version__,
                             "latency_timer": getattr(self.timer, "name", "harness")},
         }
 
@@ -308,12 +310,17 @@ class Study:
             payload["meta"].setdefault("train_seconds", time.perf_counter() - started)
             return payload
 
-        code = self._code(self._building[-1]) if self._building else code_fingerprint("mnv2core.study")
-        result = self.cache.fetch(label, {**spec, "seed": seed, "code": code}, seeded)
+        result = self.cache.fetch(label, self.entry_spec(spec, seed), seeded)
         payload = result.payload
         model = self.execution.prepare(restore_model(payload["model"], payload["num_classes"],
                                                      payload["state_dict"], payload.get("arch")))
         return Artifact(model, result.key, result.status, payload["meta"], payload.get("start_state"))
+
+    def entry_spec(self, spec: dict[str, Any], seed: int) -> dict[str, Any]:
+        """A model's whole cache spec: its builder's, the seed, and the fingerprint of the code
+        of the technique being built."""
+        code = self._code(self._building[-1]) if self._building else code_fingerprint("mnv2core.study")
+        return {**spec, "seed": seed, "code": code}
 
     # starting weights -------------------------------------------------------
     def start_model(self, model_name: str, num_classes: int, size: int,
@@ -325,34 +332,54 @@ class Study:
         return from_pretrained(spec, state, num_classes, keep_head=spec.trained), provenance
 
     def start_fingerprint(self, model_name: str, size: int, pretrained: bool) -> Any:
+        """What identifies the starting weights: a weights file's sha256, or the recipe of the
+        harness's pretext weights (their cache entry: known without training them, so a
+        cluster's plan has every key before anything runs)."""
         if not pretrained:
             return None
+        if self._weights_source(model_name).kind == "pretext":
+            return {"source": "pretext:synthetic", "recipe": self.pretext_entry(model_name, size)}
         _, provenance = self._pretrained_state(model_name, size)
         return {"source": provenance["source"], "sha256": provenance["sha256"]}
 
+    def _weights_source(self, model_name: str):
+        return resolve_weights_spec(model_name, self.profile.model(model_name).weights, self.settings.weights)
+
     def _pretrained_state(self, model_name: str, size: int) -> tuple[dict | None, dict]:
         spec = self.profile.model(model_name)
-        source = resolve_weights_spec(model_name, spec.weights, self.settings.weights)
+        source = self._weights_source(model_name)
         if source.kind == "none":
             return None, random_init_provenance(model_name, NO_PRETRAINED_NOTE)
         if source.kind == "pretext":
-            return self._pretext_state(model_name, size)
+            return self.pretext_state(model_name, size)
         memo_key = ("pretrained", model_name, source)
         if memo_key not in self._start_weights:
             self._start_weights[memo_key] = load_pretrained_state(spec, source)
         return self._start_weights[memo_key]
 
-    def _pretext_state(self, model_name: str, size: int) -> tuple[dict, dict]:
-        """Weights trained by the harness on a related synthetic task (hues shifted): the
-        offline stand-in for ImageNet pretraining. Trained at [pretext] ``size`` when the
-        profile gives one, else at the input size that asks for them."""
-        recipe = {k: v for k, v in self.profile.pretext.items() if k != "train_size"}
-        cfg = TrainConfig(**recipe)
-        size = cfg.size or size  # one pretext resolution for every input size, as ImageNet weights have
-        train_size = self.profile.pretext["train_size"]
+    def _pretext_recipe(self, model_name: str, size: int) -> tuple[str, dict[str, Any], TrainConfig, int, int]:
+        """(label, cache spec, recipe, size, seed) of the pretext weights for ``model_name``
+        at ``size``: [pretext] ``size`` when the profile gives one (one pretext resolution for
+        every input size, as ImageNet weights have), else the input size that asks for them."""
+        cfg = TrainConfig(**{k: v for k, v in self.profile.pretext.items() if k != "train_size"})
+        size = cfg.size or size
         seed = derive_seed(self.profile.seed, "pretext", model_name, size)
-        spec = {"kind": "pretext", "code": code_fingerprint("mnv2core.strategies"), "model": model_name, "network": self.profile.model(model_name).identity(), "size": size, "train": dataclasses.asdict(cfg),
-                "train_size": train_size, "seed": seed, "generator": code_fingerprint("mnv2core.datasets.sources")}
+        spec = {"kind": "pretext", "code": code_fingerprint("mnv2core.strategies"), "model": model_name,
+                "network": self.profile.model(model_name).identity(), "size": size, "train": dataclasses.asdict(cfg),
+                "train_size": self.profile.pretext["train_size"], "seed": seed,
+                "generator": code_fingerprint("mnv2core.datasets.sources")}
+        return f"pretext-{model_name}-{size}px", spec, cfg, size, seed
+
+    def pretext_entry(self, model_name: str, size: int) -> str:
+        """The cache entry name (label and content key) of the pretext weights."""
+        label, spec, *_ = self._pretext_recipe(model_name, size)
+        return self.cache.entry_name(label, spec)
+
+    def pretext_state(self, model_name: str, size: int) -> tuple[dict, dict]:
+        """Weights trained by the harness on a related synthetic task (hues shifted): the
+        offline stand-in for ImageNet pretraining (built once, through the cache)."""
+        label, spec, cfg, size, seed = self._pretext_recipe(model_name, size)
+        train_size = self.profile.pretext["train_size"]
 
         def build() -> dict[str, Any]:
             raw = read_synthetic(size, train_size, max(256, train_size // 4),
@@ -360,17 +387,17 @@ class Study:
             splits = DatasetSplits("pretext", raw.train, raw.test, raw.classes, {}).at_size(size, self.device)
             seed_everything(seed)
             model = self.execution.prepare(build_model(self.profile.model(model_name), splits.num_classes))
-            strategies.train_from_scratch(model, splits, cfg, seed=seed, label=f"pretext-{model_name}-{size}px",
+            strategies.train_from_scratch(model, splits, cfg, seed=seed, label=f"{label}",
                                           eval_batch_size=self.profile.eval_batch_size, execution=self.execution)
             return {"net_state": {k: v.detach().cpu() for k, v in model.net.state_dict().items()}}
 
         memo_key = ("pretext", model_name, size)
         if memo_key not in self._start_weights:
-            result = self.cache.fetch(f"pretext-{model_name}-{size}px", spec, build)
+            with rng_preserved():  # built or loaded, the build asking for them draws alike
+                result = self.cache.fetch(label, spec, build)
             state = result.payload["net_state"]
             provenance = {"model": model_name, "source": "pretext:synthetic", "sha256": payload_digest(state),
                           "stand_in": True, "note": "trained by the harness on a synthetic pretext task "
                                                     "(offline stand-in for ImageNet weights)"}
             self._start_weights[memo_key] = (state, provenance)
         return self._start_weights[memo_key]
-
