@@ -1,4 +1,4 @@
-"""Command line: ``python -m mnv2core report|gate|docs|merge``."""
+"""Command line: ``python -m mnv2core report|gate|docs|merge|local-cluster``."""
 from __future__ import annotations
 
 import argparse
@@ -65,6 +65,17 @@ def docs(args) -> int:
     return 0
 
 
+def local_cluster(args) -> int:
+    """Run a command against a Dask cluster started on this machine for it."""
+    from .local_cluster import run_with_cluster
+
+    command = args.command_line[1:] if args.command_line[:1] == ["--"] else args.command_line
+    if not command:
+        raise ConfigError("local-cluster: give the command to run after --, e.g. "
+                          "python -m mnv2core local-cluster -- pytest benchmarks")
+    return run_with_cluster(command, args.workers, args.threads)
+
+
 def _tolerances(baseline: dict, args) -> Tolerances:
     """The baseline profile's tolerances, with the command line's on top."""
     profile = args.profile or baseline.get("mnv2bench", {}).get("profile")
@@ -107,4 +118,11 @@ def _parser() -> argparse.ArgumentParser:
     rebuild.add_argument("records", type=Path)
     rebuild.add_argument("-o", "--output", type=Path, required=True)
     rebuild.set_defaults(command=merge)
+
+    cluster = commands.add_parser("local-cluster", help="run a command (e.g. the grid with --cluster) against a Dask "
+                                                        "cluster started on this machine for it")
+    cluster.add_argument("--workers", type=int, default=2, help="worker processes (default 2; the first offers BENCH)")
+    cluster.add_argument("--threads", type=int, default=1, help="threads per worker (default 1)")
+    cluster.add_argument("command_line", nargs=argparse.REMAINDER, help="-- COMMAND ... (MNV2BENCH_CLUSTER is set for it)")
+    cluster.set_defaults(command=local_cluster)
     return parser

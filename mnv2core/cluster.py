@@ -1,0 +1,334 @@
+"""The grid on a Dask distributed cluster (``--cluster ADDRESS``).
+
+The client plans first: a ``Planner`` walks every selected case's builders as the study
+would, but its ``fetch`` only computes the cache entry (label and content key) and builds
+nothing, so each artifact (a trained or compressed model, the pretext weights) becomes a
+node whose Dask key is its cache entry and whose upstream are the nodes its builder asked
+for. Every node is one Dask task, submitted with its upstream nodes' futures as arguments:
+the dependency graph is Dask's, and two clients asking for one entry share one build. A
+worker builds a node through an ordinary ``Study`` on the shared store (``--cache-dir``: a
+folder every worker sees, or s3://...), so the model is published there and nothing but
+names crosses the network. Each case is a task too, after its artifact: the worker
+evaluates or measures and returns the case's record (timed cases on a worker offering the
+``BENCH`` resource, one per host); the client checks and records it as a local run does.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import platform
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .context import Artifact, Case
+from .errors import ConfigError, Mnv2BenchError
+from .grid import schedule_rank
+from .profiles import Profile
+from .registry import COMPRESSION, TRAINED, Catalogue
+from .store import is_shared
+from .study import Settings, Study
+from .techniques import catalogue
+
+log = logging.getLogger("mnv2bench.cluster")
+
+BENCH = "BENCH"  # the resource timed cases ask for: give it to one worker per host
+GPU = "GPU"  # asked for by every task when the device is CUDA
+CONNECT_TIMEOUT = "20s"
+
+
+@dataclass(frozen=True)
+class Node:
+    """One artifact build: ``key`` is its cache entry's name (label and content key), which is
+    also its Dask key; ``kind`` "artifact" (args: dataset, technique, model) or "pretext"
+    (args: model, size); ``upstream``: the nodes its build loads."""
+
+    key: str
+    kind: str
+    args: tuple
+    upstream: tuple[str, ...]
+
+
+class Planner(Study):
+    """A study that computes every artifact's cache entry and upstream without building or
+    loading anything (the data is loaded: its fingerprint is in every key)."""
+
+    def __init__(self, profile: Profile, settings: Settings, techniques: Catalogue | None = None):
+        super().__init__(profile, settings, techniques)
+        self.nodes: dict[str, Node] = {}  # in dependency order: upstream first
+        self._entries: dict[str, str] = {}  # case id -> its artifact's node key
+        self._frames: list[set[str]] = []  # upstream nodes of the artifacts being planned, innermost last
+        self._fetched = ""
+
+    def artifact(self, dataset: str, technique: str, model: str | None = None) -> Artifact:
+        case = self.case(dataset, technique, model)
+        new = case.id not in self._artifacts
+        self._frames.append(set())
+        try:
+            artifact = super().artifact(dataset, technique, model)
+        finally:
+            upstream = self._frames.pop()
+        if new:
+            self._entries[case.id] = self._fetched
+            self._add(Node(self._fetched, "artifact", (case.dataset, case.technique, case.model), tuple(sorted(upstream))))
+        self._depends_on(self._entries[case.id])
+        return artifact
+
+    def fetch(self, label: str, spec: dict[str, Any], seed: int, build) -> Artifact:
+        full = self.entry_spec(spec, seed)
+        self._fetched = self.cache.entry_name(label, full)
+        return Artifact(None, self.cache.key(full), "planned", {"input_size": spec.get("input_size")})
+
+    def pretext_entry(self, model_name: str, size: int) -> str:
+        entry = super().pretext_entry(model_name, size)
+        self._add(Node(entry, "pretext", (model_name, size), ()))
+        self._depends_on(entry)
+        return entry
+
+    def needs(self, case: Case) -> tuple[str, ...]:
+        """The nodes ``case``'s task waits for: its own model, or the base model it measures
+        (a measurement builds its own, uncached, in its task)."""
+        technique = self.catalogue.get(case.method)
+        if technique.role in (TRAINED, COMPRESSION):
+            self.artifact(case.dataset, case.technique, case.model)
+            return (self._entries[case.id],)
+        if case.base:
+            base = self.case(case.dataset, case.base, case.model)
+            self.artifact(case.dataset, case.base, case.model)
+            return (self._entries[base.id],)
+        return ()
+
+    def _add(self, node: Node) -> None:
+        self.nodes.setdefault(node.key, node)
+
+    def _depends_on(self, key: str) -> None:
+        if self._frames:
+            self._frames[-1].add(key)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What a worker needs to rebuild the client's study: the profile, the run's settings
+    (paths absolute), torch threads (None: the worker's own thread count)."""
+
+    token: str
+    profile: Profile
+    settings: Settings
+    threads: int | None
+
+
+def timed(case: Case, techniques: Catalogue) -> bool:
+    """Whether a case measures in this run what the cache cannot keep: timings (latency,
+    speed; a reusable measurement depends on nothing but the model, the data and its
+    parameters)."""
+    technique = techniques.get(case.method)
+    return technique.measure is not None and not technique.reusable
+
+
+def absolute_settings(settings: Settings) -> Settings:
+    """``settings`` with every local path absolute: workers may start in another folder."""
+    def path_of(text: str) -> str:
+        return str(Path(text).resolve()) if Path(text).exists() else text
+
+    def source(text: str) -> str:
+        name, _, where = text.partition("=")
+        kind, colon, path = where.partition(":")
+        return f"{name}={kind}:{path_of(path)}" if colon and kind == "imagefolder" else text
+
+    cache = settings.cache_dir if is_shared(settings.cache_dir) else Path(settings.cache_dir).resolve()
+    return dataclasses.replace(
+        settings, data_root=Path(settings.data_root).resolve(), cache_dir=cache,
+        results_dir=Path(settings.results_dir).resolve(),
+        data_sources=tuple(source(s) for s in settings.data_sources),
+        weights={model: path_of(value) for model, value in settings.weights.items()})
+
+
+def connect(address: str):
+    """A Dask client of the scheduler at ``address`` (tcp://host:port, or a scheduler file)."""
+    from distributed import Client
+
+    try:
+        if address.endswith(".json") or Path(address).is_file():
+            return Client(scheduler_file=address, timeout=CONNECT_TIMEOUT)
+        return Client(address, timeout=CONNECT_TIMEOUT)
+    except (OSError, TimeoutError) as exc:
+        raise ConfigError(f"--cluster {address}: no Dask scheduler answers there ({type(exc).__name__}); start "
+                          f"one with `dask scheduler` and workers with `dask worker ADDRESS` (see README), or "
+                          f"drop --cluster / MNV2BENCH_CLUSTER to run here") from None
+
+
+class ClusterRun:
+    """The pytest session's side of a cluster run: plans and submits every selected case at
+    once, then hands each case its record when its task is done."""
+
+    def __init__(self, client, profile: Profile, settings: Settings, threads: int | None,
+                 techniques: Catalogue | None = None):
+        self.client = client
+        self.catalogue = techniques or catalogue()
+        settings = absolute_settings(settings)
+        if not is_shared(settings.cache_dir):
+            Path(settings.cache_dir).mkdir(parents=True, exist_ok=True)
+        self.planner = Planner(profile, settings, self.catalogue)
+        self.run = RunSpec(f"{settings.run_id}-{uuid.uuid4().hex[:8]}", profile, settings, threads)
+        self.cuda = str(settings.device or profile.device).startswith("cuda")
+        self.futures: dict[str, Any] = {}  # node key or case id -> future
+        self.failures: dict[str, Exception] = {}  # case id -> why it cannot run
+        self.needs: dict[str, tuple[str, ...]] = {}  # case id -> its nodes
+        self._reported: set[str] = set()  # nodes whose build events a record already carries
+        self.profile = profile
+        self.timer = None  # cases are timed on the workers, by the harness's timer
+
+    def submit(self, cases: list[Case]) -> None:
+        """Plan ``cases`` and submit their nodes and their own tasks (longest waits first)."""
+        templates = self.planner.templates
+        ordered = sorted(cases, key=lambda c: schedule_rank(c, templates, self.catalogue))
+        for case in ordered:
+            try:
+                self.needs[case.id] = self.planner.needs(case)
+            except Mnv2BenchError as exc:  # raised again when the case runs, as a local run would
+                self.failures[case.id] = exc
+        for node in self.planner.nodes.values():
+            if node.key not in self.futures:
+                upstream = [self.futures[k] for k in node.upstream]
+                self.futures[node.key] = self.client.submit(build_node, self.run, node, *upstream,
+                                                            key=node.key, resources=self._resources(False))
+        missing = self._missing_resources(any(timed(c, self.catalogue) for c in ordered))
+        for case in ordered:
+            if case.id in self.failures:
+                continue
+            if timed(case, self.catalogue) and missing:
+                self.failures[case.id] = ConfigError(missing)
+                continue
+            upstream = [self.futures[k] for k in self.needs[case.id]]
+            self.futures[case.id] = self.client.submit(run_case, self.run, case, *upstream,
+                                                       key=f"case-{case.id}-{self.run.token}",
+                                                       resources=self._resources(timed(case, self.catalogue)))
+        log.info("submitted %d artifact builds and %d cases to %s", len(self.planner.nodes),
+                 len(ordered) - len(self.failures), self.client.scheduler.address)
+
+    def run_case(self, case: Case) -> dict[str, Any]:
+        """``case``'s record, once its task is done (its error, raised here, if it failed)."""
+        if case.id in self.failures:
+            raise self.failures[case.id]
+        if case.id not in self.futures:
+            self.submit([case])
+        result = self.futures[case.id].result()
+        record = result["record"]
+        if record["cache"]["key"]:  # its own model: built or loaded by its node's task, not by this one
+            record["cache"]["status"] = self.futures[self.needs[case.id][0]].result()["status"]
+        record["cache"]["events"] = self._build_events(case) + record["cache"]["events"]
+        self._write_files(record, result["files"])
+        return record
+
+    def check(self, case: Case, record: dict[str, Any]) -> None:
+        self.planner.check(case, record)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _build_events(self, case: Case) -> list[list[str]]:
+        """The cache events of the builds ``case`` waited for that no earlier record carried,
+        so that a run's records count every build once."""
+        pending, stack = [], list(self.needs.get(case.id, ()))
+        while stack:
+            key = stack.pop()
+            if key not in self._reported:
+                self._reported.add(key)
+                pending.append(key)
+                stack.extend(self.planner.nodes[key].upstream)
+        results = self.client.gather([self.futures[key] for key in pending])
+        return [list(event) for result in results for event in result["events"]]
+
+    def _write_files(self, record: dict[str, Any], files: dict[str, bytes]) -> None:
+        """Plots a worker made, written where this run keeps its plots; the record names them there."""
+        plots = Path(self.run.settings.results_dir) / "plots"
+        for metric, (name, data) in files.items():
+            target = plots / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+            record["metrics"][metric] = str(target)
+
+    def _resources(self, is_timed: bool) -> dict[str, int]:
+        resources = {GPU: 1} if self.cuda else {}
+        return {**resources, BENCH: 1} if is_timed else resources
+
+    def _missing_resources(self, any_timed: bool) -> str | None:
+        """Why the cluster cannot run some tasks (a task asking for a resource no worker
+        offers would wait forever), or None."""
+        workers = self.client.scheduler_info(n_workers=-1)["workers"].values()
+        offered = [set((w.get("resources") or {}).keys()) for w in workers]
+        if self.cuda and not any(GPU in r for r in offered):
+            raise ConfigError(f"the device is CUDA but no worker of the cluster offers the {GPU} resource: start "
+                              f"GPU workers with `dask worker ADDRESS --resources {GPU}=1` (one per GPU)")
+        if any_timed and not any(BENCH in r for r in offered):
+            return (f"no worker of the cluster offers the {BENCH} resource timed cases run on: start one worker per "
+                    f"host with `dask worker ADDRESS --resources {BENCH}=1`")
+        return None
+
+
+# the worker's side ---------------------------------------------------------------------------
+_STUDIES: dict[str, Study] = {}
+_LOCK = threading.Lock()  # a Study is not thread-safe: one task at a time per worker process
+
+
+def _study(run: RunSpec) -> Study:
+    """This worker process's study of the run (the last run's only: a new run drops it)."""
+    if run.token not in _STUDIES:
+        _STUDIES.clear()
+        torch.set_num_threads(run.threads or _worker_threads())
+        _log_progress(run.settings.results_dir)
+        _STUDIES[run.token] = Study(run.profile, run.settings)
+    return _STUDIES[run.token]
+
+
+def build_node(run: RunSpec, node: Node, *upstream: dict) -> dict[str, Any]:
+    """A Dask task: build (or load) one artifact into the store; its cache events and host."""
+    with _LOCK:
+        study = _study(run)
+        before = len(study.cache.events)
+        if node.kind == "artifact":
+            artifact = study.artifact(*node.args)
+            entry, status = f"{node.key.rsplit('-', 1)[0]}-{artifact.key}", artifact.status
+        else:
+            study.pretext_state(*node.args)
+            entry, status = study.pretext_entry(*node.args), None
+        if entry != node.key:  # its builder read something at build time that its cache spec does not name
+            raise RuntimeError(f"{node.args}: the plan keyed it {node.key} but the worker built {entry}")
+        return {"status": status, "events": study.cache.events[before:], "host": platform.node()}
+
+
+def run_case(run: RunSpec, case: Case, *upstream: dict) -> dict[str, Any]:
+    """A Dask task: evaluate or measure ``case`` (its model is in the store by now) and return
+    its record, with the bytes of the plots it names (the client writes them)."""
+    with _LOCK:
+        record = _study(run).run_case(case)
+    files = {}
+    for metric, value in record["metrics"].items():
+        if isinstance(value, str) and value.endswith(".png") and Path(value).is_file():
+            files[metric] = (Path(value).name, Path(value).read_bytes())
+    return {"record": record, "files": files}
+
+
+def _worker_threads() -> int:
+    try:
+        from distributed import get_worker
+        return get_worker().state.nthreads
+    except (ImportError, ValueError, AttributeError):
+        return 1
+
+
+def _log_progress(results_dir: Path) -> None:
+    logger = logging.getLogger("mnv2bench")
+    logger.setLevel(logging.INFO)
+    if not any(getattr(h, "_mnv2", False) for h in logger.handlers):
+        Path(results_dir).mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(Path(results_dir) / "progress.log")
+        handler.setFormatter(logging.Formatter(f"%(asctime)s dask-{platform.node()}-{os.getpid()} "
+                                               f"%(name)s: %(message)s"))
+        handler._mnv2 = True
+        logger.addHandler(handler)

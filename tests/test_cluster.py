@@ -1,0 +1,155 @@
+"""The grid on a Dask cluster: a scheduler on 127.0.0.1 and two one-thread workers, each a
+`dask` program in a process of its own (``local_cluster``), and the tiny grid run with
+--cluster against them."""
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mnv2core.cache import ArtifactCache
+from mnv2core.errors import ConfigError
+from mnv2core.profiles import load_profile
+from mnv2core.study import Settings, Study
+from mnv2core.techniques import catalogue
+
+from test_plugin import REPO, REPRODUCIBLE, TINY
+
+pytest.importorskip("distributed")
+from mnv2core import cluster as cluster_module  # noqa: E402
+from mnv2core.cluster import Planner, timed  # noqa: E402
+from mnv2core.local_cluster import local_cluster  # noqa: E402
+
+# the tiny grid with compressions, an int8 deployment, the light model's latency and the speed case
+GRID = REPRODUCIBLE.replace('bases = ["kd_prune"]', 'bases = ["kd_prune", "full_ft"]')
+# one long build to kill a worker in: the teacher for several epochs of a larger training set
+SLOW = TINY.replace("kd = {kd_floor}", "kd = 0.0").replace(
+    "[techniques.teacher]\nepochs = 1", "[techniques.teacher]\nepochs = 8")
+
+
+@pytest.fixture(scope="module")
+def dask_cluster(tmp_path_factory):
+    with local_cluster(workers=2, threads=1, folder=tmp_path_factory.mktemp("cluster")) as started:
+        yield started
+
+
+def run_grid(tmp_path: Path, profile_text: str, cache: str, *args: str, cluster: str | None = None,
+             background: bool = False):
+    profile = tmp_path / "grid.toml"
+    profile.write_text(profile_text.replace("{kd_floor}", "0.0"))
+    command = [sys.executable, "-m", "pytest", str(REPO / "benchmarks"), "--profile", str(profile),
+               "--cache-dir", str(tmp_path / cache), "--results-dir", str(tmp_path / f"results-{cache}"),
+               "-p", "no:cacheprovider", "-q", *args, *(["--cluster", cluster] if cluster else [])]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_XDIST", "MNV2BENCH_"))}
+    env["PYTHONPATH"] = str(REPO)
+    if background:
+        return subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+    return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+
+
+def newest_records(results: Path) -> list[dict]:
+    newest = max(results.glob("records-*.jsonl"), key=lambda p: p.stat().st_mtime)
+    return [r for line in newest.read_text().splitlines() for r in json.loads(line)["records"]]
+
+
+def accuracies(records: list[dict]) -> dict:
+    return {r["case"]: (r["metrics"].get("accuracy"),
+                        [(h["train_loss"], h["test_accuracy"]) for h in r["metrics"]["epochs"]])
+            for r in records if "accuracy" in r["metrics"]}
+
+
+def built(records: list[dict]) -> collections.Counter:
+    return collections.Counter(name for r in records for name, status in r["cache"]["events"] if status == "built")
+
+
+def test_the_plan_names_each_artifact_by_its_cache_entry_with_its_upstream(tmp_path):
+    """Planning builds nothing, and keys each model exactly as building it does."""
+    (tmp_path / "grid.toml").write_text(GRID)
+    profile = load_profile(str(tmp_path / "grid.toml"), catalogue())
+    settings = Settings(cache_dir=tmp_path / "cache", results_dir=tmp_path / "results")
+    planner = Planner(profile, settings)
+    kd_prune = planner.case("tiny", "kd_prune")
+    (entry,) = planner.needs(kd_prune)
+    assert not list((tmp_path / "cache").glob("tiny-*.pt"))  # nothing built, nothing written
+    nodes = planner.nodes
+
+    def upstream(key):  # the node's upstream by label
+        return {k.rsplit("-", 1)[0] for k in nodes[key].upstream}
+
+    assert upstream(entry) == {"tiny-mobilenet_v2-kd"}
+    kd = next(k for k in nodes if k.startswith("tiny-mobilenet_v2-kd-"))
+    assert upstream(kd) == {"tiny-resnet50-teacher"}
+    (full,) = planner.needs(planner.case("tiny", "full_ft"))
+    partial = next(iter(nodes[full].upstream))
+    assert partial.startswith("tiny-mobilenet_v2-partial_ft-") and upstream(partial) == {"pretext-mobilenet_v2-32px"}
+    assert list(nodes).index(partial) < list(nodes).index(full)  # upstream first
+    assert timed(planner.case("digits", "light_ultra"), catalogue())
+    assert not timed(planner.case("tiny", "full_ft"), catalogue())
+
+    study = Study(profile, settings)  # the real build gives the planned key
+    assert entry.endswith(study.artifact("tiny", "kd_prune").key)
+
+
+def test_a_grid_on_a_two_worker_cluster_builds_each_artifact_once_with_a_serial_runs_accuracies(dask_cluster, tmp_path):
+    serial = run_grid(tmp_path, GRID, "serial")
+    assert serial.returncode == 0, serial.stdout[-3000:]
+    on_cluster = run_grid(tmp_path, GRID, "shared", cluster=dask_cluster.address)
+    assert on_cluster.returncode == 0, on_cluster.stdout[-3000:]
+    assert on_cluster.stdout.splitlines()[-1].split(" in ")[0] == serial.stdout.splitlines()[-1].split(" in ")[0]
+
+    records = newest_records(tmp_path / "results-shared")
+    assert accuracies(records) == accuracies(newest_records(tmp_path / "results-serial"))  # bit for bit
+    counts = built(records)
+    assert counts and max(counts.values()) == 1, counts  # every artifact built once...
+    entries = {p.name.rsplit("-", 1)[0] for p in (tmp_path / "shared").glob("*.pt")}
+    assert entries == set(counts)  # ...and every entry in the store was built by this run
+    timed_records = [r for r in records if r["case"] in ("digits-ultralight-light_ultra", "tiny-mobilenet_v2-train_speed")]
+    assert len(timed_records) == 2 and all(r["environment"]["host"] for r in timed_records)
+
+    again = run_grid(tmp_path, GRID, "shared", cluster=dask_cluster.address)
+    assert again.returncode == 0 and "artifacts built: 0," in again.stdout, again.stdout[-3000:]
+    assert accuracies(newest_records(tmp_path / "results-shared")) == accuracies(records)
+
+
+def test_a_worker_killed_mid_build_is_replaced_and_the_run_completes_with_an_intact_store(dask_cluster, tmp_path):
+    running = run_grid(tmp_path, SLOW, "store", "-k", "not speed and not light", cluster=dask_cluster.address,
+                       background=True)
+    client = dask_cluster.client()
+    try:
+        victim, deadline = None, time.monotonic() + 300
+        while victim is None and time.monotonic() < deadline and running.poll() is None:
+            for worker, keys in client.processing().items():
+                if any(str(k).startswith("tiny-resnet50-teacher-") for k in keys):
+                    victim = worker
+            time.sleep(0.2)
+        assert victim, "the teacher's build never started"
+        time.sleep(2)  # well inside its eight epochs
+        pid = client.run(os.getpid, workers=[victim])[victim]
+        os.kill(pid, signal.SIGKILL)
+        print(f"killed worker {victim} (pid {pid}) while it built the teacher")
+    finally:
+        client.close()
+    output, _ = running.communicate(timeout=600)
+    print(output[-1500:])
+    assert running.returncode == 0, output[-3000:]
+    assert "5 passed" in output
+    records = newest_records(tmp_path / "results-store")
+    assert built(records)["tiny-resnet50-teacher"] == 1  # the killed build published nothing
+    cache = ArtifactCache(tmp_path / "store")
+    for path in (tmp_path / "store").glob("*.pt"):  # every published entry is whole
+        name, key = path.stem.rsplit("-", 1)
+        assert cache._load(path, key, path.stem) is not None, path
+    scheduler_log = (dask_cluster.folder / "scheduler.log").read_text()
+    assert "Remove worker" in scheduler_log or "removed" in scheduler_log.lower()
+
+
+def test_an_address_where_no_scheduler_answers_is_one_line(monkeypatch):
+    monkeypatch.setattr(cluster_module, "CONNECT_TIMEOUT", "1s")
+    with pytest.raises(ConfigError, match="no Dask scheduler answers there.*dask scheduler"):
+        cluster_module.connect("tcp://127.0.0.1:9")
