@@ -1,13 +1,15 @@
 """A results page a reader can look at without running anything: ``python -m mnv2core docs
 RESULTS.json [...] -o docs/`` writes ``docs/RESULTS.md`` and its PNGs from results files
 alone (the study's table, which variant to deploy, robustness and convergence curves, spectra,
-Grad-CAM overlays where the run's PNG is still there), then each run's full report."""
+Grad-CAM overlays: the run's PNGs, which committed results keep in ``plots/`` beside them),
+then each run's full report."""
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 from typing import Any
 
+from .errors import ConfigError
 from .metrics import RUNTIMES
 from .registry import COMPRESSION, TRAINED
 from .report import case_label, items_in_grid_order, models_of, render_report, run_line, summary_rows
@@ -26,7 +28,7 @@ def write_results_page(documents: list[dict[str, Any]], out_dir: Path, sources: 
         items = items_in_grid_order(document)
         lines += [f"## {source}", "", run_line(document), ""]
         for dataset in _datasets(items):
-            section, figures = _dataset_section(dataset, items, out_dir)
+            section, figures = _dataset_section(dataset, items, out_dir, source)
             lines += section
             for technique, path in figures[:1]:  # the first base's (the grid's order)
                 shown.setdefault(technique, {})[dataset] = path
@@ -48,8 +50,10 @@ def _datasets(items: dict) -> list[str]:
     return list(dict.fromkeys(extra["dataset"] for extra in items.values() if "dataset" in extra))
 
 
-def _dataset_section(dataset: str, items: dict, out_dir: Path) -> tuple[list[str], list[tuple[str, Path]]]:
-    """The dataset's lines, and the copies of the run's figures its techniques put on the page."""
+def _dataset_section(dataset: str, items: dict, out_dir: Path,
+                     source: str) -> tuple[list[str], list[tuple[str, Path]]]:
+    """The dataset's lines, and the copies of the run's figures its techniques put on the page
+    (found where the run wrote them, or in ``plots/`` beside the results file ``source``)."""
     mine = {case: extra for case, extra in items.items() if extra.get("dataset") == dataset}
     lines = [f"### {dataset}", ""]
     for model in models_of(dataset, items):
@@ -70,10 +74,9 @@ def _dataset_section(dataset: str, items: dict, out_dir: Path) -> tuple[list[str
         cases = [(case_label(extra), extra.get("metrics", {})) for extra in mine.values() if method_of(extra) == name]
         if technique.page_plot and cases:
             figures.append(technique.page_plot(cases, out_dir / f"{dataset}-{name}.png", dataset))
-    copies = [(method_of(extra), _copied(Path(value), out_dir / f"{dataset}-{case_label(extra).replace(' ', '-')}-"
-                                                              f"{method_of(extra)}.png"))
+    copies = [(method_of(extra), _copied(_page_input(Path(value), source, extra),
+                                         out_dir / f"{dataset}-{case_label(extra).replace(' ', '-')}-{method_of(extra)}.png"))
               for extra in mine.values() for value in _page_figures(extra)]
-    copies = [(technique, path) for technique, path in copies if path]
     lines += [_figure(path, out_dir) for path in figures + [path for _, path in copies] if path]
     return lines + [""], copies
 
@@ -198,9 +201,19 @@ def _save(figure, path: Path) -> Path:
     return path
 
 
-def _copied(source: Path, target: Path) -> Path | None:
-    if not source.is_file():
-        return None  # the run's plots folder is gone: the tables still say what it showed
+def _page_input(recorded: Path, source: str, extra: dict) -> Path:
+    """A figure a case recorded for the page: where the run wrote it, else in ``plots/`` beside
+    the results file (where committed results keep theirs); a page never silently lacks one."""
+    kept = Path(source).parent / "plots" / recorded.name
+    for candidate in (recorded, kept):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"{source}: case {extra.get('case', '?')} puts {recorded} on the page, but it is neither "
+                      f"there nor at {kept}: copy it from the run's .mnv2results/plots/ to {kept.parent}/ "
+                      f"(commit it with the results)")
+
+
+def _copied(source: Path, target: Path) -> Path:
     shutil.copyfile(source, target)
     return target
 

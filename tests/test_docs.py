@@ -74,3 +74,28 @@ def test_grad_cam_overlays_of_two_datasets_sit_side_by_side(tmp_path):
     assert (tmp_path / "docs" / "gradcam-datasets.png").read_bytes()[:4] == b"\x89PNG"
     one = write_results_page(documents[:1], tmp_path / "one", ["a.json"]).read_text()
     assert "side by side" not in one  # one dataset: nothing to set beside it
+
+
+def test_a_page_figure_found_neither_where_the_run_wrote_it_nor_beside_the_results_fails_in_one_line(tmp_path):
+    """Committed results keep their page figures in plots/ beside them, so a clean clone draws
+    the same page; without them the page fails instead of silently dropping a section."""
+    import json
+
+    import pytest
+
+    from mnv2core.docs import _pyplot
+    from mnv2core.errors import ConfigError
+    recorded = tmp_path / "run" / ".mnv2results" / "plots" / "real-full_ft-gradcam.png"  # the run's machine
+    doc = document([entry("real-mobilenet_v2-full_ft_gradcam", base="full_ft", derived="gradcam",
+                          metrics={"plot": str(recorded)})])
+    results = tmp_path / "baselines" / "cpu-real.json"
+    results.parent.mkdir()
+    results.write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match=r"puts .*real-full_ft-gradcam.png on the page, but it is neither there "
+                                          r"nor at .*baselines/plots/real-full_ft-gradcam.png: copy it"):
+        write_results_page([doc], tmp_path / "docs", [str(results)])
+    (results.parent / "plots").mkdir()
+    _pyplot().imsave(results.parent / "plots" / recorded.name, [[0.0, 1.0], [1.0, 0.0]])
+    text = write_results_page([doc], tmp_path / "docs", [str(results)]).read_text()
+    copies = list((tmp_path / "docs").glob("real-*gradcam.png"))
+    assert len(copies) == 1 and f"]({copies[0].name})" in text
