@@ -70,6 +70,8 @@ def local_cluster(args) -> int:
     from .local_cluster import run_with_cluster
 
     command = args.command_line[1:] if args.command_line[:1] == ["--"] else args.command_line
+    if args.workers < 1 or args.threads < 1:
+        raise ConfigError(f"local-cluster: --workers {args.workers} --threads {args.threads}; each must be 1 or more")
     if not command:
         raise ConfigError("local-cluster: give the command to run after --, e.g. "
                           "python -m mnv2core local-cluster -- pytest benchmarks")

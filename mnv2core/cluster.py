@@ -228,9 +228,6 @@ class ClusterRun:
     def check(self, case: Case, record: dict[str, Any]) -> None:
         self.planner.check(case, record)
 
-    def close(self) -> None:
-        self.client.close()
-
     def _build_events(self, case: Case) -> list[list[str]]:
         """The cache events of the builds ``case`` waited for that no earlier record carried,
         so that a run's records count every build once."""

@@ -146,7 +146,27 @@ def test_a_worker_killed_mid_build_is_replaced_and_the_run_completes_with_an_int
         name, key = path.stem.rsplit("-", 1)
         assert cache._load(path, key, path.stem) is not None, path
     scheduler_log = (dask_cluster.folder / "scheduler.log").read_text()
-    assert "Remove worker" in scheduler_log or "removed" in scheduler_log.lower()
+    print("\n".join(line for line in scheduler_log.splitlines() if "worker" in line.lower() and victim in line))
+    progress = (tmp_path / "results-store" / "progress.log").read_text().splitlines()
+    print("\n".join(line for line in progress if "resnet50-teacher" in line))
+    assert f"Remove worker addr: {victim}" in scheduler_log
+
+
+def test_an_interrupted_session_rerun_rebuilds_nothing_that_was_published(dask_cluster, tmp_path):
+    running = run_grid(tmp_path, SLOW, "resume", "-k", "not speed and not light", cluster=dask_cluster.address,
+                       background=True)
+    store, deadline = tmp_path / "resume", time.monotonic() + 300
+    while not list(store.glob("tiny-mobilenet_v2-partial_ft-*.pt")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    running.send_signal(signal.SIGINT)  # Ctrl-C in the session, mid-run
+    running.communicate(timeout=120)
+    published = {path.stem.rsplit("-", 1)[0] for path in store.glob("*.pt")}
+    assert "tiny-mobilenet_v2-partial_ft" in published
+
+    rerun = run_grid(tmp_path, SLOW, "resume", "-k", "not speed and not light", cluster=dask_cluster.address)
+    assert rerun.returncode == 0, rerun.stdout[-3000:]
+    rebuilt = built(newest_records(tmp_path / "results-resume"))
+    assert not published & set(rebuilt), published & set(rebuilt)
 
 
 def test_an_address_where_no_scheduler_answers_is_one_line(monkeypatch):

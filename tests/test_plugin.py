@@ -99,7 +99,7 @@ TIMED = "digits-ultralight-light_ultra"
 @pytest.fixture
 def grid(pytester, tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(REPO))
-    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID", "MNV2BENCH_CLUSTER"):
         monkeypatch.delenv(name, raising=False)  # when these tests run under xdist themselves
 
     def run(*args, kd_floor="0.0", profile_text=TINY, cache="cache"):
