@@ -51,7 +51,12 @@ class TrainConfig:
     images after the last epoch (precise BN; short runs leave them behind the weights).
     ``size`` > 0 trains at that many px whatever ``input`` says; the ``step`` schedule
     multiplies the lr by ``gamma`` every ``step_epochs`` epochs. ``train_images`` > 0 trains
-    on that many training images (a random draw fixed by the seed; 0: all of them)."""
+    on that many training images (a random draw fixed by the seed; 0: all of them).
+    ``validation_fraction`` > 0 holds that share of every class of the training images out as
+    a validation split: the start and every epoch are scored on it and the best of them is
+    the model kept (the test split selects nothing). ``warmup_epochs`` > 0 raises the lr
+    linearly from a hundredth over that many epochs before the schedule runs; ``bn_frozen``
+    keeps the batch-norm statistics the model starts with (a gentle first unfrozen epoch)."""
 
     epochs: NonNegative  # 0 only where a technique trains nothing (its min_epochs says)
     batch_size: Positive
@@ -69,6 +74,9 @@ class TrainConfig:
     step_epochs: Positive = 1
     gamma: Annotated[float, Field(gt=0, le=1)] = 0.1
     train_images: NonNegative = 0
+    validation_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    warmup_epochs: NonNegative = 0
+    bn_frozen: bool = False
     teacher: str = ""  # distillation: the teacher's and the student's models (the registry's defaults when "")
     student: str = ""
 

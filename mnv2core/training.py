@@ -20,6 +20,7 @@ log = logging.getLogger("mnv2bench.train")
 # an epoch's mean training loss above this multiple of the first epoch's stops training
 DIVERGENCE_FACTOR = 2.0  # an epoch's loss above this x epoch 1's: diverging
 FIRST_EPOCH_FACTOR = 10.0  # epoch 1's mean loss above this x its first step's (untrained model's): diverged
+WARMUP_START = 0.01  # a warm-up's first lr, as a fraction of the recipe's
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -30,9 +31,12 @@ class EpochStats:
     test_accuracy: float
     seconds: float
     images_per_second: float
+    val_accuracy: float | None = None  # with a validation split
+    kept: bool = False  # the epoch whose weights the model ends with (chosen on the validation split)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        stats = asdict(self)
+        return {k: v for k, v in stats.items() if (k, v) not in (("val_accuracy", None), ("kept", False))}
 
 
 def cross_entropy_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -83,7 +87,18 @@ def make_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.op
 
 
 def make_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int, steps_per_epoch: int):
-    """A per-step lr schedule (None for a constant lr)."""
+    """A per-step lr schedule (None for a constant lr): ``cfg.warmup_epochs`` of linear warm-up
+    from a hundredth of the lr, then the recipe's schedule over the remaining steps."""
+    warmup = min(cfg.warmup_epochs * steps_per_epoch, total_steps)
+    main = _schedule(optimizer, cfg, total_steps - warmup, steps_per_epoch)
+    if not warmup:
+        return main
+    ramp = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=WARMUP_START, total_iters=warmup)
+    return ramp if main is None else torch.optim.lr_scheduler.SequentialLR(optimizer, [ramp, main], [warmup])
+
+
+def _schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int, steps_per_epoch: int):
+    total_steps = max(1, total_steps)
     if cfg.schedule == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, cfg.step_epochs * steps_per_epoch, cfg.gamma)
     if cfg.schedule == "onecycle":
@@ -140,6 +155,10 @@ def fit(model: nn.Module, data: DatasetSplits, cfg: TrainConfig, *, params: list
     TrainingDivergedError (and nothing gets cached).
     """
     data = with_training_subset(data, cfg, seed)
+    validation = None
+    if cfg.validation_fraction:
+        rest, validation = data.train.stratified_split(cfg.validation_fraction, seed)
+        data = replace(data, train=rest)
     execution.prepare(model)
     torch.manual_seed(seed)  # dropout and anything else drawing from torch's global generator
     generator = torch.Generator(device=data.train.labels.device).manual_seed(seed)
@@ -147,6 +166,9 @@ def fit(model: nn.Module, data: DatasetSplits, cfg: TrainConfig, *, params: list
     steps_per_epoch = max(1, len(data.train) // cfg.batch_size)
     schedule = make_schedule(optimizer, cfg, cfg.epochs * steps_per_epoch, steps_per_epoch)
     frozen_modules = list(frozen_modules)
+    if cfg.bn_frozen:
+        frozen_modules += [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    best = Best(model, evaluate(model, validation, eval_batch_size, execution)) if validation is not None else None
     history = []
     for epoch in range(1, cfg.epochs + 1):
         started = time.perf_counter()
@@ -179,8 +201,37 @@ def fit(model: nn.Module, data: DatasetSplits, cfg: TrainConfig, *, params: list
                                    frozen_modules, execution)
         train_seconds = time.perf_counter() - started
         accuracy = evaluate(model, data.test, eval_batch_size, execution)
-        stats = EpochStats(epoch, train_loss, accuracy, time.perf_counter() - started, seen / train_seconds)
+        val_accuracy = None if best is None else best.offer(epoch, evaluate(model, validation, eval_batch_size,
+                                                                            execution))
+        stats = EpochStats(epoch, train_loss, accuracy, time.perf_counter() - started, seen / train_seconds,
+                           val_accuracy)
         history.append(stats)
-        log.info("%s epoch %d/%d: loss %.4f, test accuracy %.4f, %.1fs (%.0f img/s)", label, epoch,
-                 cfg.epochs, train_loss, accuracy, stats.seconds, stats.images_per_second)
-    return history
+        log.info("%s epoch %d/%d: loss %.4f, test accuracy %.4f%s, %.1fs (%.0f img/s)", label, epoch,
+                 cfg.epochs, train_loss, accuracy, "" if best is None else f", validation {val_accuracy:.4f}",
+                 stats.seconds, stats.images_per_second)
+    if best is None:
+        return history
+    best.restore()
+    log.info("%s: kept %s (validation accuracy %.4f)", label,
+             f"epoch {best.epoch}" if best.epoch else "the starting weights (no epoch beat them)", best.accuracy)
+    return [replace(h, kept=h.epoch == best.epoch) for h in history]
+
+
+class Best:
+    """The weights of the best of a training's start (epoch 0) and its epochs on the validation
+    split (the earliest on ties), kept on the CPU."""
+
+    def __init__(self, model: nn.Module, start_accuracy: float):
+        self.model, self.epoch, self.accuracy = model, 0, start_accuracy
+        self.state = self._copy()
+
+    def offer(self, epoch: int, accuracy: float) -> float:
+        if accuracy > self.accuracy:
+            self.epoch, self.accuracy, self.state = epoch, accuracy, self._copy()
+        return accuracy
+
+    def restore(self) -> None:
+        self.model.load_state_dict(self.state)
+
+    def _copy(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}

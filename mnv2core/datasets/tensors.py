@@ -72,16 +72,7 @@ class ImageSet:
     def stratified_split(self, fraction: float, seed: int) -> tuple["ImageSet", "ImageSet"]:
         """(rest, held out): ``fraction`` of every class, drawn at random (fixed by ``seed``),
         is held out; both keep the original order."""
-        if not 0 < fraction < 1:
-            raise ValueError(f"the held-out fraction must be in (0, 1), got {fraction}")
-        generator = torch.Generator().manual_seed(seed)
-        labels = self.labels.cpu()
-        held = torch.zeros(len(self), dtype=torch.bool)
-        for label in labels.unique():
-            members = (labels == label).nonzero().flatten()
-            count = max(1, round(fraction * len(members)))
-            held[members[torch.randperm(len(members), generator=generator)[:count]]] = True
-        held = held.to(self.images.device)
+        held = held_out(self.labels, fraction, seed)
         return self._select(~held), self._select(held)
 
     def _select(self, mask: torch.Tensor) -> "ImageSet":
@@ -145,6 +136,25 @@ class FeatureSet:
             return self
         index = random_draw(len(self), count, seed).to(self.features.device)
         return FeatureSet(self.features[index], self.labels[index])
+
+    def stratified_split(self, fraction: float, seed: int) -> tuple["FeatureSet", "FeatureSet"]:
+        """The rows ``ImageSet.stratified_split`` holds out with the same labels and ``seed``."""
+        held = held_out(self.labels, fraction, seed)
+        return FeatureSet(self.features[~held], self.labels[~held]), FeatureSet(self.features[held], self.labels[held])
+
+
+def held_out(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
+    """A mask (on ``labels``' device) of ``fraction`` of every class, drawn at random (fixed by ``seed``)."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"the held-out fraction must be in (0, 1), got {fraction}")
+    generator = torch.Generator().manual_seed(seed)
+    cpu_labels = labels.cpu()
+    held = torch.zeros(len(cpu_labels), dtype=torch.bool)
+    for label in cpu_labels.unique():
+        members = (cpu_labels == label).nonzero().flatten()
+        count = max(1, round(fraction * len(members)))
+        held[members[torch.randperm(len(members), generator=generator)[:count]]] = True
+    return held.to(labels.device)
 
 
 def random_draw(population: int, count: int, seed: int) -> torch.Tensor:
