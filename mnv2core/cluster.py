@@ -163,8 +163,8 @@ def connect(address: str):
 
 
 class ClusterRun:
-    """The pytest session's side of a cluster run: plans and submits every selected case at
-    once, then hands each case its record when its task is done."""
+    """The pytest session's side of a cluster run: plans and submits every selected case
+    up front, then hands each case its record when its task is done."""
 
     def __init__(self, client, profile: Profile, settings: Settings, threads: int | None,
                  techniques: Catalogue | None = None):
@@ -184,23 +184,22 @@ class ClusterRun:
         self.timer = None  # cases are timed on the workers, by the harness's timer
 
     def submit(self, cases: list[Case]) -> None:
-        """Plan ``cases`` and submit their nodes and their own tasks (longest waits first)."""
+        """Plan ``cases`` one at a time (longest waits first) and submit each one's new nodes
+        and its own task at once, so the workers start while the rest is planned."""
         templates = self.planner.templates
         ordered = sorted(cases, key=lambda c: schedule_rank(c, templates, self.catalogue))
+        missing = self._missing_resources(any(timed(c, self.catalogue) for c in ordered))
         for case in ordered:
             try:
                 self.needs[case.id] = self.planner.needs(case)
             except Mnv2BenchError as exc:  # raised again when the case runs, as a local run would
                 self.failures[case.id] = exc
-        for node in self.planner.nodes.values():
-            if node.key not in self.futures:
-                upstream = [self.futures[k] for k in node.upstream]
-                self.futures[node.key] = self.client.submit(build_node, self.run, node, *upstream,
-                                                            key=node.key, resources=self._resources(False))
-        missing = self._missing_resources(any(timed(c, self.catalogue) for c in ordered))
-        for case in ordered:
-            if case.id in self.failures:
                 continue
+            for node in self.planner.nodes.values():  # upstream first
+                if node.key not in self.futures:
+                    upstream = [self.futures[k] for k in node.upstream]
+                    self.futures[node.key] = self.client.submit(build_node, self.run, node, *upstream,
+                                                                key=node.key, resources=self._resources(False))
             if timed(case, self.catalogue) and missing:
                 self.failures[case.id] = ConfigError(missing)
                 continue
