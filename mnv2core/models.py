@@ -30,13 +30,17 @@ class ModelSpec:
     """One model of a profile (``[models.NAME]``): the library it comes from, the
     architecture's name there, its starting weights (``imagenet``, ``none``, ``pretext`` or a
     state-dict path) and whether those weights are already trained for the dataset
-    (``trained``: scored as they are and compressed and deployed without training)."""
+    (``trained``: scored as they are and compressed and deployed without training).
+    ``pretrained_cfg`` (timm): the architecture whose pretrained config (mean, std, input size)
+    the weights come with, when it is not ``arch``'s own (TensorFlow's EfficientNet-Lite
+    weights in timm's FX-traceable ``efficientnet_lite0``: ``tf_efficientnet_lite0``'s)."""
 
     name: str
     source: str = "torchvision"
     arch: str = ""
     weights: str = "none"
     trained: bool = False
+    pretrained_cfg: str = ""
 
     def __post_init__(self):
         if not self.arch:
@@ -48,8 +52,10 @@ class ModelSpec:
         return self.weights != "none"
 
     def identity(self) -> dict[str, str]:
-        """What rebuilds the network (source and arch), for payloads and cache keys."""
-        return {"name": self.name, "source": self.source, "arch": self.arch}
+        """What rebuilds the network (source, arch, the config its inputs are normalised by),
+        for payloads and cache keys."""
+        config = {"pretrained_cfg": self.pretrained_cfg} if self.pretrained_cfg else {}
+        return {"name": self.name, "source": self.source, "arch": self.arch, **config}
 
 
 def default_spec(name: str) -> ModelSpec:
@@ -62,11 +68,15 @@ def check_spec(spec: ModelSpec) -> None:
     """ConfigError naming the fix when the library does not know the architecture."""
     if spec.source not in SOURCES:
         raise ConfigError(f"model {spec.name}: source {spec.source!r}; choose one of {list(SOURCES)}")
+    if spec.pretrained_cfg and spec.source != "timm":
+        raise ConfigError(f"model {spec.name}: pretrained_cfg names a timm architecture's config; "
+                          f"its source is {spec.source!r} (drop pretrained_cfg, or use source = \"timm\")")
     known = _known_architectures(spec.source)
-    if spec.arch not in known:
-        close = difflib.get_close_matches(spec.arch, known, n=6, cutoff=0.6)
-        raise ConfigError(f"unknown model {spec.arch!r} in {spec.source}"
-                          + (f"; close: {close}" if close else f"; e.g. {sorted(known)[:8]}"))
+    for arch in filter(None, (spec.arch, spec.pretrained_cfg)):
+        if arch not in known:
+            close = difflib.get_close_matches(arch, known, n=6, cutoff=0.6)
+            raise ConfigError(f"unknown model {arch!r} in {spec.source}"
+                              + (f"; close: {close}" if close else f"; e.g. {sorted(known)[:8]}"))
 
 
 def _known_architectures(source: str) -> list[str]:
@@ -174,7 +184,10 @@ def preprocessing(spec: ModelSpec, net: nn.Module | None = None) -> tuple[tuple,
     if spec.source == "builtin":
         return BUILTIN_NETWORKS[spec.arch].preprocessing
     if spec.source == "timm":
-        cfg = getattr(net, "pretrained_cfg", None) or {}
+        if spec.pretrained_cfg:
+            cfg = _timm().get_pretrained_cfg(spec.pretrained_cfg).to_dict()
+        else:
+            cfg = getattr(net, "pretrained_cfg", None) or {}
         return tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD)), False
     weights = _torchvision_weights(spec.arch)
     if weights is None:
@@ -186,7 +199,8 @@ def preprocessing(spec: ModelSpec, net: nn.Module | None = None) -> tuple[tuple,
 def default_input_size(spec: ModelSpec) -> int | None:
     """The input size the library's weights were made for (reported beside ours)."""
     if spec.source == "timm":
-        return _timm().get_pretrained_cfg(spec.arch).to_dict().get("input_size", (3, None, None))[-1]
+        config = _timm().get_pretrained_cfg(spec.pretrained_cfg or spec.arch).to_dict()
+        return config.get("input_size", (3, None, None))[-1]
     if spec.source == "torchvision" and _torchvision_weights(spec.arch) is not None:
         return _torchvision_weights(spec.arch).transforms().crop_size[0]
     return None

@@ -279,6 +279,7 @@ class ModelTable(BaseModel):
     arch: str | None = None
     weights: str = "none"
     trained: bool = False
+    pretrained_cfg: str | None = None  # timm: the architecture whose config (mean, std) the weights come with
 
 
 TRAIN_KEYS = frozenset(fields_of(TrainConfig))

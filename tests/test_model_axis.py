@@ -132,3 +132,22 @@ def test_unknown_architectures_name_the_library():
         build_model(ModelSpec("x", "timm", "efficientnet_lite9"), 10)
     with pytest.raises(ConfigError, match="unknown model 'vgg19' in builtin"):
         build_model(ModelSpec("x", "builtin", "vgg19"), 10)
+
+
+def test_weights_made_for_another_architecture_bring_that_architectures_preprocessing():
+    """TensorFlow's EfficientNet-Lite0 weights in timm's FX-traceable efficientnet_lite0: the
+    inputs are normalised as timm's config for the weights' own architecture says (0.5), not
+    as efficientnet_lite0's (ImageNet mean/std); the payload rebuilds it so."""
+    spec = ModelSpec("lite0", "timm", "efficientnet_lite0", pretrained_cfg="tf_efficientnet_lite0")
+    model = build_model(spec, 10).eval()
+    assert torch.equal(model.normalize.mean.flatten(), torch.full((3,), 0.5))
+    assert preprocessing(ARCHITECTURES["efficientnet_lite0"], build_model(ARCHITECTURES["efficientnet_lite0"], 10).net)[0] \
+        == (0.485, 0.456, 0.406)
+    assert spec.identity()["pretrained_cfg"] == "tf_efficientnet_lite0"
+    assert "pretrained_cfg" not in ARCHITECTURES["efficientnet_lite0"].identity()  # older keys stay
+    restored = restore_model(spec.identity(), 10, model.state_dict()).eval()
+    assert torch.equal(restored.normalize.std, model.normalize.std) and torch.equal(restored(images()), model(images()))
+    with pytest.raises(ConfigError, match="unknown model 'tf_efficientnet_lite9' in timm"):
+        build_model(ModelSpec("x", "timm", "efficientnet_lite0", pretrained_cfg="tf_efficientnet_lite9"), 10)
+    with pytest.raises(ConfigError, match="pretrained_cfg names a timm architecture's config"):
+        build_model(ModelSpec("x", "torchvision", "mobilenet_v2", pretrained_cfg="tf_efficientnet_lite0"), 10)
