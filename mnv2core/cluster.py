@@ -19,6 +19,7 @@ import logging
 import os
 import platform
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ log = logging.getLogger("mnv2bench.cluster")
 BENCH = "BENCH"  # the resource timed cases ask for: give it to one worker per host
 GPU = "GPU"  # asked for by every task when the device is CUDA
 CONNECT_TIMEOUT = "20s"
+RESOURCE_WAIT_S = 60.0  # how long a run waits for a worker offering a resource its tasks ask for
 
 
 @dataclass(frozen=True)
@@ -255,16 +257,27 @@ class ClusterRun:
 
     def _missing_resources(self, any_timed: bool) -> str | None:
         """Why the cluster cannot run some tasks (a task asking for a resource no worker
-        offers would wait forever), or None."""
-        workers = self.client.scheduler_info(n_workers=-1)["workers"].values()
-        offered = [set((w.get("resources") or {}).keys()) for w in workers]
-        if self.cuda and not any(GPU in r for r in offered):
+        offers would wait forever), or None. A worker being restarted gets RESOURCE_WAIT_S."""
+        wanted = {GPU} if self.cuda else set()
+        wanted |= {BENCH} if any_timed else set()
+        deadline = time.monotonic() + RESOURCE_WAIT_S
+        while True:
+            offered = set().union(*offered_resources(self.client))
+            if wanted <= offered or time.monotonic() > deadline:
+                break
+            time.sleep(1.0)
+        if self.cuda and GPU not in offered:
             raise ConfigError(f"the device is CUDA but no worker of the cluster offers the {GPU} resource: start "
                               f"GPU workers with `dask worker ADDRESS --resources {GPU}=1` (one per GPU)")
-        if any_timed and not any(BENCH in r for r in offered):
+        if any_timed and BENCH not in offered:
             return (f"no worker of the cluster offers the {BENCH} resource timed cases run on: start one worker per "
                     f"host with `dask worker ADDRESS --resources {BENCH}=1`")
         return None
+
+
+def offered_resources(client) -> list[set[str]]:
+    """The resources each worker of the client's cluster offers now."""
+    return [set(w.get("resources") or {}) for w in client.scheduler_info(n_workers=-1)["workers"].values()]
 
 
 # the worker's side ---------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from .cluster import BENCH
+from .cluster import BENCH, offered_resources
 from .errors import ConfigError
 
 START_TIMEOUT_S = 120.0
@@ -33,6 +33,21 @@ class LocalCluster:
     def client(self):
         from distributed import Client
         return Client(scheduler_file=str(self.scheduler_file), timeout="30s")
+
+    def wait_for_workers(self, workers: int, bench_workers: int = 1) -> str:
+        """Wait until ``workers`` workers are up, ``bench_workers`` of them offering BENCH (a
+        killed worker's nanny restarts it); the scheduler's address."""
+        client = self.client()
+
+        def ready() -> bool:
+            offered = offered_resources(client)
+            return len(offered) >= workers and sum(BENCH in r for r in offered) >= bench_workers
+
+        try:
+            _wait_for(ready, self.processes, f"the workers (logs: {self.folder})")
+            return client.scheduler.address
+        finally:
+            client.close()
 
 
 def _launch(command: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
@@ -77,12 +92,7 @@ def local_cluster(workers: int = 2, threads: int = 1, bench_workers: int = 1,
                                       "--nworkers", "1", "--no-dashboard", "--name", f"worker-{index}", *resources],
                                      folder / f"worker-{index}.log", env))
         cluster = LocalCluster("", scheduler_file, folder, processes)
-        client = cluster.client()
-        try:
-            client.wait_for_workers(workers, timeout=START_TIMEOUT_S)
-            cluster.address = client.scheduler.address
-        finally:
-            client.close()
+        cluster.address = cluster.wait_for_workers(workers, bench_workers)
         yield cluster
     finally:
         _stop(processes)

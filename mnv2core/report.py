@@ -141,11 +141,13 @@ def case_label(extra: dict) -> str:
 
 def _found(items: dict, techniques: tuple[str, ...], dataset: str | None = None) -> dict[str, Found]:
     """technique -> (label, metrics) of its cases on ``dataset`` (None: on every dataset, the
-    label then starting with the dataset). A label names the model and the base
-    ("mobilenet_v2 full_ft")."""
+    label then starting with the dataset), of the cases that recorded metrics. A label names
+    the model and the base ("mobilenet_v2 full_ft")."""
     found: dict[str, Found] = {technique: [] for technique in techniques}
     for case, extra in items.items():
         technique = method_of(extra)
+        if not extra.get("metrics"):
+            continue  # a case that recorded nothing (it errored): the report's problems say why
         if technique in found and (dataset is None or _dataset_of(case) == dataset):
             label = case_label(extra) if dataset else f"{_dataset_of(case)} {case_label(extra)}"
             found[technique].append((label, extra.get("metrics", {})))

@@ -150,6 +150,7 @@ def test_a_worker_killed_mid_build_is_replaced_and_the_run_completes_with_an_int
     progress = (tmp_path / "results-store" / "progress.log").read_text().splitlines()
     print("\n".join(line for line in progress if "resnet50-teacher" in line))
     assert f"Remove worker addr: {victim}" in scheduler_log
+    dask_cluster.wait_for_workers(2)  # its nanny restarted it: the next test has both workers again
 
 
 def test_an_interrupted_session_rerun_rebuilds_nothing_that_was_published(dask_cluster, tmp_path):

@@ -71,3 +71,12 @@ def test_the_int8_question_is_answered_for_every_model_with_several_bases():
     assert "under int8, resnet18" not in text  # one base: nothing to compare
     tie = render_report(document([int8("c10-mobilenet_v2-full_ft_int8", 0.01), int8("c10-mobilenet_v2-kd_int8", 0.01)]))
     assert "More stable under int8, mobilenet_v2: full_ft and kd (a tie) (accuracy change -1.0 points)." in tie
+
+
+def test_a_case_that_errored_before_recording_is_a_problem_not_a_table_row():
+    """Its technique's table never sees it (the speed table read its rates and crashed)."""
+    text = render_report(document([
+        entry("tiny-mobilenet_v2-full_ft", 0.5),
+        entry("tiny-mobilenet_v2-train_speed", outcome="failed", error="ConfigError: no worker offers BENCH"),
+    ]))
+    assert "tiny-mobilenet_v2-train_speed" in text and "no worker offers BENCH" in text
