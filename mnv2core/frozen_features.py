@@ -45,23 +45,25 @@ class FeatureStore:
         self._memo: dict[str, dict[str, torch.Tensor]] = {}
 
     def splits(self, model: ImageClassifier, data: DatasetSplits) -> DatasetSplits:
-        """``data`` with both splits replaced by ``model``'s frozen features (labels kept)."""
+        """``data`` with its splits (train, test, a validation split) replaced by ``model``'s
+        frozen features (labels kept)."""
+        splits = ("train", "test") + (("validation",) if data.validation is not None else ())
         spec = {"kind": "frozen-features", "model": model.name, "code": code_fingerprint(__name__), "backbone": payload_digest(backbone_state(model)),
-                "train": self._fingerprint(data.train), "test": self._fingerprint(data.test),
+                **{split: self._fingerprint(getattr(data, split)) for split in splits},
                 "batch_size": self.batch_size, "channels_last": self.execution.channels_last,
                 "amp": self.execution.amp}
         key = ArtifactCache.key(spec)
         if key not in self._memo:
             def build() -> dict[str, torch.Tensor]:
                 return {split: extract_features(model, getattr(data, split), self.batch_size, self.execution).cpu()
-                        for split in ("train", "test")}
+                        for split in splits}
 
             name = f"features-{data.name}-{model.name}-{data.train.size}px"  # shared by every head on it
             self._memo[key] = self.cache.fetch(name, spec, build).payload if self.cache else build()
         features = self._memo[key]
         device = data.train.labels.device
-        return dataclasses.replace(data, train=FeatureSet(features["train"].to(device), data.train.labels),
-                                   test=FeatureSet(features["test"].to(device), data.test.labels))
+        return dataclasses.replace(data, **{split: FeatureSet(features[split].to(device), getattr(data, split).labels)
+                                            for split in splits})
 
     def _fingerprint(self, images: ImageSet) -> str:
         """Content hash of an image set, memoised per object (hashing large sets takes a while;

@@ -21,6 +21,7 @@ log = logging.getLogger("mnv2bench.train")
 DIVERGENCE_FACTOR = 2.0  # an epoch's loss above this x epoch 1's: diverging
 FIRST_EPOCH_FACTOR = 10.0  # epoch 1's mean loss above this x its first step's (untrained model's): diverged
 WARMUP_START = 0.01  # a warm-up's first lr, as a fraction of the recipe's
+VALIDATION_SEED = 0  # the validation split's draw: the same for every technique on a dataset
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -131,8 +132,14 @@ def train_one_epoch(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torc
 
 
 def with_training_subset(data: DatasetSplits, cfg: TrainConfig, seed: int) -> DatasetSplits:
-    """``data`` with the recipe's ``train_images`` of its training split (a draw fixed by
-    ``seed``; images or their cached features alike); unchanged when it asks for all."""
+    """``data`` as the recipe trains on it: its ``validation_fraction`` of every class held out
+    of the training split as ``validation`` (one draw per dataset, whatever the technique, so
+    a fine-tuning never validates on images the model it starts from trained on), then
+    ``train_images`` of the rest (a draw fixed by ``seed``); images or their cached features
+    alike. Applied twice, the second changes nothing."""
+    if cfg.validation_fraction and data.validation is None:
+        rest, validation = data.train.stratified_split(cfg.validation_fraction, VALIDATION_SEED)
+        data = replace(data, train=rest, validation=validation)
     if not cfg.train_images or cfg.train_images >= len(data.train):
         return data
     return replace(data, train=data.train.subset(cfg.train_images, seed))
@@ -155,10 +162,7 @@ def fit(model: nn.Module, data: DatasetSplits, cfg: TrainConfig, *, params: list
     TrainingDivergedError (and nothing gets cached).
     """
     data = with_training_subset(data, cfg, seed)
-    validation = None
-    if cfg.validation_fraction:
-        rest, validation = data.train.stratified_split(cfg.validation_fraction, seed)
-        data = replace(data, train=rest)
+    validation = data.validation if cfg.validation_fraction else None
     execution.prepare(model)
     torch.manual_seed(seed)  # dropout and anything else drawing from torch's global generator
     generator = torch.Generator(device=data.train.labels.device).manual_seed(seed)

@@ -29,6 +29,8 @@ class DatasetSplits:
     test: ImageSet
     classes: tuple[str, ...]
     provenance: dict[str, Any]
+    # held out of the training images for choosing among epochs (a recipe's validation_fraction)
+    validation: ImageSet | FeatureSet | None = None
 
     @property
     def num_classes(self) -> int:
