@@ -182,7 +182,6 @@ class ClusterRun:
         self.failures: dict[str, Exception] = {}  # case id -> why it cannot run
         self.needs: dict[str, tuple[str, ...]] = {}  # case id -> its nodes
         self._reported: set[str] = set()  # nodes whose build events a record already carries
-        self.profile = profile
         self.timer = None  # cases are timed on the workers, by the harness's timer
 
     def submit(self, cases: list[Case]) -> None:
@@ -242,7 +241,7 @@ class ClusterRun:
         results = self.client.gather([self.futures[key] for key in pending])
         return [list(event) for result in results for event in result["events"]]
 
-    def _write_files(self, record: dict[str, Any], files: dict[str, bytes]) -> None:
+    def _write_files(self, record: dict[str, Any], files: dict[str, tuple[str, bytes]]) -> None:
         """Plots a worker made, written where this run keeps its plots; the record names them there."""
         plots = Path(self.run.settings.results_dir) / "plots"
         for metric, (name, data) in files.items():
