@@ -28,9 +28,11 @@ from typing import Any
 import torch
 
 from .context import Artifact, Case
+from .datasets import parse_source_override
 from .errors import ConfigError, Mnv2BenchError
 from .grid import schedule_rank
 from .profiles import Profile
+from .progress import log_progress_to
 from .registry import COMPRESSION, TRAINED, Catalogue
 from .store import is_shared
 from .study import Settings, Study
@@ -138,9 +140,8 @@ def absolute_settings(settings: Settings) -> Settings:
         return str(Path(text).resolve()) if Path(text).exists() else text
 
     def source(text: str) -> str:
-        name, _, where = text.partition("=")
-        kind, colon, path = where.partition(":")
-        return f"{name}={kind}:{path_of(path)}" if colon and kind == "imagefolder" else text
+        name, kind, path = parse_source_override(text)
+        return f"{name}={kind}:{path_of(path)}" if path else text
 
     cache = settings.cache_dir if is_shared(settings.cache_dir) else Path(settings.cache_dir).resolve()
     return dataclasses.replace(
@@ -289,7 +290,7 @@ def _study(run: RunSpec) -> Study:
     if run.token not in _STUDIES:
         _STUDIES.clear()
         torch.set_num_threads(run.threads or _worker_threads())
-        _log_progress(run.settings.results_dir)
+        log_progress_to(Path(run.settings.results_dir) / "progress.log", f"dask-{platform.node()}-{os.getpid()}")
         _STUDIES[run.token] = Study(run.profile, run.settings)
     return _STUDIES[run.token]
 
@@ -328,15 +329,3 @@ def _worker_threads() -> int:
         return get_worker().state.nthreads
     except (ImportError, ValueError, AttributeError):
         return 1
-
-
-def _log_progress(results_dir: Path) -> None:
-    logger = logging.getLogger("mnv2bench")
-    logger.setLevel(logging.INFO)
-    if not any(getattr(h, "_mnv2", False) for h in logger.handlers):
-        Path(results_dir).mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(Path(results_dir) / "progress.log")
-        handler.setFormatter(logging.Formatter(f"%(asctime)s dask-{platform.node()}-{os.getpid()} "
-                                               f"%(name)s: %(message)s"))
-        handler._mnv2 = True
-        logger.addHandler(handler)

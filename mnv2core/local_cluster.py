@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from .cluster import BENCH, offered_resources
+from .cluster import BENCH, connect, offered_resources
 from .errors import ConfigError
 
 START_TIMEOUT_S = 120.0
@@ -31,8 +31,7 @@ class LocalCluster:
     processes: list[subprocess.Popen] = field(default_factory=list)
 
     def client(self):
-        from distributed import Client
-        return Client(scheduler_file=str(self.scheduler_file), timeout="30s")
+        return connect(str(self.scheduler_file))
 
     def wait_for_workers(self, workers: int, bench_workers: int = 1) -> str:
         """Wait until ``workers`` workers are up, ``bench_workers`` of them offering BENCH (a

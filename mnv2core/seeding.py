@@ -14,6 +14,13 @@ def derive_seed(*parts: Any) -> int:
     return int(hashlib.sha256(repr(parts).encode()).hexdigest()[:8], 16) % (2 ** 31)
 
 
+def seed_everything(seed: int) -> None:
+    """Seed every generator a build may draw from (torch's CPU and CUDA ones, Python's, NumPy's)."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+
+
 @contextlib.contextmanager
 def rng_preserved():
     """Give every generator a build may draw from (torch's CPU and CUDA ones, Python's,

@@ -8,13 +8,11 @@ import contextlib
 import dataclasses
 import logging
 import platform
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 from . import strategies
@@ -32,7 +30,7 @@ from .grid import find_case, plan
 from .models import ImageClassifier, build_model, count_parameters, default_input_size, from_pretrained
 from .profiles import Profile, TrainConfig
 from .registry import COMPRESSION, TRAINED, Catalogue, Technique, require
-from .seeding import derive_seed, rng_preserved
+from .seeding import derive_seed, rng_preserved, seed_everything
 from .techniques import catalogue
 from .training import evaluate
 from .weights import load_pretrained_state, random_init_provenance, resolve_weights_spec
@@ -77,13 +75,6 @@ def modes_restored(model: torch.nn.Module):
     finally:
         for module, training in modes:
             module.training = training
-
-
-def seed_everything(seed: int) -> None:
-    """Seed every generator a build may draw from (torch's CPU and CUDA ones, Python's, NumPy's)."""
-    torch.manual_seed(seed)
-    random.seed(seed)
-    np.random.seed(seed % 2 ** 32)
 
 
 class Study:
