@@ -11,6 +11,8 @@ from mnv2core.datasets.tensors import FeatureSet
 from mnv2core.profiles import TrainConfig
 from mnv2core.training import evaluate, fit, make_optimizer, make_schedule, with_training_subset
 
+from tiny import lr_at_each_step
+
 CLASSES = 4
 
 
@@ -81,12 +83,7 @@ def test_warm_up_raises_the_lr_from_a_hundredth_over_its_epochs_then_the_schedul
     head = nn.Linear(8, CLASSES)
     cfg = TrainConfig(epochs=3, batch_size=8, lr=0.1, warmup_epochs=1, schedule="cosine")
     optimizer = make_optimizer(head.parameters(), cfg)
-    schedule = make_schedule(optimizer, cfg, total_steps=12, steps_per_epoch=4)
-    lrs = []
-    for _ in range(12):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        schedule.step()
+    lrs = lr_at_each_step(optimizer, make_schedule(optimizer, cfg, total_steps=12, steps_per_epoch=4), 12)
     assert abs(lrs[0] - 0.001) < 1e-9 and lrs[:4] == sorted(lrs[:4])  # rising from a hundredth
     assert abs(lrs[4] - 0.1) < 1e-9 and lrs[4:] == sorted(lrs[4:], reverse=True)  # then cosine from the full lr
 

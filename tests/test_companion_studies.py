@@ -19,6 +19,8 @@ from mnv2core.networks import compress_vgg, conv_outputs
 from mnv2core.profiles import TrainConfig, load_profile
 from mnv2core.training import make_schedule
 
+from tiny import lr_at_each_step
+
 
 @pytest.mark.parametrize("name, parameters", [
     ("lightcnn", 6218), ("mlp", 535818), ("lenet", 431080), ("ultralight", 210), ("mediumlight", 3058)])
@@ -74,12 +76,7 @@ def test_step_schedule_divides_the_lr_every_step_epochs():
     param = nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([param], lr=0.1)
     cfg = TrainConfig(epochs=6, batch_size=1, optimizer="sgd", lr=0.1, schedule="step", step_epochs=2, gamma=0.5)
-    schedule = make_schedule(optimizer, cfg, total_steps=60, steps_per_epoch=10)
-    rates = []
-    for _ in range(60):
-        rates.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        schedule.step()
+    rates = lr_at_each_step(optimizer, make_schedule(optimizer, cfg, total_steps=60, steps_per_epoch=10), 60)
     assert rates[0] == rates[19] == pytest.approx(0.1)
     assert rates[20] == pytest.approx(0.05) and rates[40] == pytest.approx(0.025)
 
