@@ -31,9 +31,10 @@ class ModelSpec:
     architecture's name there, its starting weights (``imagenet``, ``none``, ``pretext`` or a
     state-dict path) and whether those weights are already trained for the dataset
     (``trained``: scored as they are and compressed and deployed without training).
-    ``pretrained_cfg`` (timm): the architecture whose pretrained config (mean, std, input size)
-    the weights come with, when it is not ``arch``'s own (TensorFlow's EfficientNet-Lite
-    weights in timm's FX-traceable ``efficientnet_lite0``: ``tf_efficientnet_lite0``'s)."""
+    ``pretrained_cfg`` (timm): the architecture whose pretrained weights (``imagenet``) and
+    config (mean, std, input size) the model takes, when they are not ``arch``'s own
+    (TensorFlow's EfficientNet-Lite weights in timm's FX-traceable ``efficientnet_lite0``:
+    ``tf_efficientnet_lite0``'s)."""
 
     name: str
     source: str = "torchvision"

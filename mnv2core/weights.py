@@ -116,17 +116,19 @@ def _load_torchvision(spec: ModelSpec) -> tuple[dict, dict]:
 
 
 def _load_timm(spec: ModelSpec) -> tuple[dict, dict]:
+    """timm's pretrained weights of ``pretrained_cfg`` (the weights its mean/std are for), else ``arch``."""
     import timm
+    arch = spec.pretrained_cfg or spec.arch
     try:
-        net = timm.create_model(spec.arch, pretrained=True)
+        net = timm.create_model(arch, pretrained=True)
     except Exception as exc:
         raise WeightsUnavailableError(
-            f"timm {spec.arch} pretrained weights could not be loaded ({type(exc).__name__}: "
+            f"timm {arch} pretrained weights could not be loaded ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0][:100]}). Without network, give a local copy: --weights {spec.name}=PATH "
-            f"(a timm {spec.arch} state dict), or --weights {spec.name}=none") from None
+            f"(a timm {arch} state dict), or --weights {spec.name}=none") from None
     tag = net.pretrained_cfg.get("hf_hub_id") or net.pretrained_cfg.get("url") or spec.arch
     return net.state_dict(), {"model": spec.name, "source": f"timm:{tag}", "sha256": None, "stand_in": False,
-                              "note": f"timm {spec.arch} pretrained weights"}
+                              "note": f"timm {arch} pretrained weights"}
 
 
 def random_init_provenance(model: str, note: str = "random initialisation") -> dict[str, Any]:

@@ -151,3 +151,22 @@ def test_weights_made_for_another_architecture_bring_that_architectures_preproce
         build_model(ModelSpec("x", "timm", "efficientnet_lite0", pretrained_cfg="tf_efficientnet_lite9"), 10)
     with pytest.raises(ConfigError, match="pretrained_cfg names a timm architecture's config"):
         build_model(ModelSpec("x", "torchvision", "mobilenet_v2", pretrained_cfg="tf_efficientnet_lite0"), 10)
+
+
+def test_imagenet_weights_of_a_timm_model_come_from_its_pretrained_cfg(monkeypatch):
+    """``weights = "imagenet"`` with ``pretrained_cfg``: timm's weights of that architecture,
+    the ones its mean/std were made for (not arch's own, normalised otherwise)."""
+    import timm
+
+    from mnv2core.weights import WeightsUnavailableError, load_pretrained_state, parse_weights
+    asked = []
+
+    def create_model(name, pretrained=False, **kwargs):
+        asked.append(name)
+        raise RuntimeError("no network")
+
+    monkeypatch.setattr(timm, "create_model", create_model)
+    spec = ModelSpec("lite0", "timm", "efficientnet_lite0", weights="imagenet", pretrained_cfg="tf_efficientnet_lite0")
+    with pytest.raises(WeightsUnavailableError, match="timm tf_efficientnet_lite0 pretrained weights could not be loaded"):
+        load_pretrained_state(spec, parse_weights("imagenet"))
+    assert asked == ["tf_efficientnet_lite0"]
