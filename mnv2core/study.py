@@ -22,7 +22,7 @@ from .context import Artifact, Build, Case
 from .datasets import DatasetSplits, apply_source_overrides, load_dataset
 from .datasets.sources import read_synthetic
 from .deploy.latency import Timer, measure_latency
-from .errors import ConfigError
+from .errors import ConfigError, WeightsUnavailableError
 from .execution import Execution, keep_freed_memory
 from .fingerprint import code_fingerprint
 from .frozen_features import FeatureStore
@@ -33,7 +33,7 @@ from .registry import COMPRESSION, TRAINED, Catalogue, Technique, require
 from .seeding import derive_seed, rng_preserved, seed_everything
 from .techniques import catalogue
 from .training import evaluate
-from .weights import load_pretrained_state, random_init_provenance, resolve_weights_spec
+from .weights import load_pretrained_state, random_init_provenance, resolve_weights_spec, weights_env_var
 
 log = logging.getLogger("mnv2bench.study")
 
@@ -340,6 +340,10 @@ class Study:
         spec = self.profile.model(model_name)
         source = self._weights_source(model_name)
         if source.kind == "none":
+            if spec.trained:
+                raise WeightsUnavailableError(
+                    f"{model_name} is marked trained for the dataset but has no weights: give its file with "
+                    f"--weights {model_name}=PATH or {weights_env_var(model_name)}=PATH")
             return None, random_init_provenance(model_name, NO_PRETRAINED_NOTE)
         if source.kind == "pretext":
             return self.pretext_state(model_name, size)

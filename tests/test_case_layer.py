@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from mnv2core.errors import WeightsUnavailableError
+from mnv2core.models import ModelSpec
 from mnv2core.profiles import load_profile
 from mnv2core.registry import CheckFailed
 from mnv2core.techniques import catalogue
@@ -75,6 +77,7 @@ images = 16
 [deployment.robustness]
 blur_sigmas = [1.0]
 noise_sigmas = [0.1]
+images = 16
 [deployment.gradcam]
 images = 8
 overlays = 2
@@ -162,6 +165,8 @@ def test_pgd_is_at_least_as_strong_as_fgsm_at_the_same_epsilon(study):
     assert fgsm["clean_accuracy"] == pgd["clean_accuracy"]
     assert pgd["steps"] == 3 and pgd["epsilon"] == fgsm["epsilon"] == 0.05
     assert pgd["images"] == fgsm["images"] == 16  # the same sample of the 32 test images
+    robustness = run(study, "full_ft_robustness")
+    assert robustness["images"] == 16 and robustness["accuracy"] == fgsm["clean_accuracy"]  # that sample too
     assert pgd["accuracy"] <= pgd["clean_accuracy"]
     assert "int8_fgsm_accuracy" in pgd  # the int8 twin is attacked too
 
@@ -231,3 +236,12 @@ def test_a_record_times_getting_its_model_apart_from_measuring_it(study):
     assert trained["measure_seconds"] > 0  # the test accuracy was evaluated (or reused) now
     latency = study.run_case(study.case("tiny", "full_ft_latency"))["metrics"]
     assert latency["measure_seconds"] > sum(latency["latency"].values()) / 1000  # the timed rounds, at least
+
+
+def test_a_model_marked_trained_without_weights_fails_in_one_line_naming_the_option(study):
+    spec = ModelSpec("resnet20", "builtin", "cifar_resnet20", weights="none", trained=True)
+    trained = Study(dataclasses.replace(study.profile, models={**study.profile.models, "resnet20": spec}),
+                    study.settings)
+    with pytest.raises(WeightsUnavailableError, match="resnet20 is marked trained .* --weights resnet20=PATH or "
+                                                      "MNV2BENCH_WEIGHTS_RESNET20=PATH"):
+        trained.start_model("resnet20", 10, 32, pretrained=True)

@@ -1,4 +1,5 @@
-"""Accuracy of a base model under Gaussian blur and Gaussian noise of growing sigma."""
+"""Accuracy of a base model under Gaussian blur and Gaussian noise of growing sigma (on the
+test set, or ``images`` of it spanning the classes)."""
 from __future__ import annotations
 
 import math
@@ -28,6 +29,7 @@ def measure(ctx: Context, case: Case, base: Artifact) -> dict[str, Any]:
     params = ctx.profile.deployments[case.method]
     model = base.model.eval()
     test = test_set(ctx, case, base, ctx.device)
+    test = test.spread(params["images"]) if params["images"] else test  # > 0: that many, spanning the classes
     batch = ctx.profile.eval_batch_size
     generator = torch.Generator(device=test.images.device).manual_seed(ctx.seed_for(case.dataset, "noise"))
 
@@ -68,7 +70,7 @@ def rows(found) -> list[dict]:
 
 
 register(Technique("robustness", DEPLOYMENT, "Blur and noise", measure=measure, reusable=True, check=check,
-                   params={"blur_sigmas": [0.5, 1.0, 2.0], "noise_sigmas": [0.05, 0.1, 0.2]},
+                   params={"blur_sigmas": [0.5, 1.0, 2.0], "noise_sigmas": [0.05, 0.1, 0.2], "images": 0},
                    ranges={"noise_sigmas": (0, 1)},
                    table=("Robustness: accuracy under Gaussian blur and noise (sigma)", rows), metrics=METRICS,
                    page_plot=plot_robustness_curves))
