@@ -87,6 +87,20 @@ def test_fx_int8_quantizes_or_says_why(named_model):
     assert any("quantized" in type(m).__module__ for m in int8.modules())
 
 
+@pytest.mark.parametrize("name, blocks", [("mobilenet_v2", 35), ("efficientnet_lite0", 33)])
+def test_fx_int8_quantizes_every_conv_bn_relu6_on_relu6s_range(name, blocks):
+    """torchvision's conv-bn-ReLU6 Sequentials and timm's conv + BatchNormAct2d(ReLU6) alike:
+    each fused into a quantized ConvReLU2d whose output covers 0..6 at most, not the conv's
+    whole pre-activation range."""
+    from torch.ao.nn.intrinsic.quantized import ConvReLU2d
+    torch.manual_seed(0)
+    model = build_model(ARCHITECTURES[name], 10).eval()
+    int8 = quantize_fx(model, [images(8) * 4], SIZE)  # bright inputs: pre-activations past 6
+    fused = [m for m in int8.modules() if isinstance(m, ConvReLU2d)]
+    assert len(fused) == blocks
+    assert max(m.scale * 127 for m in fused) <= 6.0 + 1e-4
+
+
 def test_onnx_runtime_agrees_with_pytorch(named_model, tmp_path):
     name, model = named_model
     path = export_onnx(model, SIZE, tmp_path / f"{name}.onnx")
