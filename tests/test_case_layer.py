@@ -167,6 +167,7 @@ def test_pgd_is_at_least_as_strong_as_fgsm_at_the_same_epsilon(study):
     assert pgd["images"] == fgsm["images"] == 16  # the same sample of the 32 test images
     robustness = run(study, "full_ft_robustness")
     assert robustness["images"] == 16 and robustness["accuracy"] == fgsm["clean_accuracy"]  # that sample too
+    assert Path(robustness["plot"]).name == "tiny-mobilenet_v2-full_ft-robustness.png"  # one per model of a base
     assert pgd["accuracy"] <= pgd["clean_accuracy"]
     assert "int8_fgsm_accuracy" in pgd  # the int8 twin is attacked too
 

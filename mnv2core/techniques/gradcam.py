@@ -42,8 +42,8 @@ def measure(ctx: Context, case: Case, base: Artifact) -> dict[str, Any]:
     wrong = (predicted != labels).nonzero().flatten()[: params["overlays"]]
     shown = torch.cat([correct, wrong])
     plot = plot_overlays(images[shown], heatmaps[shown], labels[shown], predicted[shown],
-                         ctx.plots_dir / f"{case.dataset}-{case.base}-gradcam.png",
-                         f"Grad-CAM {case.dataset} {case.base} ({layer}, map {map_size[0]}x{map_size[1]})",
+                         ctx.plots_dir / f"{case.dataset}-{case.model}-{case.base}-gradcam.png",
+                         f"Grad-CAM {case.dataset} {case.model} {case.base} ({layer}, map {map_size[0]}x{map_size[1]})",
                          ctx.dataset(case.dataset).classes)
     return {"sample_accuracy": float((predicted == labels).float().mean()), "layer": layer,
             "feature_map": list(map_size), "input_size": base.meta["input_size"], "images": len(test),

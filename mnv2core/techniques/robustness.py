@@ -41,8 +41,8 @@ def measure(ctx: Context, case: Case, base: Artifact) -> dict[str, Any]:
              for s in params["noise_sigmas"]}
     clean = evaluate(model, test, batch)
     plot = plot_robustness(clean, params["blur_sigmas"], list(blur.values()), params["noise_sigmas"],
-                           list(noise.values()), ctx.plots_dir / f"{case.dataset}-{case.base}-robustness.png",
-                           f"{case.dataset} {case.base}")
+                           list(noise.values()), ctx.plots_dir / f"{case.dataset}-{case.model}-{case.base}-robustness.png",
+                           f"{case.dataset} {case.model} {case.base}")
     return {"accuracy": clean, "blur": blur, "noise": noise, "images": len(test), "plot": str(plot)}
 
 
