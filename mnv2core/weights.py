@@ -126,7 +126,7 @@ def _load_timm(spec: ModelSpec) -> tuple[dict, dict]:
             f"timm {arch} pretrained weights could not be loaded ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0][:100]}). Without network, give a local copy: --weights {spec.name}=PATH "
             f"(a timm {arch} state dict), or --weights {spec.name}=none") from None
-    tag = net.pretrained_cfg.get("hf_hub_id") or net.pretrained_cfg.get("url") or spec.arch
+    tag = net.pretrained_cfg.get("hf_hub_id") or net.pretrained_cfg.get("url") or arch
     return net.state_dict(), {"model": spec.name, "source": f"timm:{tag}", "sha256": None, "stand_in": False,
                               "note": f"timm {arch} pretrained weights"}
 
