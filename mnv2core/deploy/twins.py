@@ -21,8 +21,11 @@ CALIBRATION_BATCH = 32  # images per int8 calibration batch (FX and ONNX Runtime
 INT8_DEFAULTS = {"calibration_batches": 8, "max_drop": 0.05}
 
 
-def test_set(ctx: Context, case: Case, base: Artifact, device) -> ImageSet:
-    return ctx.data_at(case.dataset, base.meta["input_size"]).test.to(torch.device(device))
+def test_set(ctx: Context, case: Case, base: Artifact, device, images: int = 0) -> ImageSet:
+    """The base's test set at its input size on ``device``; ``images`` > 0: that many of it,
+    spanning the classes (the same sample for every measurement that asks for that many)."""
+    test = ctx.data_at(case.dataset, base.meta["input_size"]).test.to(torch.device(device))
+    return test.spread(images) if images else test
 
 
 def int8_params(ctx: Context) -> dict:

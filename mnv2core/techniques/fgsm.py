@@ -31,8 +31,7 @@ def attacked_metrics(ctx: Context, case: Case, base: Artifact, attack, images: i
     after ``attack(model, images, labels)``, and of the base's int8 twin on the same
     adversarial images when the profile has int8."""
     model = base.model.eval()
-    test = test_set(ctx, case, base, ctx.device)
-    test = test.spread(images) if images else test
+    test = test_set(ctx, case, base, ctx.device, images)
     batch = ctx.profile.eval_batch_size
     attacked = [(attack(model, images, labels), labels) for images, labels in eval_batches(test, batch)]
     metrics = {"accuracy": accuracy_on(model, attacked), "clean_accuracy": evaluate(model, test, batch),

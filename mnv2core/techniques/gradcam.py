@@ -32,7 +32,7 @@ METRICS = (
 def measure(ctx: Context, case: Case, base: Artifact) -> dict[str, Any]:
     params = ctx.profile.deployments[case.method]
     model = base.model.eval()
-    test = test_set(ctx, case, base, ctx.device).spread(params["images"])  # every class, not the first one's
+    test = test_set(ctx, case, base, ctx.device, params["images"])  # every class, not the first one's
     images, labels = next(eval_batches(test, len(test)))
     layer = params["layer"] or default_target_layer(model, images)
     heatmaps, predicted, map_size = grad_cam(model, images, layer)

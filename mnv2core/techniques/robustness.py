@@ -28,8 +28,7 @@ METRICS = (
 def measure(ctx: Context, case: Case, base: Artifact) -> dict[str, Any]:
     params = ctx.profile.deployments[case.method]
     model = base.model.eval()
-    test = test_set(ctx, case, base, ctx.device)
-    test = test.spread(params["images"]) if params["images"] else test  # > 0: that many, spanning the classes
+    test = test_set(ctx, case, base, ctx.device, params["images"])
     batch = ctx.profile.eval_batch_size
     generator = torch.Generator(device=test.images.device).manual_seed(ctx.seed_for(case.dataset, "noise"))
 
