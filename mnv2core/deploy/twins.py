@@ -28,6 +28,11 @@ def test_set(ctx: Context, case: Case, base: Artifact, device, images: int = 0) 
     return test.spread(images) if images else test
 
 
+def figure_path(ctx: Context, case: Case, kind: str) -> Path:
+    """Where a measurement of ``case`` draws its ``kind`` figure: one per dataset, model and base."""
+    return ctx.plots_dir / f"{case.dataset}-{case.model}-{case.base}-{kind}.png"
+
+
 def int8_params(ctx: Context) -> dict:
     return ctx.profile.deployments.get("int8", INT8_DEFAULTS)
 

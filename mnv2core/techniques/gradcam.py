@@ -10,7 +10,7 @@ import torch
 
 from ..context import Artifact, Case, Context
 from ..datasets import eval_batches
-from ..deploy.twins import test_set
+from ..deploy.twins import figure_path, test_set
 from ..explain.faithfulness import concentration, deletion_insertion_auc
 from ..explain.gradcam import default_target_layer, grad_cam, plot_overlays
 from ..metrics import HIGHER, LOWER, accuracy, figure, info
@@ -42,7 +42,7 @@ def measure(ctx: Context, case: Case, base: Artifact) -> dict[str, Any]:
     wrong = (predicted != labels).nonzero().flatten()[: params["overlays"]]
     shown = torch.cat([correct, wrong])
     plot = plot_overlays(images[shown], heatmaps[shown], labels[shown], predicted[shown],
-                         ctx.plots_dir / f"{case.dataset}-{case.model}-{case.base}-gradcam.png",
+                         figure_path(ctx, case, "gradcam"),
                          f"Grad-CAM {case.dataset} {case.model} {case.base} ({layer}, map {map_size[0]}x{map_size[1]})",
                          ctx.dataset(case.dataset).classes)
     return {"sample_accuracy": float((predicted == labels).float().mean()), "layer": layer,

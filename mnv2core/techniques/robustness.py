@@ -11,7 +11,7 @@ import torch
 from ..context import Artifact, Case, Context
 from ..datasets import eval_batches
 from ..deploy.robustness import gaussian_blur, gaussian_noise, plot_robustness, plot_robustness_curves
-from ..deploy.twins import accuracy_on, test_set
+from ..deploy.twins import accuracy_on, figure_path, test_set
 from ..metrics import accuracy, figure, info
 from ..registry import DEPLOYMENT, Technique, register, require
 from ..training import evaluate
@@ -40,7 +40,7 @@ def measure(ctx: Context, case: Case, base: Artifact) -> dict[str, Any]:
              for s in params["noise_sigmas"]}
     clean = evaluate(model, test, batch)
     plot = plot_robustness(clean, params["blur_sigmas"], list(blur.values()), params["noise_sigmas"],
-                           list(noise.values()), ctx.plots_dir / f"{case.dataset}-{case.model}-{case.base}-robustness.png",
+                           list(noise.values()), figure_path(ctx, case, "robustness"),
                            f"{case.dataset} {case.model} {case.base}")
     return {"accuracy": clean, "blur": blur, "noise": noise, "images": len(test), "plot": str(plot)}
 
