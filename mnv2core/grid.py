@@ -5,7 +5,7 @@ from __future__ import annotations
 from .context import Case
 from .errors import ConfigError
 from .profiles import Profile, derived_technique
-from .registry import MEASUREMENT, Catalogue
+from .registry import DEPLOYMENT, MEASUREMENT, Catalogue
 
 __all__ = ["Case", "build_grid", "find_case", "plan", "schedule_rank", "upstream_of"]
 
@@ -57,14 +57,18 @@ def schedule_rank(case: Case, templates: dict[str, Case], catalogue: Catalogue) 
     """When to start a case: long trainings others wait for first (-1); then every case by its
     depth in the dependency graph, those that do not wait for a long training before those
     that do (a worker that picks up a distilled student early sits idle on the teacher's
-    lock); measurements of speed last."""
+    lock); measurements of speed last. Nothing waits for a deployment measurement, so it
+    fills in behind the trainings one level deeper (the partial model's int8 and attacks
+    after full fine-tuning has started): the chain of trainings is the critical path."""
     technique = catalogue.get(case.method)
     if technique.role == MEASUREMENT:
         return 1000
     if technique.starts_early:
         return -1
     waits = _waits_for_long_pole(case, templates, catalogue)
-    return _depth(case, templates, catalogue) + (AFTER_LONG_POLES if waits else 0)
+    depth = _depth(case, templates, catalogue)
+    level = 2 * depth + 3 if technique.role == DEPLOYMENT else 2 * depth
+    return level + (AFTER_LONG_POLES if waits else 0)
 
 
 def _upstream_cases(case: Case, templates: dict[str, Case], catalogue: Catalogue) -> list[Case]:

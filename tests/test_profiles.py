@@ -251,6 +251,9 @@ def test_cases_run_after_what_they_wait_for_and_long_poles_first():
         for later, earlier in [("full_ft", "partial_ft"), ("full_ft_prune", "full_ft"), ("full_ft_lottery", "full_ft_prune"),
                                ("full_ft_prune_int8", "full_ft_prune")]:
             assert order.index(f"{model}-{later}") > order.index(f"{model}-{earlier}"), (model, later, earlier)
+        # the next training starts before the measurements of the one it follows: the trainings are the critical path
+        assert order.index(f"{model}-full_ft") < order.index(f"{model}-partial_ft_int8") < order.index(f"{model}-full_ft_prune_int8")
+        assert order.index(f"{model}-full_ft_lottery") < order.index(f"{model}-full_ft_int8")
     assert order.index("vgg16-vgg_si") > order.index("vgg16-vgg_head")
     assert order.index("mobilenet_v2-kd_prune") > order.index("mobilenet_v2-kd")
     # what waits for the teacher comes after everything that does not: no worker idles on its lock
