@@ -331,3 +331,9 @@ def test_a_second_family_and_a_ready_trained_model_run_and_fx_skips_with_its_rea
     assert ready["provenance"]["network"]["arch"] == "cifar_resnet20"
     assert entries["tiny-resnet20-ready_int8"]["outcome"] == "passed"
     assert "FX could not trace" in entries["tiny-tf_lite0-partial_ft_int8"]["error"]
+
+
+def test_xdist_hands_out_one_case_at_a_time_unless_told(pytester, monkeypatch):
+    monkeypatch.chdir(REPO)
+    assert pytester.parseconfigure("-p", "fixtures.plugin", "-n", "2").getoption("maxschedchunk") == 1
+    assert pytester.parseconfigure("-p", "fixtures.plugin", "-n", "2", "--maxschedchunk", "4").getoption("maxschedchunk") == 4
