@@ -50,16 +50,17 @@ def upstream_of(case: Case, templates: dict[str, Case], catalogue: Catalogue) ->
     return [up.id for up in found if up is not None]
 
 
-AFTER_LONG_POLES = 100  # rank offset of the cases that wait for a long pole
+AFTER_LONG_POLE = 2  # rank offset (one level) of the cases that wait for a long pole
 
 
 def schedule_rank(case: Case, templates: dict[str, Case], catalogue: Catalogue) -> int:
     """When to start a case: long trainings others wait for first (-1); then every case by its
-    depth in the dependency graph, those that do not wait for a long training before those
-    that do (a worker that picks up a distilled student early sits idle on the teacher's
-    lock); measurements of speed last. Nothing waits for a deployment measurement, so it
-    fills in behind the trainings one level deeper (the partial model's int8 and attacks
-    after full fine-tuning has started): the chain of trainings is the critical path."""
+    depth in the dependency graph, a case that waits for a long training one level later than
+    its depth (a worker that picks up a distilled student too early sits idle on the teacher's
+    lock; much later, and the student's own chain of trainings is the last thing running,
+    on one core); measurements of speed last. Nothing waits for a deployment measurement, so
+    it fills in behind the trainings one level deeper (the partial model's int8 and attacks
+    after full fine-tuning has started): the chains of trainings are the critical path."""
     technique = catalogue.get(case.method)
     if technique.role == MEASUREMENT:
         return 1000
@@ -68,7 +69,7 @@ def schedule_rank(case: Case, templates: dict[str, Case], catalogue: Catalogue) 
     waits = _waits_for_long_pole(case, templates, catalogue)
     depth = _depth(case, templates, catalogue)
     level = 2 * depth + 3 if technique.role == DEPLOYMENT else 2 * depth
-    return level + (AFTER_LONG_POLES if waits else 0)
+    return level + (AFTER_LONG_POLE if waits else 0)
 
 
 def _upstream_cases(case: Case, templates: dict[str, Case], catalogue: Catalogue) -> list[Case]:
