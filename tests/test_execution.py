@@ -13,6 +13,8 @@ from mnv2core.execution import BF16_FALLBACK_NOTE, Execution, default_allocator,
 from mnv2core.frozen_features import FeatureStore, backbone_state, extract_features
 from mnv2core.models import build_model
 from mnv2core.profiles import TrainConfig
+from mnv2core.registry import CheckFailed
+from mnv2core.techniques.speed import check as check_speed
 from mnv2core.training import evaluate, fit
 from tiny import tiny_splits
 
@@ -149,3 +151,19 @@ def test_the_plain_loop_is_timed_with_glibc_defaults(monkeypatch):
     with default_allocator():
         assert calls[-1] == (32 << 20, 64 << 20)
     assert calls[-1] == (1 << 30, 1 << 30)
+
+
+def speed_metrics(train_speedup, required):
+    rates = {f"{side}_{kind}_images_per_second": 100.0 for side in ("reference", "harness") for kind in ("train", "eval")}
+    return {"images_per_second": rates, "speedup": {"train_speedup": train_speedup, "eval_speedup": 1.0},
+            "train_speedup_required": required}
+
+
+def test_the_speed_case_fails_when_the_harness_trains_slower_than_the_profile_allows():
+    check_speed(speed_metrics(0.95, 0.9), None)
+    with pytest.raises(CheckFailed, match="0.85x the plain loop, below the profile's min_train_speedup 0.9"):
+        check_speed(speed_metrics(0.85, 0.9), None)
+    broken = speed_metrics(1.0, 0.9)
+    broken["images_per_second"].pop("harness_eval_images_per_second")
+    with pytest.raises(CheckFailed, match="speeds missing"):
+        check_speed(broken, None)

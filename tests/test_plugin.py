@@ -69,7 +69,9 @@ augment = false
 train_images = 32
 eval_images = 32
 rounds = 1
-min_train_speedup = 0.5
+# one round of 32 images while the unit tests load the machine: a speed-up of 0.4-0.6 (CI,
+# Zen 3); the check on the speed-up is tested in test_execution.py
+min_train_speedup = 0.0
 
 [studies.light]
 batch_sizes = [1]
