@@ -136,3 +136,40 @@ def test_onnx_runtime_int8_weights_are_unsigned(mobilenet, tmp_path):
                  or (init.name.endswith("_quantized") and len(init.dims) == 4)]
     assert len(quantized) >= 50  # every conv and the classifier
     assert {init.data_type for init in quantized} == {onnx.TensorProto.UINT8}
+
+
+def per_channel_zero_points(path):
+    import onnx
+    from onnx import numpy_helper
+    graph = onnx.load(str(path)).graph
+    initializers = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    return [initializers[node.input[2]] for node in graph.node if node.op_type == "DequantizeLinear"
+            and len(node.input) > 2 and initializers.get(node.input[2]) is not None
+            and initializers[node.input[2]].ndim == 1]
+
+
+def test_ort_int8_gives_a_pruned_channel_the_zero_point_of_its_neighbours(tmp_path, monkeypatch):
+    """ORT's quantizer gives an all-zero weight channel zero point 0 among symmetric 128s,
+    which takes CPU QLinearConv off its fast kernels; the rewrite keeps the outputs exactly."""
+    import shutil
+
+    from mnv2core.deploy import onnx_runtime
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, groups=8),
+                          nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)).eval()
+    with torch.no_grad():
+        model[2].weight[3] = 0  # a pruned depthwise filter
+    fp32 = export_onnx(model, 16, tmp_path / "model.onnx")
+    calibration = [torch.rand(8, 3, 16, 16) for _ in range(2)]
+    with monkeypatch.context() as patched:
+        patched.setattr(onnx_runtime, "uniform_weight_zero_points", lambda path: 0)
+        as_ort_makes_it = onnx_runtime.quantize_onnx_static(fp32, tmp_path / "ort.int8.onnx", calibration)
+    assert any(len(set(points.tolist())) > 1 for points in per_channel_zero_points(as_ort_makes_it))
+
+    rewritten = shutil.copy(as_ort_makes_it, tmp_path / "rewritten.int8.onnx")
+    assert onnx_runtime.uniform_weight_zero_points(rewritten) == 1
+    assert all(len(set(points.tolist())) == 1 for points in per_channel_zero_points(rewritten))
+    images = torch.rand(16, 3, 16, 16)
+    assert torch.equal(ort_logits(ort_session(rewritten), images), ort_logits(ort_session(as_ort_makes_it), images))
+    made = onnx_runtime.quantize_onnx_static(fp32, tmp_path / "model.int8.onnx", calibration)
+    assert all(len(set(points.tolist())) == 1 for points in per_channel_zero_points(made))

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime
+from onnx import numpy_helper
 import torch
 from torch import nn
 
@@ -79,4 +80,42 @@ def quantize_onnx_static(fp32_path: Path, int8_path: Path, calibration: list[tor
                           f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
     finally:
         prepared.unlink(missing_ok=True)
+    uniform_weight_zero_points(int8_path)
     return int8_path
+
+
+def uniform_weight_zero_points(path: Path) -> int:
+    """Give every output channel of a per-channel quantized weight the same zero point;
+    returns how many channels it changed.
+
+    ORT's quantizer gives a channel whose weights are all zero (a pruned filter, a batch-norm
+    gamma of 0 folded into its conv) scale 1 and zero point 0 (``quant_utils.compute_scale_zp``:
+    a range below float's tiny), its symmetric neighbours 128. CPU QLinearConv's fast kernels
+    need one zero point per weight: with two, EfficientNet-Lite0's five such depthwise convs took
+    21 of its 23 ms (batch 1, 96 px, one Zen 3 thread; 2.3 ms for the whole MobileNetV2), and
+    ORT int8 ran 4x slower than fp32. Such a channel's quantized values equal its zero point,
+    so moving both to the common zero point keeps every weight exactly 0.0."""
+    model = onnx.load(str(path))
+    initializers = {init.name: init for init in model.graph.initializer}
+    changed = 0
+    for node in model.graph.node:
+        if node.op_type != "DequantizeLinear" or len(node.input) < 3:
+            continue
+        weight, zero_point = initializers.get(node.input[0]), initializers.get(node.input[2])
+        if weight is None or zero_point is None or len(zero_point.dims) != 1:
+            continue
+        points, values = numpy_helper.to_array(zero_point).copy(), numpy_helper.to_array(weight).copy()
+        kinds, counts = np.unique(points, return_counts=True)
+        common = kinds[counts.argmax()]
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        channels = np.moveaxis(values, axis, 0)  # a view: writing to it writes to values
+        odd = [c for c in np.flatnonzero(points != common) if (channels[c] == points[c]).all()]
+        for channel in odd:
+            channels[channel], points[channel] = common, common
+        if odd:
+            weight.CopyFrom(numpy_helper.from_array(values, weight.name))
+            zero_point.CopyFrom(numpy_helper.from_array(points, zero_point.name))
+            changed += len(odd)
+    if changed:
+        onnx.save(model, str(path))
+    return changed
