@@ -173,3 +173,35 @@ def test_ort_int8_gives_a_pruned_channel_the_zero_point_of_its_neighbours(tmp_pa
     assert torch.equal(ort_logits(ort_session(rewritten), images), ort_logits(ort_session(as_ort_makes_it), images))
     made = onnx_runtime.quantize_onnx_static(fp32, tmp_path / "model.int8.onnx", calibration)
     assert all(len(set(points.tolist())) == 1 for points in per_channel_zero_points(made))
+
+
+def test_ort_int8_ranges_ignore_a_rare_calibration_extreme(tmp_path):
+    """Activation ranges from the calibration histogram's percentile: one stray value among
+    many no longer stretches a tensor's range, as ORT's default min/max lets it."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from mnv2core.deploy.onnx_runtime import quantize_onnx_static
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.Conv2d(8, 8, 1), nn.Flatten(), nn.Linear(8 * 16, 10)).eval()
+    fp32 = export_onnx(model, 4, tmp_path / "model.onnx")
+    calibration = [torch.rand(2048, 3, 4, 4) for _ in range(8)]
+    calibration[0][0, 0, 0, 0] = 300.0  # one of 786,432 input values (and 8 of 2 M of each conv output)
+
+    class Batches(CalibrationDataReader):
+        def __init__(self):
+            self.feeds = iter([{"images": batch.numpy()} for batch in calibration])
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    min_max = tmp_path / "minmax.int8.onnx"
+    quantize_static(str(fp32), str(min_max), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QUInt8)
+    ours = quantize_onnx_static(fp32, tmp_path / "model.int8.onnx", calibration)
+    images = torch.rand(64, 3, 4, 4)
+    reference = ort_logits(ort_session(fp32), images)
+
+    def error(path):
+        return float((ort_logits(ort_session(path), images) - reference).abs().mean() / reference.abs().mean())
+
+    assert error(ours) < 0.15 < 0.5 < error(min_max)  # measured 0.09 and 0.92
