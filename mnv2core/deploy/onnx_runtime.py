@@ -118,9 +118,11 @@ def uniform_weight_zero_points(path: Path) -> int:
         weight, zero_point = initializers.get(node.input[0]), initializers.get(node.input[2])
         if weight is None or zero_point is None or len(zero_point.dims) != 1:
             continue
-        points, values = numpy_helper.to_array(zero_point).copy(), numpy_helper.to_array(weight).copy()
+        points = numpy_helper.to_array(zero_point).copy()
         kinds, counts = np.unique(points, return_counts=True)
-        common = kinds[counts.argmax()]
+        if len(kinds) < 2:
+            continue  # already one zero point: the weights need not be read
+        common, values = kinds[counts.argmax()], numpy_helper.to_array(weight).copy()
         axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
         channels = np.moveaxis(values, axis, 0)  # a view: writing to it writes to values
         odd = [c for c in np.flatnonzero(points != common) if (channels[c] == points[c]).all()]
