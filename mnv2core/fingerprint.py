@@ -12,6 +12,10 @@ from importlib import metadata
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
+# The package's sources as this process found them when it started: an edit made while a run
+# goes on (the next commit, during a long grid) must not key the run's entries by code it does
+# not run.
+SOURCES = {path: path.read_bytes() for path in PACKAGE.rglob("*.py")}
 LIBRARIES = ("torch", "torchvision", "onnxruntime", "onnx", "timm", "torch-pruning", "numpy")
 
 
@@ -22,7 +26,7 @@ def code_fingerprint(module: str) -> str:
     digest = hashlib.sha256()
     for name in sorted(import_closure(module)):
         digest.update(name.encode())
-        digest.update(_path(name).read_bytes())
+        digest.update(_source(_path(name)))
     for library, version in library_versions().items():
         digest.update(f"{library}={version}".encode())
     return digest.hexdigest()[:24]
@@ -46,7 +50,7 @@ def import_closure(module: str) -> frozenset[str]:
     seen, todo = set(), [module]
     while todo:
         name = todo.pop()
-        if name in seen or not _path(name).is_file():
+        if name in seen or not _exists(_path(name)):
             continue
         seen.add(name)
         todo += [*imported_modules(name), *_packages_above(name)]
@@ -61,7 +65,7 @@ def imported_modules(module: str) -> frozenset[str]:
     path = _path(module)
     package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(_source(path))):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names if alias.name.startswith("mnv2core")}
         elif isinstance(node, ast.ImportFrom):
@@ -70,7 +74,7 @@ def imported_modules(module: str) -> frozenset[str]:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(anchor + ([base] if base else []))
             if base.startswith("mnv2core"):
-                found |= {f"{base}.{alias.name}" if _path(f"{base}.{alias.name}").is_file() else base
+                found |= {f"{base}.{alias.name}" if _exists(_path(f"{base}.{alias.name}")) else base
                           for alias in node.names}
     return frozenset(found - {module})
 
@@ -78,6 +82,14 @@ def imported_modules(module: str) -> frozenset[str]:
 def _packages_above(module: str) -> list[str]:
     parts = module.split(".")
     return [".".join(parts[:end]) for end in range(1, len(parts))]
+
+
+def _exists(path: Path) -> bool:
+    return path in SOURCES or path.is_file()
+
+
+def _source(path: Path) -> bytes:
+    return SOURCES[path] if path in SOURCES else path.read_bytes()
 
 
 def _path(module: str) -> Path:

@@ -33,6 +33,20 @@ def test_an_edit_changes_the_fingerprint_of_its_module_and_of_what_imports_it(tm
     assert changed == {"mnv2core.techniques.fgsm", "mnv2core.techniques.pgd"}  # PGD measures through FGSM's code
 
 
+def test_a_run_keys_by_the_code_it_started_with_not_by_an_edit_made_while_it_runs(tmp_path):
+    shutil.copytree(PACKAGE, tmp_path / "mnv2core", ignore=shutil.ignore_patterns("__pycache__"))
+    before = fingerprints(tmp_path)
+    code = ("import json, pathlib; from mnv2core import fingerprint; "
+            "fgsm = pathlib.Path(fingerprint.PACKAGE, 'techniques', 'fgsm.py'); "
+            "fgsm.write_text(fgsm.read_text() + '# the next commit, edited during a long run'); "
+            f"print(json.dumps({{m: fingerprint.code_fingerprint(m) for m in {MODULES!r}}}))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    import json
+    assert json.loads(out.stdout) == before
+    assert fingerprints(tmp_path)["mnv2core.techniques.fgsm"] != before["mnv2core.techniques.fgsm"]  # the next run
+
+
 def test_a_shared_library_module_reaches_every_technique_that_runs_it(tmp_path):
     shutil.copytree(PACKAGE, tmp_path / "mnv2core", ignore=shutil.ignore_patterns("__pycache__"))
     before = fingerprints(tmp_path)
