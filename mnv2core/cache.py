@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from typing import Any, Callable
 import torch
 from filelock import FileLock, Timeout
 
-from .errors import ConfigError
+from .errors import ConfigError, StorageError
 from .fingerprint import code_fingerprint
 from .store import CorruptEntry, SharedStore, is_shared, local_path
 
@@ -40,6 +41,7 @@ log = logging.getLogger("mnv2bench.cache")
 FORMAT = code_fingerprint(__name__)
 WAIT_LOG_INTERVAL_S = 30.0
 SHARED_FILES = Path(".mnv2cache-files")  # this machine's side files when the entries are in a shared store
+FULL_DISK_BYTES = 64 * 2**20  # a failed write with less than this left beside it: the disk was full
 
 
 @dataclass(frozen=True)
@@ -170,9 +172,22 @@ class ArtifactCache:
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(temp_name, path)
-        except BaseException:
+        except BaseException as exc:
+            full = isinstance(exc, Exception) and _full_disk_message(path.parent, entry_name, temp_name)
             Path(temp_name).unlink(missing_ok=True)
+            if full:  # torch.save says "unexpected pos ..." when the disk fills under it
+                raise StorageError(full) from exc
             raise
+
+
+def _full_disk_message(folder: Path, entry_name: str, temp_name: str) -> str | None:
+    """Why a write into ``folder`` failed when its disk is full (None when it is not)."""
+    free = shutil.disk_usage(folder).free
+    if free >= FULL_DISK_BYTES:
+        return None
+    written = Path(temp_name).stat().st_size if Path(temp_name).exists() else 0
+    return (f"cache folder {folder}: its disk is full ({free / 1e6:.0f} MB free) after {written / 1e6:.0f} MB of "
+            f"{entry_name}: free space there, or point --cache-dir at a disk with room")
 
 
 def _entry_name(name: str, key: str) -> str:

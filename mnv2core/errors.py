@@ -24,3 +24,7 @@ class TrainingDivergedError(Mnv2BenchError):
 class NotApplicable(Mnv2BenchError):
     """A technique does not apply to this model (e.g. FX cannot trace it); the case is
     skipped with this one-line reason, never crashed."""
+
+
+class StorageError(Mnv2BenchError):
+    """A cache or results folder cannot take a write (a full disk)."""

@@ -154,3 +154,28 @@ def test_a_read_only_cache_serves_what_it_holds_and_names_what_it_lacks(tmp_path
     assert writable_folder(tmp_path, "--cache-dir", "MNV2BENCH_CACHE_DIR", read_only_ok=True) == tmp_path
     with pytest.raises(ConfigError, match=r"--results-dir .*: not a writable folder \(Permission denied\)"):
         writable_folder(tmp_path, "--results-dir", "MNV2BENCH_RESULTS_DIR")
+
+
+def test_a_write_that_fills_the_disk_names_the_folder_and_leaves_nothing_behind(tmp_path, monkeypatch):
+    import shutil
+    import mnv2core.cache as cache_module
+    from mnv2core.errors import StorageError
+    real_save, built = torch.save, []
+
+    def disk_fills_midway(entry, out):  # what torch.save does when the disk fills under it
+        out.write(b"x" * 4096)
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4096 vs 4000")
+
+    monkeypatch.setattr(cache_module.torch, "save", disk_fills_midway)
+    disk = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(cache_module.shutil, "disk_usage", lambda folder: disk._replace(free=10 * 2**20))
+    with pytest.raises(StorageError, match=r"cache folder .*: its disk is full \(10 MB free\) after 0 MB of toy-.*--cache-dir"):
+        ArtifactCache(tmp_path).fetch("toy", SPEC, counting_build(built))
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []  # no half-written entry
+
+    # with room on the disk, the failure is not blamed on it
+    monkeypatch.setattr(cache_module.shutil, "disk_usage", lambda folder: disk._replace(free=10 * 2**30))
+    with pytest.raises(RuntimeError, match="unexpected pos"):
+        ArtifactCache(tmp_path).fetch("toy", SPEC, counting_build(built))
+    monkeypatch.setattr(cache_module.torch, "save", real_save)
+    assert ArtifactCache(tmp_path).fetch("toy", SPEC, counting_build(built)).status == "built" and len(built) == 3
