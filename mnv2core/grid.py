@@ -50,7 +50,12 @@ def upstream_of(case: Case, templates: dict[str, Case], catalogue: Catalogue) ->
     return [up.id for up in found if up is not None]
 
 
-AFTER_LONG_POLE = 2  # rank offset (one level) of the cases that wait for a long pole
+# schedule ranks (lower starts first)
+LONG_POLE_RANK = -1  # long trainings others wait for
+LEVEL = 2  # per level of the dependency graph
+AFTER_LONG_POLE = LEVEL  # a case that waits for a long pole starts one level later
+DEPLOYMENT_OFFSET = LEVEL + 1  # a deployment measurement fills in behind the next level's trainings
+MEASUREMENT_RANK = 1000  # speed measurements last
 
 
 def schedule_rank(case: Case, templates: dict[str, Case], catalogue: Catalogue) -> int:
@@ -63,13 +68,13 @@ def schedule_rank(case: Case, templates: dict[str, Case], catalogue: Catalogue) 
     after full fine-tuning has started): the chains of trainings are the critical path."""
     technique = catalogue.get(case.method)
     if technique.role == MEASUREMENT:
-        return 1000
+        return MEASUREMENT_RANK
     if technique.starts_early:
-        return -1
-    waits = _waits_for_long_pole(case, templates, catalogue)
-    depth = _depth(case, templates, catalogue)
-    level = 2 * depth + 3 if technique.role == DEPLOYMENT else 2 * depth
-    return level + (AFTER_LONG_POLE if waits else 0)
+        return LONG_POLE_RANK
+    rank = LEVEL * _depth(case, templates, catalogue)
+    if technique.role == DEPLOYMENT:
+        rank += DEPLOYMENT_OFFSET
+    return rank + (AFTER_LONG_POLE if _waits_for_long_pole(case, templates, catalogue) else 0)
 
 
 def _upstream_cases(case: Case, templates: dict[str, Case], catalogue: Catalogue) -> list[Case]:
