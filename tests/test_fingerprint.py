@@ -1,5 +1,6 @@
 """Cache keys that know the code: a technique's fingerprint covers its module and what it
 imports from mnv2core, so an edit changes exactly the keys of what that code builds."""
+import json
 import shutil
 import subprocess
 import sys
@@ -12,13 +13,13 @@ MODULES = ["mnv2core.techniques.pruning", "mnv2core.techniques.fgsm", "mnv2core.
            "mnv2core.techniques.finetune", "mnv2core.training", "mnv2core.cache"]
 
 
-def fingerprints(root: Path) -> dict[str, str]:
-    """The fingerprints of MODULES as a fresh interpreter computes them from the package at ``root``."""
-    code = ("import json, sys; from mnv2core.fingerprint import code_fingerprint; "
-            f"print(json.dumps({{m: code_fingerprint(m) for m in {MODULES!r}}}))")
+def fingerprints(root: Path, after_import: str = "") -> dict[str, str]:
+    """The fingerprints of MODULES as a fresh interpreter computes them from the package at
+    ``root``, having run ``after_import`` once the fingerprint module is imported."""
+    code = ("import json, pathlib; from mnv2core import fingerprint\n"
+            f"{after_import}\nprint(json.dumps({{m: fingerprint.code_fingerprint(m) for m in {MODULES!r}}}))")
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True,
                          env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
-    import json
     return json.loads(out.stdout)
 
 
@@ -36,14 +37,9 @@ def test_an_edit_changes_the_fingerprint_of_its_module_and_of_what_imports_it(tm
 def test_a_run_keys_by_the_code_it_started_with_not_by_an_edit_made_while_it_runs(tmp_path):
     shutil.copytree(PACKAGE, tmp_path / "mnv2core", ignore=shutil.ignore_patterns("__pycache__"))
     before = fingerprints(tmp_path)
-    code = ("import json, pathlib; from mnv2core import fingerprint; "
-            "fgsm = pathlib.Path(fingerprint.PACKAGE, 'techniques', 'fgsm.py'); "
-            "fgsm.write_text(fgsm.read_text() + '# the next commit, edited during a long run'); "
-            f"print(json.dumps({{m: fingerprint.code_fingerprint(m) for m in {MODULES!r}}}))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True,
-                         env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
-    import json
-    assert json.loads(out.stdout) == before
+    edit = ("fgsm = pathlib.Path(fingerprint.PACKAGE, 'techniques', 'fgsm.py'); "
+            "fgsm.write_text(fgsm.read_text() + '# the next commit, edited during a long run')")
+    assert fingerprints(tmp_path, after_import=edit) == before
     assert fingerprints(tmp_path)["mnv2core.techniques.fgsm"] != before["mnv2core.techniques.fgsm"]  # the next run
 
 
