@@ -58,14 +58,24 @@ DEPLOYMENT_OFFSET = LEVEL + 1  # a deployment measurement fills in behind the ne
 MEASUREMENT_RANK = 1000  # speed measurements last
 
 
-def schedule_rank(case: Case, templates: dict[str, Case], catalogue: Catalogue) -> int:
-    """When to start a case: long trainings others wait for first (-1); then every case by its
-    depth in the dependency graph, a case that waits for a long training one level later than
-    its depth (a worker that picks up a distilled student too early sits idle on the teacher's
-    lock; much later, and the student's own chain of trainings is the last thing running,
-    on one core); measurements of speed last. Nothing waits for a deployment measurement, so
-    it fills in behind the trainings one level deeper (the partial model's int8 and attacks
-    after full fine-tuning has started): the chains of trainings are the critical path."""
+def schedule_rank(case: Case, templates: dict[str, Case], catalogue: Catalogue) -> tuple[int, int]:
+    """When to start a case, as (rank, latest rank among what it waits for); lower first.
+
+    Rank: long trainings others wait for first (-1); then every case by its depth in the
+    dependency graph, a case that waits for a long training one level later than its depth
+    (a worker that picks up a distilled student too early sits idle on the teacher's lock;
+    much later, and the student's own chain of trainings is the last thing running, on one
+    core); measurements of speed last. Nothing waits for a deployment measurement, so it
+    fills in behind the trainings one level deeper (the partial model's int8 and attacks
+    after full fine-tuning has started): the chains of trainings are the critical path.
+    Within a rank, the case whose inputs were started earliest goes first, whatever order
+    pytest collected the test files in (the distilled student, whose teacher started first,
+    before the compressions of a fine-tuning that has just begun)."""
+    upstream = [_rank(up, templates, catalogue) for up in _upstream_cases(case, templates, catalogue)]
+    return _rank(case, templates, catalogue), max(upstream, default=LONG_POLE_RANK - 1)
+
+
+def _rank(case: Case, templates: dict[str, Case], catalogue: Catalogue) -> int:
     technique = catalogue.get(case.method)
     if technique.role == MEASUREMENT:
         return MEASUREMENT_RANK

@@ -263,6 +263,27 @@ def test_cases_run_after_what_they_wait_for_and_long_poles_first():
     assert first_kd < order.index("mobilenet_v2-partial_ft_int8") and order.index("mobilenet_v2-kd_prune") < order.index("mobilenet_v2-full_ft_int8")
 
 
+@pytest.mark.parametrize("arrival", ["grid", "reversed"])
+def test_within_a_rank_the_case_whose_inputs_started_first_goes_first(arrival):
+    """pytest collects test_compression.py before test_training.py: on CIFAR-10 the distilled
+    student (30 min, its teacher done for half an hour) queued behind every compression of a
+    full fine-tuning that had just begun. Whatever the arrival order, it now goes first."""
+    from mnv2core.grid import plan, schedule_rank
+    profile = load_profile("smoke", catalogue())
+    templates = plan(profile, catalogue())
+    cases = build_grid(profile, catalogue(), ["synthetic32"])
+    if arrival == "reversed":
+        cases = cases[::-1]
+    ranked = sorted(cases, key=lambda c: schedule_rank(c, templates, catalogue()))
+    order = [c.id.removeprefix("synthetic32-") for c in ranked]
+    kd = order.index("mobilenet_v2-kd")
+    assert schedule_rank(ranked[kd], templates, catalogue())[0] == schedule_rank(
+        templates["synthetic32-mobilenet_v2-full_ft_prune"], templates, catalogue())[0]  # the same rank
+    for model in ("mobilenet_v2", "test_efficientnet"):
+        for compression in ("prune", "structured", "svd", "spectra"):
+            assert kd < order.index(f"{model}-full_ft_{compression}"), (model, compression)
+
+
 @pytest.mark.parametrize("change, expected", [
     (("input_size = 32", "input_size = 0"), "datasets.tiny.input_size is 0; expected values > 0"),
     (("input_size = 32", "input_size = -8"), "datasets.tiny.input_size is -8; expected values > 0"),
