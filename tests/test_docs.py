@@ -99,3 +99,31 @@ def test_a_page_figure_found_neither_where_the_run_wrote_it_nor_beside_the_resul
     text = write_results_page([doc], tmp_path / "docs", [str(results)]).read_text()
     copies = list((tmp_path / "docs").glob("real-*gradcam.png"))
     assert len(copies) == 1 and f"]({copies[0].name})" in text
+
+
+def test_the_full_report_on_the_page_links_committed_figures_and_names_no_path_of_the_machine_that_ran(tmp_path):
+    """A figure a case recorded is a link beside the page when committed with the results (a
+    page figure, or one kept in plots/), else "not committed": never the run's own path."""
+    import json
+
+    from mnv2core.docs import _pyplot
+    ran = tmp_path / "run" / ".mnv2results" / "plots"
+    doc = document([entry("real-mobilenet_v2-full_ft_gradcam", base="full_ft", derived="gradcam",
+                          metrics={"input_size": 96, "feature_map": [3, 3], "deletion_auc": 0.3, "insertion_auc": 0.7,
+                                   "top10_mass_share": 0.3, "layer": "net.features", "images": 64, "entropy": 0.9,
+                                   "plot": str(ran / "real-gradcam.png")}),
+                    entry("real-mobilenet_v2-full_ft_robustness", 0.88, base="full_ft", derived="robustness",
+                          metrics={"blur": {"sigma_1_accuracy": 0.7}, "noise": {"sigma_0.1_accuracy": 0.6},
+                                   "plot": str(ran / "real-robust.png")}),
+                    entry("real-mobilenet_v2-kd_robustness", 0.5, base="kd", derived="robustness",
+                          metrics={"blur": {"sigma_1_accuracy": 0.4}, "noise": {"sigma_0.1_accuracy": 0.3},
+                                   "plot": str(ran / "real-kd-robust.png")})])
+    results = tmp_path / "baselines" / "cpu-real.json"
+    (results.parent / "plots").mkdir(parents=True)
+    results.write_text(json.dumps(doc))
+    for kept in ("real-gradcam.png", "real-robust.png"):
+        _pyplot().imsave(results.parent / "plots" / kept, [[0.0, 1.0], [1.0, 0.0]])
+    text = write_results_page([doc], tmp_path / "docs", [str(results)]).read_text()
+    assert str(ran) not in text and ".mnv2results" not in text
+    assert "[png](real-mobilenet_v2-full_ft-gradcam.png)" in text and "[png](real-robust.png)" in text
+    assert (tmp_path / "docs" / "real-robust.png").is_file() and text.count("not committed") == 1
