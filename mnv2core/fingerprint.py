@@ -1,8 +1,10 @@
-"""Fingerprints of the code that makes a cached entry: a module's source and the source of
-every mnv2core module it imports, at any depth (read from the files' import statements, so
-what a module can run is what it names), plus the versions of the libraries whose numerics
-it runs through. A cache key that holds the fingerprint of the code behind its entry goes
-stale by itself when that code changes; nothing needs a hand-bumped version number."""
+"""Fingerprints of the code that makes a cached entry: a module's code and the code of every
+mnv2core module it imports, at any depth (read from the files' import statements, so what a
+module can run is what it names), plus the versions of the libraries whose numerics it runs
+through. A cache key that holds the fingerprint of the code behind its entry goes stale by
+itself when that code changes; nothing needs a hand-bumped version number. The code is the
+module's syntax tree without its docstrings: comments, docstrings and layout do not run, so
+editing them keeps every cached entry."""
 from __future__ import annotations
 
 import ast
@@ -26,7 +28,7 @@ def code_fingerprint(module: str) -> str:
     digest = hashlib.sha256()
     for name in sorted(import_closure(module)):
         digest.update(name.encode())
-        digest.update(_source(_path(name)))
+        digest.update(_code(_path(name)))
     for library, version in library_versions().items():
         digest.update(f"{library}={version}".encode())
     return digest.hexdigest()[:24]
@@ -77,6 +79,18 @@ def imported_modules(module: str) -> frozenset[str]:
                 found |= {f"{base}.{alias.name}" if _exists(_path(f"{base}.{alias.name}")) else base
                           for alias in node.names}
     return frozenset(found - {module})
+
+
+def _code(path: Path) -> bytes:
+    """What of ``path`` runs: its syntax tree (no comments, no line numbers) less docstrings."""
+    tree = ast.parse(_source(path))
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree).encode()
 
 
 def _packages_above(module: str) -> list[str]:

@@ -1,5 +1,6 @@
 """Cache keys that know the code: a technique's fingerprint covers its module and what it
-imports from mnv2core, so an edit changes exactly the keys of what that code builds."""
+imports from mnv2core, so an edit changes exactly the keys of what that code builds, and an
+edit of what does not run (comments, docstrings, layout) changes none."""
 import json
 import shutil
 import subprocess
@@ -28,7 +29,7 @@ def test_an_edit_changes_the_fingerprint_of_its_module_and_of_what_imports_it(tm
     before = fingerprints(tmp_path)
     assert before == fingerprints(tmp_path)  # unchanged code: the same keys, nothing rebuilt
     fgsm = tmp_path / "mnv2core" / "techniques" / "fgsm.py"
-    fgsm.write_text(fgsm.read_text().replace("def check(", "# a one-line edit\ndef check(", 1))
+    fgsm.write_text(fgsm.read_text().replace("def check(", "EDITED = 1\n\n\ndef check(", 1))
     after = fingerprints(tmp_path)
     changed = {m for m in MODULES if before[m] != after[m]}
     assert changed == {"mnv2core.techniques.fgsm", "mnv2core.techniques.pgd"}  # PGD measures through FGSM's code
@@ -38,7 +39,7 @@ def test_a_run_keys_by_the_code_it_started_with_not_by_an_edit_made_while_it_run
     shutil.copytree(PACKAGE, tmp_path / "mnv2core", ignore=shutil.ignore_patterns("__pycache__"))
     before = fingerprints(tmp_path)
     edit = ("fgsm = pathlib.Path(fingerprint.PACKAGE, 'techniques', 'fgsm.py'); "
-            "fgsm.write_text(fgsm.read_text() + '# the next commit, edited during a long run')")
+            "fgsm.write_text(fgsm.read_text() + 'NEXT_COMMIT = 1  # edited during a long run')")
     assert fingerprints(tmp_path, after_import=edit) == before
     assert fingerprints(tmp_path)["mnv2core.techniques.fgsm"] != before["mnv2core.techniques.fgsm"]  # the next run
 
@@ -47,9 +48,23 @@ def test_a_shared_library_module_reaches_every_technique_that_runs_it(tmp_path):
     shutil.copytree(PACKAGE, tmp_path / "mnv2core", ignore=shutil.ignore_patterns("__pycache__"))
     before = fingerprints(tmp_path)
     training = tmp_path / "mnv2core" / "training.py"
-    training.write_text(training.read_text() + "\n# numerics changed\n")
+    training.write_text(training.read_text() + "\nNUMERICS_CHANGED = True\n")
     after = fingerprints(tmp_path)
     assert {m for m in MODULES if before[m] != after[m]} == set(MODULES) - {"mnv2core.cache"}
+
+
+def test_comments_docstrings_and_layout_change_no_fingerprint(tmp_path):
+    shutil.copytree(PACKAGE, tmp_path / "mnv2core", ignore=shutil.ignore_patterns("__pycache__"))
+    before = fingerprints(tmp_path)
+    training = tmp_path / "mnv2core" / "training.py"
+    text = training.read_text()
+    edited = ('"""A reworded module docstring."""\n' + text.split('"""', 2)[2]).replace(
+        "def evaluate(", "# a new comment\n\n\ndef evaluate(", 1)
+    edited = edited.replace('(k, v) not in (("val_accuracy", None), ("kept", False))',
+                            '(k, v) not in (\n    ("val_accuracy", None), ("kept", False),\n)', 1)
+    assert edited != text
+    training.write_text(edited)
+    assert fingerprints(tmp_path) == before
 
 
 def test_the_closure_follows_imports_not_the_whole_package():
