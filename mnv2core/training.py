@@ -40,6 +40,17 @@ class EpochStats:
         return {k: v for k, v in stats.items() if (k, v) not in (("val_accuracy", None), ("kept", False))}
 
 
+def ended_accuracy(epochs: list[dict], start: float) -> float:
+    """Test accuracy of the weights a training ends with, read from its epochs' records: the
+    epoch validation kept, ``start`` (the accuracy before training) when it kept none, the last
+    epoch's when there was no validation split."""
+    if not epochs:
+        return start
+    if "val_accuracy" not in epochs[-1]:
+        return epochs[-1]["test_accuracy"]
+    return next((e["test_accuracy"] for e in epochs if e.get("kept")), start)
+
+
 def cross_entropy_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return nn.functional.cross_entropy(model(images), labels)
 

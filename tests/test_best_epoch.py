@@ -9,7 +9,7 @@ from torch import nn
 from mnv2core.datasets import DatasetSplits
 from mnv2core.datasets.tensors import FeatureSet
 from mnv2core.profiles import TrainConfig
-from mnv2core.training import evaluate, fit, make_optimizer, make_schedule, with_training_subset
+from mnv2core.training import ended_accuracy, evaluate, fit, make_optimizer, make_schedule, with_training_subset
 
 from tiny import lr_at_each_step
 
@@ -40,6 +40,12 @@ def trained_head() -> nn.Linear:
     return head
 
 
+def started_head(state: dict) -> nn.Linear:
+    head = nn.Linear(8, CLASSES)
+    head.load_state_dict(state)
+    return head
+
+
 def run(head: nn.Module, cfg: TrainConfig, data: DatasetSplits | None = None):
     return fit(head, data or splits(), cfg, params=list(head.parameters()), seed=3, label="ft", eval_batch_size=256)
 
@@ -51,12 +57,16 @@ def test_a_training_that_only_hurts_ends_with_the_weights_it_started_from():
     start = trained_head()
     started = {k: v.clone() for k, v in start.state_dict().items()}
     careless = trained_head()
-    run(careless, HARSH)
+    no_validation = [h.as_dict() for h in run(careless, HARSH)]
     assert evaluate(careless, splits().test, 256) < evaluate(start, splits().test, 256) - 0.05  # it does hurt
+    assert ended_accuracy(no_validation, 1.0) == evaluate(careless, splits().test, 256)  # the last epoch's
 
     history = run(start, dataclasses.replace(HARSH, validation_fraction=0.25))
     assert all(h.val_accuracy is not None for h in history) and not any(h.kept for h in history)
     assert all(torch.equal(started[k], v) for k, v in start.state_dict().items())
+    records, before = [h.as_dict() for h in history], evaluate(started_head(started), splits().test, 256)
+    assert ended_accuracy(records, before) == before == evaluate(start, splits().test, 256)
+    assert ended_accuracy(records, before) != records[-1]["test_accuracy"]  # not the last epoch's
 
 
 def test_the_kept_epoch_is_the_best_on_validation_and_the_test_labels_change_nothing():
@@ -72,6 +82,8 @@ def test_the_kept_epoch_is_the_best_on_validation_and_the_test_labels_change_not
     assert kept[0] != history[-1] and kept[0].as_dict()["kept"] and "kept" not in history[-1].as_dict()
     validation = with_training_subset(splits(), cfg, seed=3).validation  # the split fit carves
     assert evaluate(first, validation, 256) == kept[0].val_accuracy  # the kept epoch's weights, restored
+    assert ended_accuracy([h.as_dict() for h in history], 0.0) == evaluate(first, splits().test, 256)
+    assert ended_accuracy([h.as_dict() for h in history], 0.0) != history[-1].test_accuracy
 
     shuffled = splits().test.labels[torch.randperm(400, generator=torch.Generator().manual_seed(9))]
     again = run(second, cfg, splits(test_labels=shuffled))

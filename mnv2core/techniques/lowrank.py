@@ -17,6 +17,7 @@ from ..context import Case
 from ..models import count_parameters
 from ..metrics import accuracy, figure, info
 from ..registry import COMPRESSION, Technique, register, require
+from ..training import ended_accuracy
 
 
 SVD_METRICS = (
@@ -49,7 +50,7 @@ def svd(job: Retraining, params: dict) -> tuple:
         variants.append({"variant": name, "rank": rank, "head_params": count_parameters(model.head),
                          "params": count_parameters(model), "bytes": state_dict_bytes(model),
                          "residual_energy": residual, "accuracy_before_recovery": before,
-                         "accuracy": epochs[-1]["test_accuracy"], "epochs": epochs})
+                         "accuracy": ended_accuracy(epochs, before), "epochs": epochs})
     metrics = {"dense_accuracy": job.base_accuracy(), "head_shape": list(head.weight.shape),
                "energy": params["energy"], "head_params_before": count_parameters(head),
                "params_before": count_parameters(dense), "bytes_before": state_dict_bytes(dense),

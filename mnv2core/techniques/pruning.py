@@ -16,6 +16,7 @@ from ..errors import ConfigError
 from ..models import build_model, count_parameters
 from ..metrics import LOWER, accuracy, info
 from ..registry import COMPRESSION, Technique, register, require
+from ..training import ended_accuracy
 
 
 DENSE = accuracy("dense_accuracy", "the base's test accuracy", gated=False)
@@ -55,7 +56,7 @@ def prune(job: Retraining, params: dict) -> tuple:
         epochs = job.retrain(model, f"round {round_}")
         history += epochs
         rounds.append({"round": round_, "sparsity": measured_sparsity(model, params["skip_depthwise"]),
-                       "accuracy_before_retrain": before, "accuracy": epochs[-1]["test_accuracy"]})
+                       "accuracy_before_retrain": before, "accuracy": ended_accuracy(epochs, before)})
     make_permanent(model)
     layers = layer_sparsity(model)
     metrics = {"dense_accuracy": job.base_accuracy(), "sparsity": measured_sparsity(model, params["skip_depthwise"]),
@@ -141,9 +142,10 @@ def lottery(job: Retraining, params: dict) -> tuple:
     apply_masks(control, masks)
     control_history = job.retrain(control, "random reinit control")
     make_permanent(control)
-    dense, ticket_accuracy = job.base_accuracy(), ticket_history[-1]["test_accuracy"]
+    # validation may keep an epoch before the last: measure the weights each ends with
+    dense, ticket_accuracy = job.base_accuracy(), job.evaluate(ticket)
     metrics = {"dense_accuracy": dense, "pruned_accuracy": pruned.meta["metrics"]["rounds"][-1]["accuracy"],
-               "ticket_accuracy": ticket_accuracy, "control_accuracy": control_history[-1]["test_accuracy"],
+               "ticket_accuracy": ticket_accuracy, "control_accuracy": job.evaluate(control),
                "sparsity": measured_sparsity(ticket, skip), "control_sparsity": measured_sparsity(control, skip),
                "mask_kept": {"ticket": _share_kept(ticket, masks), "control": _share_kept(control, masks)},
                "reaches_dense": ticket_accuracy >= dense, "control_epochs": control_history}

@@ -20,7 +20,7 @@ from ..metrics import accuracy, figure, info, ms
 from ..registry import (TRAINED, Analysis, Table, Technique, only, register, register_analysis, register_study,
                         register_table, require)
 from ..seeding import derive_seed
-from ..training import evaluate
+from ..training import ended_accuracy, evaluate
 
 MODEL, STUDY, BASE = "resnet18", "lowrank", "resnet_head"
 ANALYSIS_KEYS = ("layers", "energy", "keep_ratios")
@@ -55,7 +55,7 @@ def build_lowrank(ctx: Context, case: Case) -> Artifact:
             models.append(model)
             variants.append({"keep": keep, "rank": model.head.rank, "head_params": count_parameters(model.head),
                              "params": count_parameters(model), "accuracy_before_recovery": before,
-                             "accuracy": epochs[-1]["test_accuracy"], "epochs": epochs})
+                             "accuracy": ended_accuracy(epochs, before), "epochs": epochs})
         metrics = {"dense_accuracy": on_test(base.model), "head_shape": list(base.model.head.weight.shape),
                    "head_params_before": count_parameters(base.model.head),
                    "params_before": count_parameters(base.model), "variants": variants,
