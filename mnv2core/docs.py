@@ -220,21 +220,9 @@ def _as_published(document: dict[str, Any], linked: dict[str, Path], source: str
     for extra in case_items(published).values():
         if method_of(extra) in catalogue().techniques:
             declared = catalogue().declarations(method_of(extra))
-            extra["metrics"] = _figures_replaced(extra.get("metrics", {}), declared, cell)
+            extra["metrics"] = declared.mapped(extra.get("metrics", {}), lambda value, metric: cell(value) if (
+                metric is not None and metric.unit == "png" and isinstance(value, str)) else value)
     return published
-
-
-def _figures_replaced(metrics: dict[str, Any], declared, cell, prefix: str = "") -> dict[str, Any]:
-    """``metrics`` with each declared figure's value ``cell(value)`` (walked as ``leaves`` does)."""
-    replaced = {}
-    for key, value in metrics.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        metric = declared.find(name)
-        if metric is None and isinstance(value, dict) and value:
-            replaced[key] = _figures_replaced(value, declared, cell, name)
-        else:
-            replaced[key] = cell(value) if metric is not None and metric.unit == "png" and isinstance(value, str) else value
-    return replaced
 
 
 def _page_input(recorded: Path, source: str, extra: dict) -> Path:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 HIGHER, LOWER = "higher", "lower"
 TOLERANCES = ("accuracy", "ratio", "time")  # accuracy points; relative change; relative, machine-bound
@@ -106,6 +106,20 @@ class Declarations:
                 yield from self.leaves(value, name)
             else:
                 yield name, value, metric
+
+    def mapped(self, metrics: dict[str, Any], change: Callable[[Any, Metric | None], Any],
+               prefix: str = "") -> dict[str, Any]:
+        """A copy of ``metrics`` with each leaf (as ``leaves`` walks them) ``change(value, its
+        declaration or None)``."""
+        copied = {}
+        for key, value in metrics.items():
+            name = f"{prefix}.{key}" if prefix else str(key)
+            metric = self.find(name)
+            if metric is None and isinstance(value, dict) and value:
+                copied[key] = self.mapped(value, change, name)
+            else:
+                copied[key] = change(value, metric)
+        return copied
 
     def gated(self, metrics: dict[str, Any]) -> dict[str, tuple[float, Metric]]:
         """The numbers the gate compares: name -> (value, declaration)."""
