@@ -25,6 +25,7 @@ from torch import nn
 
 from ..errors import NotApplicable
 from ..execution import to_contiguous
+from .bias_correction import InputMeans, output_shift
 
 BACKEND = "x86"
 
@@ -34,10 +35,12 @@ class QuantizationError(NotApplicable):
     reason)."""
 
 
-def quantize_fx(model: nn.Module, calibration: Iterable[torch.Tensor], input_size: int) -> nn.Module:
+def quantize_fx(model: nn.Module, calibration: Iterable[torch.Tensor], input_size: int,
+                bias_correction: bool = True) -> nn.Module:
     """An int8 copy of ``model`` (CPU, eval): fusion (conv+bn+relu, and conv+bn+ReLU6 as
     above) is done by ``prepare_fx``; observers see every batch of ``calibration`` (raw [0, 1]
-    pixels)."""
+    pixels); with ``bias_correction`` each quantized layer's bias then absorbs the mean shift
+    its rounded weights cause (deploy/bias_correction.py)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
@@ -52,13 +55,36 @@ def quantize_fx(model: nn.Module, calibration: Iterable[torch.Tensor], input_siz
             prepared = prepare_fx(float_model, _qconfig_mapping(float_model), example)
         except Exception as exc:  # FX tracing fails with many error types
             raise QuantizationError(f"FX could not trace/prepare the model: {_describe(exc)}") from exc
-        with torch.no_grad():
+        layers = {name: m for name, m in prepared.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+        with torch.no_grad(), InputMeans(layers if bias_correction else {}) as means:
             for batch in calibration:
                 prepared(batch.cpu())
+        float_weights = {name: m.weight.detach().clone() for name, m in layers.items()}
         try:
-            return convert_fx(prepared)
+            quantized = convert_fx(prepared)
         except Exception as exc:
             raise QuantizationError(f"FX could not convert the calibrated model: {_describe(exc)}") from exc
+        if bias_correction:
+            _correct_biases(quantized, layers, float_weights, means)
+        return quantized
+
+
+def _correct_biases(quantized: nn.Module, layers: dict[str, nn.Module], float_weights: dict[str, torch.Tensor],
+                    means: InputMeans) -> None:
+    """Each quantized conv or linear layer's bias minus the output shift of its rounded
+    weights. ``layers`` are the prepared model's float layers: a fused conv-bn(-ReLU) is a
+    conv inside a fused module of the same name as its quantized replacement."""
+    replacements = dict(quantized.named_modules())
+    for name, layer in layers.items():
+        target = replacements.get(name)
+        if not hasattr(target, "set_weight_bias"):
+            target = replacements.get(name.rpartition(".")[0])
+        if not hasattr(target, "set_weight_bias") or name not in means:
+            continue  # kept in float, or never run
+        weight = target.weight()
+        shift = output_shift(weight.dequantize() - float_weights[name], means[name], getattr(layer, "groups", 1))
+        bias = target.bias()
+        target.set_weight_bias(weight, (torch.zeros_like(shift) if bias is None else bias.detach()) - shift)
 
 
 def _qconfig_mapping(model: nn.Module):

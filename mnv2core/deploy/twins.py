@@ -18,7 +18,7 @@ from .latency import cpu_copy
 from .onnx_runtime import export_onnx, quantize_onnx_static
 
 CALIBRATION_BATCH = 32  # images per int8 calibration batch (FX and ONNX Runtime alike)
-INT8_DEFAULTS = {"calibration_batches": 8, "max_drop": 0.05}
+INT8_DEFAULTS = {"calibration_batches": 8, "max_drop": 0.05, "bias_correction": True}
 
 
 def test_set(ctx: Context, case: Case, base: Artifact, device, images: int = 0) -> ImageSet:
@@ -63,7 +63,8 @@ def int8_model_or_reason(ctx: Context, case: Case, base: Artifact) -> tuple[torc
     go on without it and say why); tried once per process and base, failure included."""
     def attempt() -> tuple[torch.nn.Module | None, str]:
         try:
-            return quantize_fx(base.model, calibration(ctx, case, base), base.meta["input_size"]), ""
+            return quantize_fx(base.model, calibration(ctx, case, base), base.meta["input_size"],
+                               int8_params(ctx)["bias_correction"]), ""
         except QuantizationError as exc:
             return None, str(exc)
 
@@ -78,6 +79,7 @@ def onnx_files(ctx: Context, case: Case, base: Artifact) -> tuple[Path, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     key = ArtifactCache.key({"base": base.key, "code": code_fingerprint("mnv2core.deploy.onnx_runtime"),
                              "calibration_batches": int8_params(ctx)["calibration_batches"],
+                             "bias_correction": int8_params(ctx)["bias_correction"],
                              "calibration_batch": CALIBRATION_BATCH})
     stem = folder / f"{case.dataset}-{case.base}-{key}"
     fp32_path, int8_path = stem.with_suffix(".onnx"), stem.with_suffix(".int8.onnx")
@@ -85,7 +87,7 @@ def onnx_files(ctx: Context, case: Case, base: Artifact) -> tuple[Path, Path]:
         if not int8_path.exists():  # written last: its presence means both are complete
             export_onnx(cpu_copy(base.model), base.meta["input_size"], fp32_path)
             partial = stem.with_suffix(".int8-partial.onnx")
-            quantize_onnx_static(fp32_path, partial, calibration(ctx, case, base))
+            quantize_onnx_static(fp32_path, partial, calibration(ctx, case, base), int8_params(ctx)["bias_correction"])
             os.replace(partial, int8_path)
     return fp32_path, int8_path
 
