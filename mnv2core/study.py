@@ -21,7 +21,7 @@ from .compression.architecture import restore_model
 from .context import Artifact, Build, Case
 from .datasets import DatasetSplits, apply_source_overrides, load_dataset
 from .datasets.sources import read_synthetic
-from .deploy.latency import Timer, measure_latency
+from .deploy.latency import Timer, measure_latencies
 from .errors import ConfigError, WeightsUnavailableError
 from .execution import Execution, keep_freed_memory
 from .fingerprint import code_fingerprint
@@ -89,7 +89,7 @@ class Study:
         self.cache_root = self.cache.files
         self.plots_dir = Path(settings.results_dir) / "plots"
         self.features = FeatureStore(self.cache, profile.eval_batch_size, self.execution)
-        self.timer: Timer = measure_latency  # the pytest plugin may time through pytest-benchmark
+        self.timer: Timer = measure_latencies  # the pytest plugin may time through pytest-benchmark
         self.datasets = apply_source_overrides(profile, settings.data_sources)
         self.templates = plan(profile, self.catalogue)  # case id -> Case(dataset, model, technique, method, base)
         self._loaded: dict[str, DatasetSplits] = {}

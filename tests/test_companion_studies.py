@@ -160,16 +160,18 @@ def test_named_spectra_of_a_known_matrix_and_a_missing_layer():
 def test_eager_latency_times_every_model_at_every_batch_with_the_given_timer():
     timed = []
 
-    def timer(run, warmup, rounds, name=""):
-        run()
-        timed.append(name)
-        return {"median_ms": 2.0, "iqr_ms": 0.5, "min_ms": 1.5, "rounds": rounds}
+    def timer(runs, warmup, rounds):
+        for run in runs.values():
+            run()
+        timed.append(list(runs))
+        return {name: {"median_ms": 2.0, "iqr_ms": 0.5, "min_ms": 1.5, "rounds": rounds} for name in runs}
 
     models = {"dense": nn.Flatten(), "keep50": nn.Flatten()}
     result = eager_latency(models, 8, [1, 4], warmup=1, rounds=3, threads=1, timer=timer)
-    assert timed == ["dense_b1", "keep50_b1", "dense_b4", "keep50_b4"]
-    assert result["latency"] == {f"{n}_ms": 2.0 for n in timed}
-    assert result["latency_iqr"] == {f"{n}_iqr": 0.5 for n in timed}
+    assert timed == [["dense_b1", "keep50_b1"], ["dense_b4", "keep50_b4"]]  # a batch size's models together
+    names = [name for batch in timed for name in batch]
+    assert result["latency"] == {f"{n}_ms": 2.0 for n in names}
+    assert result["latency_iqr"] == {f"{n}_iqr": 0.5 for n in names}
 
 
 def test_companion_tables_and_the_lowrank_note_come_from_their_techniques():

@@ -6,7 +6,7 @@ from torch import nn
 
 from mnv2core.deploy.attacks import fgsm
 from mnv2core.deploy.int8_fx import QuantizationError, quantize_fx
-from mnv2core.deploy.latency import measure_latency
+from mnv2core.deploy.latency import measure_latencies
 from mnv2core.deploy.onnx_runtime import export_onnx, ort_logits, ort_session
 from mnv2core.deploy.robustness import blur_kernel_size, gaussian_blur, gaussian_noise
 from mnv2core.models import build_model
@@ -97,9 +97,28 @@ def test_latency_reports_median_and_iqr_in_milliseconds(monkeypatch):
     def run():
         clock[0] += next(durations) / 1000
 
-    stats = measure_latency(run, warmup=1, rounds=5)
+    stats = measure_latencies({"run": run}, warmup=1, rounds=5)
     # rounds 1, 2, 3, 4, 10 ms: median 3, quartiles 1.5 and 7 (exclusive method), min 1
-    assert stats == pytest.approx({"median_ms": 3.0, "iqr_ms": 5.5, "min_ms": 1.0, "rounds": 5})
+    assert stats == {"run": pytest.approx({"median_ms": 3.0, "iqr_ms": 5.5, "min_ms": 1.0, "rounds": 5})}
+
+
+def test_latency_rounds_take_every_run_in_turn_so_a_load_slows_them_alike(monkeypatch):
+    from mnv2core.deploy import latency
+    clock, calls = [0.0], []
+    monkeypatch.setattr(latency, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+
+    def runner(name, ms):
+        def run():
+            calls.append(name)
+            # a load that doubles every call's time during the first half of the calls
+            clock[0] += ms * (2 if len(calls) <= 9 else 1) / 1000
+        return run
+
+    stats = measure_latencies({"a": runner("a", 1.0), "b": runner("b", 4.0), "c": runner("c", 2.0)}, warmup=1, rounds=4)
+    assert calls == ["a", "b", "c", "a", "b", "c", "b", "c", "a", "c", "a", "b", "a", "b", "c"]
+    # back to back, "a" would have run under the load only and "c" free of it; taken in turn,
+    # each run spends two rounds under it and two free: the ratios are the loads' ratios
+    assert [stats[n]["median_ms"] for n in "abc"] == pytest.approx([1.5, 6.0, 3.0])
 
 
 def test_blur_and_noise():

@@ -1,4 +1,5 @@
-"""CPU latency of a base model: eager fp32, FX int8, ORT fp32 and ORT int8, back to back."""
+"""CPU latency of a base model: eager fp32, FX int8, ORT fp32 and ORT int8, timed in alternating
+rounds in one process."""
 from __future__ import annotations
 
 from typing import Any
@@ -17,7 +18,7 @@ METRICS = (
     ms("latency.ort_fp32_b*_ms", "median ms per batch, ONNX Runtime fp32", "ORT fp32"),
     ms("latency.ort_int8_b*_ms", "median ms per batch, ONNX Runtime static int8", "ORT int8"),
     info("latency_iqr.*", "ms", "interquartile range of the rounds"),
-    speedup("speedup.*", "eager fp32 time over the runtime's, same batch, back to back"),
+    speedup("speedup.*", "eager fp32 time over the runtime's, same batch, alternating rounds"),
     info("fastest", "text", "the fastest runtime per batch size"), info("runtimes", "list"),
     info("runtimes_skipped", "text", "runtimes that could not run, and why"),
     info("threads", "count"), info("rounds", "count"),
@@ -68,5 +69,5 @@ def rows(found) -> list[dict]:
 register(Technique("latency", DEPLOYMENT, "CPU latency", measure=measure, check=check,
                    params={"batch_sizes": [1, 32], "warmup": 3, "rounds": 20, "threads": 1},
                    ranges={"batch_sizes": (1, None), "rounds": (1, None), "threads": (1, None)},
-                   table=("CPU latency (1 thread; speed-ups measured back to back in one process)", rows),
+                   table=("CPU latency (1 thread; speed-ups from runtimes timed in alternating rounds in one process)", rows),
                    metrics=METRICS))

@@ -69,7 +69,7 @@ def build_lowrank(ctx: Context, case: Case) -> Artifact:
 
 
 def measure(ctx: Context, case: Case, artifact: Artifact) -> dict[str, Any]:
-    """CPU time per batch of the dense model and of each low-rank head, back to back."""
+    """CPU time per batch of the dense model and of each low-rank head, in alternating rounds."""
     base = ctx.artifact(case.dataset, BASE).model
     models = {"dense": base}
     for variant in artifact.meta["metrics"]["variants"]:
