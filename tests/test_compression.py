@@ -124,6 +124,24 @@ def test_energy_rank_counts_components():
     assert energy_rank(values, 0.5) == 1
 
 
+def test_the_spectra_check_accepts_k95_at_the_boundary_and_rejects_a_wrong_one():
+    from mnv2core.registry import CheckFailed
+    from mnv2core.techniques.lowrank import check_spectra
+
+    def metrics(below, at):
+        return {"energy": 0.95, "plot": __file__, "singular_values_file": __file__,
+                "spectra": [{"layer": "conv", "k95": 13, "energy_below_k95": below, "energy_at_k95": at}]}
+
+    # a Lite0 pointwise conv fine-tuned on CIFAR-10: its first 12 of 16 components hold
+    # 0.9499991, 9e-7 below 0.95; the float32 values the record keeps may also put them a hair above
+    check_spectra(metrics(0.9499990683922098, 0.9674392756841017), None)
+    check_spectra(metrics(0.9500002, 0.953), None)
+    with pytest.raises(CheckFailed, match="not the fewest"):
+        check_spectra(metrics(0.951, 0.953), None)  # k95 - 1 components already hold it
+    with pytest.raises(CheckFailed, match="not the fewest"):
+        check_spectra(metrics(0.93, 0.94), None)  # k95 components do not
+
+
 def test_spectra_cover_every_layer_and_plot(model, tmp_path):
     spectra = layer_spectra(model)
     layers = [s["layer"] for s in spectra]
