@@ -198,3 +198,26 @@ def test_train_config_rejects_a_bad_step_schedule():
     from pydantic import ValidationError
     with pytest.raises(ValidationError, match="step_epochs"):  # a recipe is checked whenever it is made
         dataclasses.replace(TrainConfig(epochs=1, batch_size=1), step_epochs=0)
+
+
+def test_vgg_lr_search_names_each_trials_schedule_and_steps_only_where_the_lr_steps():
+    from results_factory import document, entry
+
+    from mnv2core.report import render_report
+    from mnv2core.techniques.vgg_si import lr_steps_to_search, schedule_label
+    onecycle = TrainConfig(epochs=2, batch_size=1, schedule="onecycle", step_epochs=3)
+    step = dataclasses.replace(onecycle, schedule="step", step_epochs=2, gamma=0.5)
+    assert [schedule_label(c) for c in (onecycle, step, dataclasses.replace(step, step_epochs=1))] == [
+        "one cycle", "lr x0.5 every 2 epochs", "lr x0.5 every 1 epoch"]
+    assert lr_steps_to_search({"step_candidates": []}, onecycle) == [3]
+    assert lr_steps_to_search({"step_candidates": [1, 4]}, step) == [1, 4]
+    with pytest.raises(ConfigError, match=r"step_candidates = \[1, 4\] needs .*schedule = \"step\" \(it is 'onecycle'\)"):
+        lr_steps_to_search({"step_candidates": [1, 4]}, onecycle)
+
+    trials = [{"lr": lr, "step_epochs": 3, "schedule": "one cycle", "epochs": 1, "val_accuracy": acc, "history": []}
+              for lr, acc in ((0.01, 0.17), (0.05, 0.23))]
+    vgg = entry("c10-vgg16-vgg_train", 0.35, method="vgg_train", metrics={
+        "lr_search": trials, "chosen_lr": 0.05, "chosen_step_epochs": 3, "parameters": 15_250_000})
+    table = render_report(document([vgg]), "md").split("learning-rate search")[1]
+    assert "| 0.05 | one cycle  | 1               | 0.230     | *        |" in table
+    assert "| 0.01 | one cycle  | 1               | 0.170     |          |" in table and "step" not in table

@@ -1,7 +1,8 @@
 """VGG16 on 32 px images and its separation-index (SI) compression, as cached artifacts:
 
-- ``vgg_train``: a small learning-rate (and lr-step) search scored on a stratified validation
-  split of the training set, then training from random init with the best candidate;
+- ``vgg_train``: a small learning-rate (and, on a step schedule, lr-step) search scored on a
+  stratified validation split of the training set, then training from random init with the best
+  candidate;
 - ``vgg_head``: the trained features frozen, the classifier re-initialised and retrained;
 - ``vgg_si``: SI of every conv layer's output; trailing layers that do not raise it dropped;
   the last kept layer's filters chosen greedily by SI gain; a classifier for the new width
@@ -26,6 +27,7 @@ from ..companion.separation import (center_separation_index, greedy_feature_sele
                                     separation_index)
 from ..context import Artifact, Case, Context, model_payload
 from ..datasets import DatasetSplits, ImageSet, eval_batches
+from ..errors import ConfigError
 from ..models import ImageClassifier, build_model, count_parameters
 from ..networks import compress_vgg, conv_outputs
 from ..profiles import TrainConfig
@@ -54,17 +56,17 @@ class VggSi:
     # the three steps ----------------------------------------------------------
     def train(self, dataset: str) -> Artifact:
         job = self._job(dataset, "vgg_train", upstream={}, keys=SEARCH_KEYS)
+        steps = lr_steps_to_search(self.params, job.cfg)
 
         def build() -> dict[str, Any]:
             splits = self._splits(dataset, job.size)
-            trials = [self._trial(job, splits, lr, step) for lr in self.params["lr_candidates"]
-                      for step in (self.params["step_candidates"] or [job.cfg.step_epochs])]
+            trials = [self._trial(job, splits, lr, step) for lr in self.params["lr_candidates"] for step in steps]
             best = max(trials, key=lambda t: t["val_accuracy"])  # first candidate on ties
             cfg = dataclasses.replace(job.cfg, lr=best["lr"], step_epochs=best["step_epochs"])
             torch.manual_seed(job.seed)  # the final model starts as every trial did
             model = build_model(MODEL, splits.num_classes).to(self.ctx.device)
             history = self._fit(model, splits, cfg, job)
-            curves = {f"lr {t['lr']:g}, step {t['step_epochs']}": t["history"] for t in trials}
+            curves = {f"lr {t['lr']:g}, {t['schedule']}": t["history"] for t in trials}
             curves["final"] = history
             metrics = {"lr_search": trials, "chosen_lr": cfg.lr, "chosen_step_epochs": cfg.step_epochs,
                        **self._split_sizes(splits), "val_accuracy": history[-1]["val_accuracy"],
@@ -187,9 +189,9 @@ class VggSi:
         cfg = dataclasses.replace(job.cfg, lr=lr, step_epochs=step, epochs=self.params["search_epochs"])
         torch.manual_seed(job.seed)
         model = build_model(MODEL, splits.num_classes).to(self.ctx.device)
-        history = self._fit(model, splits, cfg, job, step=f"search lr {lr:g} step {step}")
-        return {"lr": lr, "step_epochs": step, "epochs": cfg.epochs, "val_accuracy": history[-1]["val_accuracy"],
-                "history": history}
+        history = self._fit(model, splits, cfg, job, step=f"search lr {lr:g}, {schedule_label(cfg)}")
+        return {"lr": lr, "step_epochs": step, "schedule": schedule_label(cfg), "epochs": cfg.epochs,
+                "val_accuracy": history[-1]["val_accuracy"], "history": history}
 
     def _fit(self, model: ImageClassifier, splits: DatasetSplits, cfg: TrainConfig, job: "VggJob",
              head_params: list | None = None, step: str = "") -> list[dict]:
@@ -243,6 +245,22 @@ class VggJob:
                 "upstream": self.upstream, "metrics": metrics, "train": dataclasses.asdict(train or self.cfg),
                 "record": {"study": STUDY}}
         return model_payload(model, meta, arch=arch)
+
+
+def lr_steps_to_search(params: dict[str, Any], cfg: TrainConfig) -> list[int]:
+    """The lr-step sizes the search tries: the study's candidates on a step schedule, else the
+    recipe's own (which no other schedule reads)."""
+    if params["step_candidates"] and cfg.schedule != "step":
+        raise ConfigError(f"[studies.{STUDY}] step_candidates = {params['step_candidates']} needs [techniques.vgg_train] "
+                          f"schedule = \"step\" (it is {cfg.schedule!r}); drop step_candidates or use the step schedule")
+    return list(params["step_candidates"]) or [cfg.step_epochs]
+
+
+def schedule_label(cfg: TrainConfig) -> str:
+    """The lr schedule in words: the step size only where the lr steps."""
+    if cfg.schedule == "step":
+        return f"lr x{cfg.gamma:g} every {cfg.step_epochs} epoch{'s' if cfg.step_epochs > 1 else ''}"
+    return {"onecycle": "one cycle", "cosine": "cosine", "constant": "constant lr"}[cfg.schedule]
 
 
 def _on_validation(epoch: dict) -> dict:
@@ -301,7 +319,7 @@ STEPS = (("vgg_train", "trained end to end"), ("vgg_head", "classifier retrained
 
 def lr_search_rows(found) -> list[dict]:
     m = only(found, "vgg_train")
-    return [{"lr": f"{t['lr']:g}", "lr step (epochs)": t["step_epochs"], "search epochs": t["epochs"],
+    return [{"lr": f"{t['lr']:g}", "schedule": t.get("schedule", "not recorded"), "search epochs": t["epochs"],
              "val acc": f"{t['val_accuracy']:.3f}",
              "chosen": "*" if (t["lr"], t["step_epochs"]) == (m["chosen_lr"], m["chosen_step_epochs"]) else ""}
             for t in m.get("lr_search", [])]
