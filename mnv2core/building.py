@@ -1,52 +1,65 @@
-"""Building a trained technique's artifact: its cache spec, the seeded training from fresh or
-upstream weights, and its payload. Every technique trained from its own recipe goes through
-``train_artifact``; compressions go through ``compression.retraining``."""
+"""Building a trained technique's artifact: the key of its recipe, and the seeded training
+from fresh or upstream weights into its payload. Every technique trained from its own recipe
+builds through ``Trained``; compressions through ``compression.retraining``."""
 from __future__ import annotations
 
 import copy
 import dataclasses
 import time
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from . import strategies
-from .context import Artifact, Case, Context, cpu_state, model_payload
+from .context import Case, Context, Recipe, cpu_state, model_payload
+from .keys import ArtifactKey
 
 Strategy = Callable[..., list]  # (model, data, cfg, **fit_args) -> per-epoch history
 
 
-def train_artifact(ctx: Context, case: Case, strategy: Strategy, *, pretrained: bool = False,
-                   start: Artifact | None = None, upstream: dict[str, str] | None = None,
-                   tags: dict[str, str] | None = None) -> Artifact:
-    """Build (or load) ``case``'s model: fresh weights (the profile's pretrained ones when
-    ``pretrained``, else random) or a copy of ``start``, trained by ``strategy`` with the
-    technique's recipe. ``upstream``: the cache keys of the artifacts it was built from."""
-    cfg = ctx.profile.train_config(case.technique, case.dataset)
-    size = ctx.input_size(case.dataset, case.technique)
-    splits = ctx.dataset(case.dataset)
-    seed = ctx.seed_for(case.dataset, case.technique)
-    upstream = upstream or {}
-    spec = {"kind": case.technique, "model": case.model, "network": ctx.profile.model(case.model).identity(),
-            "data": splits.provenance["fingerprint"],
-            "classes": splits.num_classes, "input_size": size, "train": dataclasses.asdict(cfg), "seed": seed,
-            "execution": ctx.execution.spec(), "upstream": upstream, "payload": "with-start-state",
-            "weights": None if start else ctx.start_fingerprint(case.model, size, pretrained)}
-    label = f"{case.dataset}-{case.model}-{case.technique}"
+@dataclass(frozen=True)
+class Trained:
+    """A model trained by ``strategy(ctx, case)`` with its technique's recipe, from fresh
+    weights (the profile's pretrained ones when ``pretrained``, else random) or from the model
+    of the upstream technique ``start`` (one of its ``needs``). ``precondition`` checks the
+    profile when the key is made (before anything is built); ``tags`` go in its records."""
 
-    def build() -> dict[str, Any]:
-        if start is None:
-            model, weights = ctx.start_model(case.model, splits.num_classes, size, pretrained)
+    strategy: Callable[[Context, Case], Strategy]
+    pretrained: bool = False
+    start: str | None = None
+    precondition: Callable[[Context, Case], None] | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def key(self, ctx: Context, case: Case) -> Recipe:
+        if self.precondition is not None:
+            self.precondition(ctx, case)
+        size = ctx.input_size(case.dataset, case.technique)
+        recipe = {"input_size": size, "train": dataclasses.asdict(ctx.profile.train_config(case.technique, case.dataset)),
+                  "payload": "with-start-state", "weights": None}
+        if self.start is None:
+            weights = ctx.start_fingerprint(case.model, size, self.pretrained)
+            if isinstance(weights, ArtifactKey):
+                return Recipe(recipe, {"weights": weights})
+            recipe["weights"] = weights
+        return Recipe(recipe)
+
+    def build(self, ctx: Context, case: Case, key: ArtifactKey) -> dict[str, Any]:
+        cfg = ctx.profile.train_config(case.technique, case.dataset)
+        size = key.recipe["input_size"]
+        num_classes = ctx.dataset(case.dataset).num_classes
+        if self.start is None:
+            model, weights = ctx.start_model(case.model, num_classes, size, self.pretrained)
         else:
+            start = ctx.artifact(case.dataset, self.start, case.model)
             model, weights = copy.deepcopy(start.model), start.meta["weights"]
         model = ctx.execution.prepare(model)
         start_state = cpu_state(model)
         started = time.perf_counter()
-        history = strategy(model, ctx.data_at(case.dataset, size), cfg, **fit_args(ctx, seed, label))
+        history = self.strategy(ctx, case)(model, ctx.data_at(case.dataset, size), cfg,
+                                           **fit_args(ctx, key.seed, case.id))
         meta = {"history": [h.as_dict() for h in history], "weights": weights, "input_size": size,
-                "train_seconds": time.perf_counter() - started, "upstream": upstream,
-                "train": dataclasses.asdict(cfg), "record": dict(tags or {})}
+                "train_seconds": time.perf_counter() - started, "train": dataclasses.asdict(cfg),
+                "record": dict(self.tags)}
         return model_payload(model, meta, start_state=start_state)
-
-    return ctx.fetch(label, spec, seed, build)
 
 
 def fit_args(ctx: Context, seed: int, label: str) -> dict[str, Any]:
@@ -54,6 +67,11 @@ def fit_args(ctx: Context, seed: int, label: str) -> dict[str, Any]:
     return {"seed": seed, "label": label, "eval_batch_size": ctx.profile.eval_batch_size, "execution": ctx.execution}
 
 
-def head_only(ctx: Context) -> Strategy:
+def plain(strategy: Strategy) -> Callable[[Context, Case], Strategy]:
+    """A strategy that needs nothing of the run."""
+    return lambda ctx, case: strategy
+
+
+def head_only(ctx: Context, case: Case | None = None) -> Strategy:
     """Partial fine-tuning, on the frozen backbone's cached features where it can."""
     return lambda model, data, cfg, **kw: strategies.partial_finetune(model, data, cfg, features=ctx.features, **kw)

@@ -1,6 +1,7 @@
 """On-disk cache of built artifacts (trained models, decoded datasets).
 
-An entry is keyed by a hash of everything that determines it (its *spec*). Under
+An entry is keyed by an ``keys.ArtifactKey`` (everything that determines it), and by nothing
+else: ``fetch`` refuses any other key. Under
 ``pytest -n 2`` one process builds an entry while the others wait on a file lock and then
 load it. Writes go to a temporary file that is renamed into place, so a crash never
 leaves a half-written entry; each entry carries a digest of its contents, so a corrupt or
@@ -16,10 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -32,12 +31,13 @@ from filelock import FileLock, Timeout
 
 from .errors import ConfigError, StorageError
 from .fingerprint import code_fingerprint
+from .keys import ArtifactKey
 from .store import CorruptEntry, SharedStore, is_shared, local_path
 
 log = logging.getLogger("mnv2bench.cache")
 
-# An entry's layout is this module's: its source fingerprint is in every key. What an entry
-# holds is its builder's business: each spec carries the fingerprint of the code that built it.
+# An entry's layout is this module's: an entry of another layout is rebuilt. What an entry holds
+# is its builder's business: each key carries the fingerprint of the code that builds it.
 FORMAT = code_fingerprint(__name__)
 WAIT_LOG_INTERVAL_S = 30.0
 SHARED_FILES = Path(".mnv2cache-files")  # this machine's side files when the entries are in a shared store
@@ -77,42 +77,34 @@ class ArtifactCache:
         self.files = Path(self.files or (self.root if self.shared is None else SHARED_FILES))
         self.files.mkdir(parents=True, exist_ok=True)
 
-    @staticmethod
-    def key(spec: dict[str, Any]) -> str:
-        text = json.dumps({"format": FORMAT, "spec": spec}, sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:24]
-
-    def entry_name(self, name: str, spec: dict[str, Any]) -> str:
-        return _entry_name(name, self.key(spec))
-
-    def path_for(self, name: str, spec: dict[str, Any]) -> Path | str:
-        return self._where(self.entry_name(name, spec))
+    def path_for(self, key: ArtifactKey) -> Path | str:
+        return self._where(_checked(key).entry)
 
     def _where(self, entry_name: str) -> Path | str:
         return self.shared.where(entry_name) if self.shared else self.root / f"{entry_name}.pt"
 
-    def fetch(self, name: str, spec: dict[str, Any], build: Callable[[], dict[str, Any]]) -> CacheResult:
-        """Load the entry for ``spec``, or build, save and return it. ``build`` returns a dict
+    def fetch(self, key: ArtifactKey, build: Callable[[], dict[str, Any]]) -> CacheResult:
+        """Load the entry of ``key``, or build, save and return it. ``build`` returns a dict
         of tensors and JSON-like values."""
-        key = self.key(spec)  # once: it hashes the whole spec
-        entry_name = _entry_name(name, key)
+        entry_name, name = _checked(key).entry, key.label
         path = self._where(entry_name)
         try:
             lock = self._locked(self.locks / f"{entry_name}.pt", name)
         except OSError:  # no lock file can be made here: a read-only cache
-            return self._read_only(name, path, key)
+            return self._read_only(name, path, key.digest)
         with lock:
-            entry = self._load(path, key, entry_name)
+            entry = self._load(path, key.digest, entry_name)
             if entry is not None and not (self.refresh and entry["run_id"] != self.run_id):
                 self.events.append((name, "loaded"))
-                return CacheResult(entry["payload"], key, "loaded", path)
+                return CacheResult(entry["payload"], key.digest, "loaded", path)
             started = time.perf_counter()
             payload = build()
-            self._save(path, entry_name, {"format": FORMAT, "key": key, "spec": spec, "run_id": self.run_id,
-                                          "payload": payload, "digest": payload_digest(payload)})
+            self._save(path, entry_name, {"format": FORMAT, "key": key.digest, "spec": key.describe(),
+                                          "run_id": self.run_id, "payload": payload,
+                                          "digest": payload_digest(payload)})
             log.info("built %s in %.1fs -> %s", name, time.perf_counter() - started, entry_name)
             self.events.append((name, "built"))
-            return CacheResult(payload, key, "built", path)
+            return CacheResult(payload, key.digest, "built", path)
 
     def _read_only(self, name: str, path: Path, key: str) -> CacheResult:
         """The entry from a cache folder nothing can be written to (no lock: no one builds there)."""
@@ -190,8 +182,10 @@ def _full_disk_message(folder: Path, entry_name: str, temp_name: str) -> str | N
             f"{entry_name}: free space there, or point --cache-dir at a disk with room")
 
 
-def _entry_name(name: str, key: str) -> str:
-    return f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}-{key}"
+def _checked(key: ArtifactKey) -> ArtifactKey:
+    if not isinstance(key, ArtifactKey):
+        raise TypeError(f"the artifact cache takes an ArtifactKey (mnv2core.keys), not a {type(key).__name__}")
+    return key
 
 
 def _entry_problem(entry: Any, key: str) -> str | None:

@@ -1,10 +1,9 @@
 """The grid on a Dask distributed cluster (``--cluster ADDRESS``).
 
-The client plans first: a ``Planner`` walks every selected case's builders as the study
-would, but its ``fetch`` only computes the cache entry (label and content key) and builds
-nothing, so each artifact (a trained or compressed model, the pretext weights) becomes a
-node whose Dask key is its cache entry and whose upstream are the nodes its builder asked
-for. Every node is one Dask task, submitted with its upstream nodes' futures as arguments:
+The client plans first: a ``Plan`` walks every selected case's artifact key (the study's
+pure key functions build nothing), so each artifact (a trained or compressed model, the
+pretext weights) becomes a node whose Dask key is its cache entry and whose upstream are
+the entries its key names. Every node is one Dask task, submitted with its upstream nodes' futures as arguments:
 the dependency graph is Dask's, and two clients asking for one entry share one build. A
 worker builds a node through an ordinary ``Study`` on the shared store (``--cache-dir``: a
 folder every worker sees, or s3://...), so the model is published there and nothing but
@@ -27,13 +26,14 @@ from typing import Any
 
 import torch
 
-from .context import Artifact, Case
+from .context import Case
 from .datasets import parse_source_override
 from .errors import ConfigError, Mnv2BenchError
 from .grid import schedule_rank
+from .planning import Node, Plan
 from .profiles import Profile
 from .progress import log_progress_to
-from .registry import COMPRESSION, TRAINED, Catalogue
+from .registry import Catalogue
 from .store import is_shared
 from .study import Settings, Study
 from .techniques import catalogue
@@ -44,75 +44,6 @@ BENCH = "BENCH"  # the resource timed cases ask for: give it to one worker per h
 GPU = "GPU"  # asked for by every task when the device is CUDA
 CONNECT_TIMEOUT = "20s"
 RESOURCE_WAIT_S = 60.0  # how long a run waits for a worker offering a resource its tasks ask for
-
-
-@dataclass(frozen=True)
-class Node:
-    """One artifact build: ``key`` is its cache entry's name (label and content key), which is
-    also its Dask key; ``kind`` "artifact" (args: dataset, technique, model) or "pretext"
-    (args: model, size); ``upstream``: the nodes its build loads."""
-
-    key: str
-    kind: str
-    args: tuple
-    upstream: tuple[str, ...]
-
-
-class Planner(Study):
-    """A study that computes every artifact's cache entry and upstream without building or
-    loading anything (the data is loaded: its fingerprint is in every key)."""
-
-    def __init__(self, profile: Profile, settings: Settings, techniques: Catalogue | None = None):
-        super().__init__(profile, settings, techniques)
-        self.nodes: dict[str, Node] = {}  # in dependency order: upstream first
-        self._entries: dict[str, str] = {}  # case id -> its artifact's node key
-        self._frames: list[set[str]] = []  # upstream nodes of the artifacts being planned, innermost last
-        self._fetched = ""
-
-    def artifact(self, dataset: str, technique: str, model: str | None = None) -> Artifact:
-        case = self.case(dataset, technique, model)
-        new = case.id not in self._artifacts
-        self._frames.append(set())
-        try:
-            artifact = super().artifact(dataset, technique, model)
-        finally:
-            upstream = self._frames.pop()
-        if new:
-            self._entries[case.id] = self._fetched
-            self._add(Node(self._fetched, "artifact", (case.dataset, case.technique, case.model), tuple(sorted(upstream))))
-        self._depends_on(self._entries[case.id])
-        return artifact
-
-    def fetch(self, label: str, spec: dict[str, Any], seed: int, build) -> Artifact:
-        full = self.entry_spec(spec, seed)
-        self._fetched = self.cache.entry_name(label, full)
-        return Artifact(None, self.cache.key(full), "planned", {"input_size": spec.get("input_size")})
-
-    def pretext_entry(self, model_name: str, size: int) -> str:
-        entry = super().pretext_entry(model_name, size)
-        self._add(Node(entry, "pretext", (model_name, size), ()))
-        self._depends_on(entry)
-        return entry
-
-    def needs(self, case: Case) -> tuple[str, ...]:
-        """The nodes ``case``'s task waits for: its own model, or the base model it measures
-        (a measurement builds its own, uncached, in its task)."""
-        technique = self.catalogue.get(case.method)
-        if technique.role in (TRAINED, COMPRESSION):
-            self.artifact(case.dataset, case.technique, case.model)
-            return (self._entries[case.id],)
-        if case.base:
-            base = self.case(case.dataset, case.base, case.model)
-            self.artifact(case.dataset, case.base, case.model)
-            return (self._entries[base.id],)
-        return ()
-
-    def _add(self, node: Node) -> None:
-        self.nodes.setdefault(node.key, node)
-
-    def _depends_on(self, key: str) -> None:
-        if self._frames:
-            self._frames[-1].add(key)
 
 
 @dataclass(frozen=True)
@@ -176,7 +107,7 @@ class ClusterRun:
         settings = absolute_settings(settings)
         if not is_shared(settings.cache_dir):
             Path(settings.cache_dir).mkdir(parents=True, exist_ok=True)
-        self.planner = Planner(profile, settings, self.catalogue)
+        self.plan = Plan(Study(profile, settings, self.catalogue))
         self.run = RunSpec(f"{settings.run_id}-{uuid.uuid4().hex[:8]}", profile, settings, threads)
         self.cuda = str(settings.device or profile.device).startswith("cuda")
         self.futures: dict[str, Any] = {}  # node key or case id -> future
@@ -188,16 +119,16 @@ class ClusterRun:
     def submit(self, cases: list[Case]) -> None:
         """Plan ``cases`` one at a time (longest waits first) and submit each one's new nodes
         and its own task at once, so the workers start while the rest is planned."""
-        templates = self.planner.templates
+        templates = self.plan.study.templates
         ordered = sorted(cases, key=lambda c: schedule_rank(c, templates, self.catalogue))
         missing = self._missing_resources(any(timed(c, self.catalogue) for c in ordered))
         for case in ordered:
             try:
-                self.needs[case.id] = self.planner.needs(case)
+                self.needs[case.id] = self.plan.needs(case)
             except Mnv2BenchError as exc:  # raised again when the case runs, as a local run would
                 self.failures[case.id] = exc
                 continue
-            for node in self.planner.nodes.values():  # upstream first
+            for node in self.plan.nodes.values():  # upstream first
                 if node.key not in self.futures:
                     upstream = [self.futures[k] for k in node.upstream]
                     self.futures[node.key] = self.client.submit(build_node, self.run, node, *upstream,
@@ -209,7 +140,7 @@ class ClusterRun:
             self.futures[case.id] = self.client.submit(run_case, self.run, case, *upstream,
                                                        key=f"case-{case.id}-{self.run.token}",
                                                        resources=self._resources(timed(case, self.catalogue)))
-        log.info("submitted %d artifact builds and %d cases to %s", len(self.planner.nodes),
+        log.info("submitted %d artifact builds and %d cases to %s", len(self.plan.nodes),
                  len(ordered) - len(self.failures), self.client.scheduler.address)
 
     def run_case(self, case: Case) -> dict[str, Any]:
@@ -227,7 +158,7 @@ class ClusterRun:
         return record
 
     def check(self, case: Case, record: dict[str, Any]) -> None:
-        self.planner.check(case, record)
+        self.plan.study.check(case, record)
 
     def _build_events(self, case: Case) -> list[list[str]]:
         """The cache events of the builds ``case`` waited for that no earlier record carried,
@@ -238,7 +169,7 @@ class ClusterRun:
             if key not in self._reported:
                 self._reported.add(key)
                 pending.append(key)
-                stack.extend(self.planner.nodes[key].upstream)
+                stack.extend(self.plan.nodes[key].upstream)
         results = self.client.gather([self.futures[key] for key in pending])
         return [list(event) for result in results for event in result["events"]]
 
@@ -300,14 +231,15 @@ def build_node(run: RunSpec, node: Node, *upstream: dict) -> dict[str, Any]:
     with _LOCK:
         study = _study(run)
         before = len(study.cache.events)
-        if node.kind == "artifact":
-            artifact = study.artifact(*node.args)
-            entry, status = f"{node.key.rsplit('-', 1)[0]}-{artifact.key}", artifact.status
+        kind, *args = node.target
+        if kind == "artifact":
+            artifact = study.artifact(*args)
+            entry, status = artifact.key.entry, artifact.status
         else:
-            study.pretext_state(*node.args)
-            entry, status = study.pretext_entry(*node.args), None
-        if entry != node.key:  # its builder read something at build time that its cache spec does not name
-            raise RuntimeError(f"{node.args}: the plan keyed it {node.key} but the worker built {entry}")
+            study.start_weights.pretext_state(*args)
+            entry, status = study.start_weights.pretext_key(*args).entry, None
+        if entry != node.key:  # the worker's study keys it otherwise than the client's (another profile or code)
+            raise RuntimeError(f"{node.target}: the plan keyed it {node.key} but the worker built {entry}")
         return {"status": status, "events": study.cache.events[before:], "host": platform.node()}
 
 

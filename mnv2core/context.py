@@ -3,7 +3,7 @@ and the small build-context interface the study implements. Technique modules im
 module, never the study."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -12,6 +12,7 @@ import torch
 from .datasets import DatasetSplits
 from .execution import Execution
 from .frozen_features import FeatureStore
+from .keys import ArtifactKey
 from .models import ImageClassifier
 from .profiles import Profile
 
@@ -39,17 +40,37 @@ class Case:
 
 @dataclass(frozen=True)
 class Artifact:
-    """A model of the study with its cache key, cache status ("built", "loaded", "memory",
-    "measured") and metadata (history, weights provenance, metrics of its build...)."""
+    """A model of the study with its cache key (None: a measurement's uncached model), cache
+    status ("built", "loaded", "measured") and metadata (history, weights provenance, metrics
+    of its build...)."""
 
     model: ImageClassifier
-    key: str
+    key: ArtifactKey | None
     status: str
     meta: dict[str, Any]
     start_state: dict[str, torch.Tensor] | None = None  # the exact weights training began from
 
 
-Build = Callable[[], dict[str, Any]]
+@dataclass(frozen=True)
+class Recipe:
+    """What a builder's ``key`` says of its entry beyond what every model entry holds (the
+    model, its network, the data, the execution, the seed, its code, its upstream cases'
+    keys): its own recipe and parameters, and the keys of artifacts it starts from that are
+    not cases of the grid (``weights``: the harness's pretext weights)."""
+
+    recipe: dict[str, Any]
+    inputs: dict[str, ArtifactKey] = field(default_factory=dict)
+
+
+class Builder(Protocol):
+    """How a trained or compressed technique makes its model, in two parts: ``key`` (pure and
+    cheap: it builds and loads nothing, so a plan can key every artifact before anything runs)
+    and ``build`` (the training; returns the payload the cache keeps, ``model_payload``). The
+    study assembles the entry's key from ``key``'s recipe and seeds before ``build``."""
+
+    def key(self, ctx: "Context", case: Case) -> Recipe: ...
+
+    def build(self, ctx: "Context", case: Case, key: ArtifactKey) -> dict[str, Any]: ...
 
 
 class TechniqueLookup(Protocol):
@@ -82,11 +103,8 @@ class Context(Protocol):
 
     def artifact(self, dataset: str, technique: str, model: str | None = None) -> Artifact:
         """Another technique's model on ``dataset`` (of ``model``; None: the dataset's only
-        case of that technique), built once, through the cache."""
-
-    def fetch(self, label: str, spec: dict[str, Any], seed: int, build: Build) -> Artifact:
-        """The model payload of ``spec`` from the cache, or built now by ``build()`` after
-        seeding torch with ``seed``; restored on the study's device."""
+        case of that technique), built once, through the cache. A build may load only the
+        artifacts its key names (upstream, at any depth)."""
 
     def start_model(self, model_name: str, num_classes: int, size: int,
                     pretrained: bool) -> tuple[ImageClassifier, dict[str, Any]]:
@@ -94,8 +112,9 @@ class Context(Protocol):
         when ``pretrained`` (with a new head, or their own for a ready-trained model), random
         initialisation otherwise."""
 
-    def start_fingerprint(self, model_name: str, size: int, pretrained: bool) -> Any:
-        """What identifies ``start_model``'s weights in a cache key."""
+    def start_fingerprint(self, model_name: str, size: int, pretrained: bool) -> dict | ArtifactKey | None:
+        """What identifies ``start_model``'s weights in a cache key: a weights file's source and
+        sha256, the key of the harness's pretext weights (an upstream artifact), or None."""
 
     def memo(self, key: tuple, make: Callable[[], Any]) -> Any:
         """``make()`` once per process and key (int8 twins and the like)."""

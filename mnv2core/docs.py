@@ -12,7 +12,6 @@ from typing import Any
 
 from .errors import ConfigError
 from .metrics import RUNTIMES
-from .registry import COMPRESSION, TRAINED
 from .report import case_label, items_in_grid_order, models_of, render_report, run_line, summary_rows
 from .results import case_items, method_of
 from .techniques import catalogue
@@ -75,10 +74,11 @@ def _dataset_section(dataset: str, items: dict, out_dir: Path,
                                    for row in variants]), ""]
         lines.append(_figure(plot_pareto(variants, front, out_dir / f"{dataset}-pareto.png", dataset), out_dir))
     figures = [plot_convergence(mine, out_dir / f"{dataset}-convergence.png", dataset)]
-    for name, technique in catalogue().techniques.items():
+    for name in catalogue().techniques:
+        page_plot = catalogue().presentation(name).page_plot
         cases = [(case_label(extra), extra.get("metrics", {})) for extra in mine.values() if method_of(extra) == name]
-        if technique.page_plot and cases:
-            figures.append(technique.page_plot(cases, out_dir / f"{dataset}-{name}.png", dataset))
+        if page_plot and cases:
+            figures.append(page_plot(cases, out_dir / f"{dataset}-{name}.png", dataset))
     copies = [(method_of(extra), value, _copied(_page_input(Path(value), source, extra),
                                                 out_dir / f"{dataset}-{case_label(extra).replace(' ', '-')}-{method_of(extra)}.png"))
               for extra in mine.values() for value in _page_figures(extra)]
@@ -105,7 +105,7 @@ def deployment_variants(items: dict) -> list[dict[str, Any]]:
         if technique not in catalogue().techniques:
             continue
         declared, metrics = catalogue().declarations(technique), extra.get("metrics", {})
-        has_model = catalogue().get(technique).role in (TRAINED, COMPRESSION)  # else: it measures its base
+        has_model = catalogue().get(technique).role.has_model  # else: it measures its base
         key = (extra.get("model", "?"), extra["technique"] if has_model else extra.get("base"))
         if has_model:
             own[key] = metrics

@@ -12,6 +12,7 @@ from .cache import ArtifactCache, payload_digest
 from .datasets import DatasetSplits, FeatureSet, ImageSet, eval_batches
 from .execution import Execution
 from .fingerprint import code_fingerprint
+from .keys import ArtifactKey
 from .models import ImageClassifier
 
 
@@ -42,24 +43,25 @@ class FeatureStore:
         self.batch_size = batch_size
         self.execution = execution
         self._fingerprints: dict[int, tuple[ImageSet, str]] = {}
-        self._memo: dict[str, dict[str, torch.Tensor]] = {}
+        self._memo: dict[ArtifactKey, dict[str, torch.Tensor]] = {}
 
     def splits(self, model: ImageClassifier, data: DatasetSplits) -> DatasetSplits:
         """``data`` with its splits (train, test, a validation split) replaced by ``model``'s
         frozen features (labels kept)."""
         splits = ("train", "test") + (("validation",) if data.validation is not None else ())
-        spec = {"kind": "frozen-features", "model": model.name, "code": code_fingerprint(__name__), "backbone": payload_digest(backbone_state(model)),
-                **{split: self._fingerprint(getattr(data, split)) for split in splits},
-                "batch_size": self.batch_size, "channels_last": self.execution.channels_last,
-                "amp": self.execution.amp}
-        key = ArtifactCache.key(spec)
+        recipe = {"model": model.name, "backbone": payload_digest(backbone_state(model)),
+                  **{split: self._fingerprint(getattr(data, split)) for split in splits},
+                  "batch_size": self.batch_size, "channels_last": self.execution.channels_last,
+                  "amp": self.execution.amp}
+        # named by what it is, shared by every head trained on it
+        key = ArtifactKey(f"features-{data.name}-{model.name}-{data.train.size}px", "frozen-features", recipe,
+                          code_fingerprint(__name__))
         if key not in self._memo:
             def build() -> dict[str, torch.Tensor]:
                 return {split: extract_features(model, getattr(data, split), self.batch_size, self.execution).cpu()
                         for split in splits}
 
-            name = f"features-{data.name}-{model.name}-{data.train.size}px"  # shared by every head on it
-            self._memo[key] = self.cache.fetch(name, spec, build).payload if self.cache else build()
+            self._memo[key] = self.cache.fetch(key, build).payload if self.cache else build()
         features = self._memo[key]
         device = data.train.labels.device
         return dataclasses.replace(data, **{split: FeatureSet(features[split].to(device), getattr(data, split).labels)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .context import Case
 from .errors import ConfigError
 from .profiles import Profile, derived_technique
-from .registry import DEPLOYMENT, MEASUREMENT, Catalogue
+from .registry import Catalogue
 
 __all__ = ["Case", "build_grid", "find_case", "plan", "schedule_rank", "upstream_of"]
 
@@ -77,12 +77,12 @@ def schedule_rank(case: Case, templates: dict[str, Case], catalogue: Catalogue) 
 
 def _rank(case: Case, templates: dict[str, Case], catalogue: Catalogue) -> int:
     technique = catalogue.get(case.method)
-    if technique.role == MEASUREMENT:
+    if technique.role.measures_its_own:
         return MEASUREMENT_RANK
     if technique.starts_early:
         return LONG_POLE_RANK
     rank = LEVEL * _depth(case, templates, catalogue)
-    if technique.role == DEPLOYMENT:
+    if technique.role.measures_a_base:
         rank += DEPLOYMENT_OFFSET
     return rank + (AFTER_LONG_POLE if _waits_for_long_pole(case, templates, catalogue) else 0)
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from pydantic.dataclasses import dataclass as schema_dataclass
 
 from .errors import ConfigError
+from .roles import Role
 from .gate import Tolerances
 from .models import SOURCES, ModelSpec, check_spec, default_spec
 from .schema import STRICT, Names, NonNegative, Positive, fields_of, parameters_schema, problems, validated
@@ -28,7 +29,7 @@ class KnownTechniques(Protocol):
     techniques: Mapping[str, Any]
     studies: Mapping[str, dict[str, Any]]
 
-    def of_role(self, role: str) -> Mapping[str, Any]: ...
+    def of_role(self, role: Role) -> Mapping[str, Any]: ...
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 DEFAULT_MODELS = ("mobilenet_v2",)  # what a dataset's study fine-tunes when it lists no models
@@ -306,12 +307,12 @@ def table_problems(raw: dict, where: str, catalogue: KnownTechniques) -> list[st
         found += problems(ModelTable, table, f"{where}: models.{name}.")
     found += problems(Tolerances, raw.get("gate", {}), f"{where}: gate.")
     bases = {"bases": Names | None}
-    for section, role in (("compression", "compression"), ("deployment", "deployment")):
-        known = catalogue.of_role(role)
+    for role in (Role.COMPRESSION, Role.DEPLOYMENT):
+        section, known = role.section, catalogue.of_role(role)
         for name, table in raw.get(section, {}).items():
             if name in known and isinstance(table, dict):
                 technique = known[name]
-                train = {k: Any for k in TRAIN_KEYS} if role == "compression" else {}
+                train = {k: Any for k in TRAIN_KEYS} if role.retrains else {}
                 schema = parameters_schema(f"{section}.{name}", technique.params, technique.ranges,
                                            technique.choices, {**bases, **train})
                 found += problems(schema, table, f"{where}: {section}.{name}.")
@@ -331,7 +332,7 @@ def _parse(name: str, raw: dict, catalogue: KnownTechniques, where: str) -> Prof
         raise ConfigError("\n".join(found))
     top = ProfileFile(**raw)
     techniques = {tech: _train_config(cfg, f"{where}: techniques.{tech}") for tech, cfg in top.techniques.items()}
-    recipes = {n: t for n, t in catalogue.techniques.items() if t.role in ("trained", "measurement")}
+    recipes = {n: t for n, t in catalogue.techniques.items() if t.role.has_recipe}
     for tech, cfg in techniques.items():
         if tech not in recipes:
             raise ConfigError(f"{where}: unknown technique {tech!r} in [techniques]; known: {sorted(recipes)}")
@@ -392,7 +393,7 @@ def _complete(profile: Profile, catalogue: KnownTechniques, where: str) -> None:
         cases = profile.cases(dataset, catalogue)
         used |= {model for model, *_ in cases}
         missing = {tech for model, tech, method, _ in cases if catalogue.techniques[method].floored
-                   and catalogue.techniques[method].role in ("trained", "compression")
+                   and catalogue.techniques[method].role.has_model
                    and profile.floor(dataset, tech, model) is None}
         if missing:
             raise ConfigError(f"{where}: floors.{dataset} has no accuracy floor for {sorted(missing)} "
@@ -466,7 +467,7 @@ def _compressions(raw: dict, techniques: dict[str, TrainConfig], catalogue: Know
         if base not in techniques:
             raise ConfigError(f"{where}: compression.bases names {base!r}, not a technique of this profile")
     compressions = {}
-    known = {n: t.params for n, t in catalogue.of_role("compression").items()}
+    known = {n: t.params for n, t in catalogue.of_role(Role.COMPRESSION).items()}
     for name, table in raw.items():
         if name == "bases":
             continue
@@ -500,7 +501,7 @@ def _deployments(raw: dict, models: list[str], catalogue: KnownTechniques, where
     if unknown:
         raise ConfigError(f"{where}: deployment.bases names {unknown}, not techniques of this profile: {models}")
     deployments = {}
-    known = {n: t.params for n, t in catalogue.of_role("deployment").items()}
+    known = {n: t.params for n, t in catalogue.of_role(Role.DEPLOYMENT).items()}
     for name, table in raw.items():
         if name == "bases":
             continue

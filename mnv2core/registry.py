@@ -10,18 +10,14 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .context import Artifact, Case, Context
+from .context import Artifact, Builder, Case, Context
 from .errors import ConfigError
 from .metrics import RECORD, TEST_ACCURACY, Declarations, Metric
+from .roles import Role
 
-# roles: how a technique's case comes about
-TRAINED = "trained"  # trained from its recipe in [techniques.NAME] (maybe from an upstream model)
-COMPRESSION = "compression"  # [compression.NAME]: compresses (and retrains) each of [compression] bases
-DEPLOYMENT = "deployment"  # [deployment.NAME]: measures each of [deployment] bases; nothing trained or cached
-MEASUREMENT = "measurement"  # [techniques.NAME] recipe, measured in this run; nothing cached, no accuracy
-ROLES = (TRAINED, COMPRESSION, DEPLOYMENT, MEASUREMENT)
+TRAINED, COMPRESSION, DEPLOYMENT, MEASUREMENT = Role.TRAINED, Role.COMPRESSION, Role.DEPLOYMENT, Role.MEASUREMENT
 
-Builder = Callable[[Context, Case], Artifact]
+Subject = Callable[[Context, Case], Artifact]
 Measurer = Callable[[Context, Case, Artifact], dict[str, Any]]
 Checker = Callable[[dict[str, Any], Case], None]
 Found = list[tuple[str, dict]]  # (label: model and base, metrics) of a technique's cases
@@ -61,14 +57,15 @@ def require(condition: bool, message: str) -> None:
 
 @dataclass(frozen=True)
 class Technique:
-    """One technique. ``build`` makes its model (trained and compression roles; it caches
-    through the context); ``measure`` adds metrics of this run (for deployments and
-    measurements, every metric, ``accuracy`` first when there is one). ``needs`` lists the
+    """One technique. ``builder`` keys and builds its model (trained and compression roles;
+    the study caches it); ``subject`` makes the uncached model a measurement times;
+    ``measure`` adds metrics of this run (for deployments and measurements, every metric,
+    ``accuracy`` first when there is one). ``needs`` lists the
     techniques on the same dataset it waits for (a base is implied for compressions and
-    deployments). ``table``: (title, rows from [(base, metrics)]) in the report."""
+    deployments). How its cases show in the report is its ``Presentation`` (``present``)."""
 
     name: str
-    role: str
+    role: Role
     title: str
     study: str = "mobilenet"  # the study it belongs to (a dataset lists the studies it runs)
     # the model it trains: a name, (profile, dataset) -> name (a recipe may choose it), or None:
@@ -77,7 +74,8 @@ class Technique:
     # runs on each of the dataset's models (``models = [...]``) for which this returns True
     per_model: Callable[[Any], bool] | None = None
     min_epochs: int = 1  # 0: its recipe may train nothing (a ready-trained model scored as it is)
-    build: Builder | None = None
+    builder: Builder | None = None
+    subject: Subject | None = None
     measure: Measurer | None = None
     check: Checker | None = None
     params: dict[str, Any] = field(default_factory=dict)  # defaults of its profile table
@@ -86,14 +84,9 @@ class Technique:
     needs: tuple[str, ...] = ()  # upstream methods, named relative to the base ("prune": the base's prune)
     floored: bool = True  # whether its cases assert an accuracy floor
     starts_early: bool = False  # a long training other cases wait for: scheduled first
-    table: tuple[str, Rows] | None = None
     metrics: tuple[Metric, ...] = ()  # what its records hold beyond every record's fields (metrics.RECORD)
-    summary_row: str | None = None  # a trained technique: its row title in the study summary table
-    summary_column: tuple[str, str] | None = None  # a derived one: (column title, metric) there
     thresholds: tuple[str, ...] = ()  # parameters only its check reads (they change no number)
     uses: tuple[str, ...] = ()  # other techniques whose parameters its metrics depend on
-    # the results page's figure of its cases on a dataset: (cases, path, dataset) -> the PNG or None
-    page_plot: Callable[[Found, Any, str], Any] | None = None
     # its metrics depend only on the model, the data and its parameters (no timing): the cache
     # keeps them, so a rerun does not measure the same model again (--refresh does)
     reusable: bool = False
@@ -103,16 +96,28 @@ class Technique:
     module: str = ""  # the module that declares it (its code's fingerprint keys what it caches)
 
     def __post_init__(self):
-        if self.role not in ROLES:
-            raise ValueError(f"technique {self.name}: role {self.role!r} is not one of {ROLES}")
-        if self.role in (TRAINED, MEASUREMENT) and not (self.model or self.per_model):
+        if not isinstance(self.role, Role):
+            raise ValueError(f"technique {self.name}: role {self.role!r} is not one of {[str(r) for r in Role]}")
+        if self.role.has_recipe and not (self.model or self.per_model):
             raise ValueError(f"technique {self.name}: a {self.role} technique names its model (or per_model)")
-        if self.role in (TRAINED, COMPRESSION) and self.build is None:
-            raise ValueError(f"technique {self.name}: a {self.role} technique needs build")
-        if self.role == MEASUREMENT and self.build is None:
-            raise ValueError(f"technique {self.name}: a measurement builds the (uncached) model it measures")
-        if self.role in (DEPLOYMENT, MEASUREMENT) and self.measure is None:
+        if self.role.has_model and self.builder is None:
+            raise ValueError(f"technique {self.name}: a {self.role} technique needs a builder")
+        if self.role.measures_its_own and self.subject is None:
+            raise ValueError(f"technique {self.name}: a measurement makes the (uncached) model it measures")
+        if not self.role.has_model and self.measure is None:
             raise ValueError(f"technique {self.name}: a {self.role} technique needs measure")
+
+
+@dataclass(frozen=True)
+class Presentation:
+    """How a technique's cases show in the report and on the results page, registered beside
+    the technique (``present``), not in it."""
+
+    table: tuple[str, Rows] | None = None  # (title, rows from [(label, metrics)]) in the report
+    summary_row: str | None = None  # a trained technique: its row title in the study summary table
+    summary_column: tuple[str, str] | None = None  # a derived one: (column title, metric) there
+    # the results page's figure of its cases on a dataset: (cases, path, dataset) -> the PNG or None
+    page_plot: Callable[[Found, Any, str], Any] | None = None
 
 
 @dataclass
@@ -121,26 +126,29 @@ class Catalogue:
     studies: dict[str, dict[str, Any]] = field(default_factory=dict)  # study -> [studies.NAME] defaults
     tables: list[Table] = field(default_factory=list)  # report tables, in declaration order
     analyses: list[Analysis] = field(default_factory=list)
+    presentations: dict[str, Presentation] = field(default_factory=dict)
 
     def get(self, name: str) -> Technique:
         if name not in self.techniques:
             raise ConfigError(f"unknown technique {name!r}; known: {sorted(self.techniques)}")
         return self.techniques[name]
 
+    def presentation(self, name: str) -> Presentation:
+        return self.presentations.get(name, Presentation())
+
     def declarations(self, name: str) -> Declarations:
         """The metrics a record of technique ``name`` may hold."""
         technique = self.get(name)
-        implied = (TEST_ACCURACY,) if technique.role in (TRAINED, COMPRESSION) else ()
+        implied = (TEST_ACCURACY,) if technique.role.has_model else ()
         return Declarations(name, (*technique.metrics, *implied, *RECORD))
 
-    def of_role(self, role: str) -> dict[str, Technique]:
+    def of_role(self, role: Role) -> dict[str, Technique]:
         return {name: t for name, t in self.techniques.items() if t.role == role}
 
     def study_techniques(self, study: str) -> tuple[str, ...]:
-        return tuple(name for name, t in self.techniques.items() if t.study == study and t.role in (TRAINED, MEASUREMENT))
+        return tuple(name for name, t in self.techniques.items() if t.study == study and t.role.has_recipe)
 
 
-PHASE_ONE = ("mobilenet", "distillation")  # the study's trained models; the others are companion studies
 REGISTERED = Catalogue()  # filled by the technique modules as they are imported
 
 
@@ -150,10 +158,18 @@ def register(technique: Technique) -> Technique:
     if not technique.module:
         technique = dataclasses.replace(technique, module=sys._getframe(1).f_globals["__name__"])
     REGISTERED.techniques[technique.name] = technique
-    if technique.table:
-        title, rows = technique.table
-        REGISTERED.tables.append(Table(title, (technique.name,), lambda found, name=technique.name: rows(found[name])))
     return technique
+
+
+def present(name: str, **how: Any) -> Presentation:
+    """Register how technique ``name``'s cases show (``Presentation``'s fields); its table
+    takes its place among the report's tables in the order they are registered."""
+    presentation = Presentation(**how)
+    REGISTERED.presentations[name] = presentation
+    if presentation.table:
+        title, rows = presentation.table
+        REGISTERED.tables.append(Table(title, (name,), lambda found: rows(found[name])))
+    return presentation
 
 
 def only(found: dict[str, Found], technique: str) -> dict:

@@ -7,7 +7,7 @@ from tabulate import tabulate
 
 from .techniques import catalogue
 from .gate import cpu_identity
-from .registry import COMPRESSION, Found, Table
+from .registry import Found, Table
 from .results import case_items, method_of
 
 FORMATS = {"md": "github", "terminal": "simple"}
@@ -18,11 +18,13 @@ def summary_layout(items: dict) -> tuple[list[tuple[str, str]], list[tuple[str, 
     rows, and (title, derived technique or None: the row's own case, metric) columns, in the
     order the results hold them (the grid's)."""
     order = list(dict.fromkeys(method_of(extra) for extra in items.values()))
-    techniques = sorted(catalogue().techniques.values(),  # absent ones last, compressions first
-                        key=lambda t: (order.index(t.name) if t.name in order else len(order), t.role != COMPRESSION))
-    rows = [(t.summary_row, t.name) for t in techniques if t.summary_row]
-    columns = [("base acc", None, "accuracy")] + [(t.summary_column[0], t.name, t.summary_column[1])
-                                                  for t in techniques if t.summary_column]
+    known = catalogue()
+    techniques = sorted(known.techniques.values(),  # absent ones last, compressions first
+                        key=lambda t: (order.index(t.name) if t.name in order else len(order), not t.role.retrains))
+    shown = [(t.name, known.presentation(t.name)) for t in techniques]
+    rows = [(p.summary_row, name) for name, p in shown if p.summary_row]
+    columns = [("base acc", None, "accuracy")] + [(p.summary_column[0], name, p.summary_column[1])
+                                                  for name, p in shown if p.summary_column]
     return rows, columns
 
 

@@ -5,7 +5,6 @@ wires it up."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import platform
 import time
@@ -15,31 +14,27 @@ from typing import Any, Callable
 
 import torch
 
-from . import strategies
-from .cache import ArtifactCache, payload_digest
+from .cache import ArtifactCache
 from .compression.architecture import restore_model
-from .context import Artifact, Build, Case
+from .context import Artifact, Case
 from .datasets import DatasetSplits, apply_source_overrides, load_dataset
-from .datasets.sources import read_synthetic
 from .deploy.latency import Timer, measure_latencies
-from .errors import ConfigError, WeightsUnavailableError
+from .errors import ConfigError
 from .execution import Execution, keep_freed_memory
 from .fingerprint import code_fingerprint
 from .frozen_features import FeatureStore
-from .grid import find_case, plan
-from .models import ImageClassifier, build_model, count_parameters, default_input_size, from_pretrained
-from .profiles import Profile, TrainConfig
-from .registry import COMPRESSION, TRAINED, Catalogue, Technique, require
-from .seeding import derive_seed, rng_preserved, seed_everything
+from .grid import find_case, plan, upstream_of
+from .keys import ArtifactKey
+from .models import ImageClassifier, count_parameters, default_input_size
+from .profiles import Profile
+from .registry import Catalogue, Technique, require
+from .seeding import derive_seed, seed_everything
+from .start_weights import StartWeights
 from .techniques import catalogue
 from .training import evaluate
-from .weights import load_pretrained_state, random_init_provenance, resolve_weights_spec, weights_env_var
 
 log = logging.getLogger("mnv2bench.study")
 
-NO_PRETRAINED_NOTE = "no pretrained weights: the network starts from random initialisation"
-PRETEXT_PALETTE_OFFSET = 0.5
-PRETEXT_SEED_OFFSET = 1000
 
 
 @dataclass(frozen=True)
@@ -89,15 +84,16 @@ class Study:
         self.cache_root = self.cache.files
         self.plots_dir = Path(settings.results_dir) / "plots"
         self.features = FeatureStore(self.cache, profile.eval_batch_size, self.execution)
+        self.start_weights = StartWeights(profile, settings.weights, self.cache, self.execution, self.device)
         self.timer: Timer = measure_latencies  # the pytest plugin may time through pytest-benchmark
         self.datasets = apply_source_overrides(profile, settings.data_sources)
         self.templates = plan(profile, self.catalogue)  # case id -> Case(dataset, model, technique, method, base)
         self._loaded: dict[str, DatasetSplits] = {}
         self._sized: dict[tuple[str, int], DatasetSplits] = {}
         self._artifacts: dict[str, Artifact] = {}  # by case id
-        self._start_weights: dict[tuple, tuple[dict | None, dict]] = {}
+        self._keys: dict[str, ArtifactKey] = {}  # by case id
         self._memo: dict[tuple, Any] = {}
-        self._building: list[str] = []  # techniques whose artifacts are being built, innermost last
+        self._building: list[ArtifactKey] = []  # the keys of the artifacts being built, innermost last
 
     # data -----------------------------------------------------------------
     def dataset(self, name: str) -> DatasetSplits:
@@ -182,9 +178,9 @@ class Study:
     def _measured_model(self, case: Case, technique: Technique) -> Artifact:
         """A trained or compressed case's own model; a deployment's base model; a
         measurement's (uncached) model."""
-        if technique.role in (TRAINED, COMPRESSION):
+        if technique.role.has_model:
             return self.artifact(case.dataset, case.technique, case.model)
-        return self.artifact(case.dataset, case.base, case.model) if case.base else technique.build(self, case)
+        return self.artifact(case.dataset, case.base, case.model) if case.base else technique.subject(self, case)
 
     def _metrics(self, case: Case, technique: Technique,
                  artifact: Artifact) -> tuple[dict, list, float | None, bool]:
@@ -193,7 +189,7 @@ class Study:
         a deployment's or measurement's metrics (of this run, or reused when reusable; the
         base's epochs and training time are the base case's)."""
         measured, history, train_seconds, reused = {}, [], None, False
-        if technique.role in (TRAINED, COMPRESSION):
+        if technique.role.has_model:
             def evaluated() -> dict[str, float]:  # the test set is resized only when it is needed
                 test = self.data_at(case.dataset, artifact.meta["input_size"]).test
                 return {"accuracy": evaluate(artifact.model, test, self.profile.eval_batch_size, self.execution)}
@@ -225,9 +221,10 @@ class Study:
         """(metrics, whether they came from the cache) of ``artifact``'s model that depend only
         on it, the data and ``params``: computed once and kept in the cache (with the PNG a
         ``plot`` names, written to this run's plots folder)."""
-        spec = {"kind": f"metrics-{what}", "model": artifact.key, "params": params,
-                "data": self.dataset(case.dataset).provenance["fingerprint"], "execution": self.execution.spec(),
-                "seed": self.seed_for(case.dataset, case.technique), "code": self._code(what)}
+        key = ArtifactKey(f"{case.id}-{what}", f"metrics-{what}",
+                          {"params": params, "data": self.dataset(case.dataset).provenance["fingerprint"],
+                           "execution": self.execution.spec()},
+                          self._code(what), self.seed_for(case.dataset, case.technique), {"model": artifact.key})
 
         def build() -> dict[str, Any]:
             metrics = compute()
@@ -235,7 +232,7 @@ class Study:
             return {"metrics": metrics, "plot": torch.frombuffer(bytearray(plot), dtype=torch.uint8) if plot
                     else torch.empty(0, dtype=torch.uint8)}
 
-        result = self.cache.fetch(f"{case.id}-{what}", spec, build)
+        result = self.cache.fetch(key, build)
         payload, metrics = result.payload, dict(result.payload["metrics"])
         if "plot" in metrics:
             target = self.plots_dir / Path(metrics["plot"]).name
@@ -249,9 +246,10 @@ class Study:
         """The case's own model's cache key and status; a measurement has no model of its own
         (it names the model it measured, whose status is that case's): "measured" in this
         run, or "reused" when its metrics came from the cache."""
-        if technique.role in (TRAINED, COMPRESSION):
-            return {"key": artifact.key, "status": artifact.status}
-        return {"key": None, "status": "reused" if reused else "measured", "measured_key": artifact.key or None}
+        if technique.role.has_model:
+            return {"key": artifact.key.digest, "status": artifact.status}
+        return {"key": None, "status": "reused" if reused else "measured",
+                "measured_key": artifact.key.digest if artifact.key else None}
 
     def check(self, case: Case, record: dict[str, Any]) -> None:
         """What the case's technique guarantees of its metrics, then the profile's accuracy
@@ -269,21 +267,84 @@ class Study:
                     f"of profile {self.profile.name!r}")
 
     # artifacts ------------------------------------------------------------
+    def model_case(self, dataset: str, technique: str, model: str | None = None) -> Case:
+        """The case of a trained or compressed ``technique`` (one with a model of its own)."""
+        case = self.case(dataset, technique, model)
+        role = self.catalogue.get(case.method).role
+        if not role.has_model:
+            raise ConfigError(f"{case.id} is a {role}: it measures a model and has none of its own")
+        return case
+
+    def artifact_key(self, dataset: str, technique: str, model: str | None = None) -> ArtifactKey:
+        """The cache key of a trained or compressed ``technique``'s model, computed without
+        building or loading any model: every model entry's key is assembled here, from what
+        every model entry depends on, its builder's recipe, and the keys of its upstream."""
+        case = self.model_case(dataset, technique, model)
+        if case.id not in self._keys:
+            technique_ = self.catalogue.get(case.method)
+            upstream = {}
+            for up_id in upstream_of(case, self.templates, self.catalogue):
+                if up_id not in self.templates:
+                    raise ConfigError(f"{case.id} needs {up_id}, which profile {self.profile.name!r} does not run: "
+                                      f"add its technique to the profile")
+                up = self.templates[up_id]
+                upstream[up.technique] = self.artifact_key(up.dataset, up.technique, up.model)
+            parts = technique_.builder.key(self, case)
+            splits = self.dataset(case.dataset)
+            recipe = {"model": case.model, "network": self.profile.model(case.model).identity(),
+                      "data": splits.provenance["fingerprint"], "classes": splits.num_classes,
+                      "execution": self.execution.spec(), **parts.recipe}
+            self._keys[case.id] = ArtifactKey(case.id, case.method, recipe, self._code(case.method),
+                                              self.seed_for(case.dataset, case.technique),
+                                              {**upstream, **parts.inputs},
+                                              target=("artifact", case.dataset, case.technique, case.model))
+        return self._keys[case.id]
+
+    def model_key(self, case: Case) -> ArtifactKey | None:
+        """The key of the model ``case`` trains, compresses or measures (None: a measurement's
+        model, made uncached in its own run)."""
+        if self.catalogue.get(case.method).role.has_model:
+            return self.artifact_key(case.dataset, case.technique, case.model)
+        return self.artifact_key(case.dataset, case.base, case.model) if case.base else None
+
     def artifact(self, dataset: str, technique: str, model: str | None = None) -> Artifact:
         """The model of a trained or compressed ``technique`` on ``dataset`` (of ``model``;
         None: the dataset's only case of it): from this process's memory, the disk cache, or
-        built now."""
-        case = self.case(dataset, technique, model)
-        builder = self.catalogue.get(case.method)
-        if builder.role not in (TRAINED, COMPRESSION):
-            raise ConfigError(f"{case.id} is a {builder.role}: it measures a model and has none of its own")
+        built now. Inside a build, only an artifact its key names (at any depth) may be asked for."""
+        case = self.model_case(dataset, technique, model)
+        key = self.artifact_key(case.dataset, case.technique, case.model)
+        if self._building and key not in set(self._building[-1].walk()):
+            raise RuntimeError(f"building {self._building[-1].label} asked for {case.id}, which its key does not "
+                               f"name: add {case.technique!r} to its technique's needs")
         if case.id not in self._artifacts:
-            self._building.append(builder.name)  # what its fetches are keyed by the code of
+            self._building.append(key)
             try:
-                self._artifacts[case.id] = builder.build(self, case)
+                self._artifacts[case.id] = self._fetch(case, key)
             finally:
                 self._building.pop()
         return self._artifacts[case.id]
+
+    def _fetch(self, case: Case, key: ArtifactKey) -> Artifact:
+        """The model of ``key`` from the cache, or built now (its upstream models first, then
+        seeded, so the build does not depend on what ran before it in this process), restored
+        on the device."""
+        def build() -> dict[str, Any]:
+            for up in key.upstream.values():
+                if up.target[:1] == ("artifact",):
+                    self.artifact(*up.target[1:])
+            seed_everything(key.seed)
+            started = time.perf_counter()
+            payload = self.catalogue.get(case.method).builder.build(self, case, key)
+            payload["meta"].setdefault("train_seconds", time.perf_counter() - started)
+            payload["meta"]["upstream"] = {name: up.digest for name, up in key.upstream.items()
+                                           if up.target[:1] == ("artifact",)}
+            return payload
+
+        result = self.cache.fetch(key, build)
+        payload = result.payload
+        model = self.execution.prepare(restore_model(payload["model"], payload["num_classes"],
+                                                     payload["state_dict"], payload.get("arch")))
+        return Artifact(model, key, result.status, payload["meta"], payload.get("start_state"))
 
     def _code(self, method: str) -> str:
         """The fingerprint of the code behind ``method``'s entries: its module and everything it
@@ -291,108 +352,10 @@ class Study:
         module = self.catalogue.get(method).module if method in self.catalogue.techniques else "mnv2core.training"
         return code_fingerprint(module)
 
-    def fetch(self, label: str, spec: dict[str, Any], seed: int, build: Build) -> Artifact:
-        """Fetch or build a model payload through the cache (the build seeded first, so it
-        does not depend on what ran before it in this process) and restore it on the device."""
-        def seeded() -> dict[str, Any]:
-            seed_everything(seed)
-            started = time.perf_counter()
-            payload = build()
-            payload["meta"].setdefault("train_seconds", time.perf_counter() - started)
-            return payload
-
-        result = self.cache.fetch(label, self.entry_spec(spec, seed), seeded)
-        payload = result.payload
-        model = self.execution.prepare(restore_model(payload["model"], payload["num_classes"],
-                                                     payload["state_dict"], payload.get("arch")))
-        return Artifact(model, result.key, result.status, payload["meta"], payload.get("start_state"))
-
-    def entry_spec(self, spec: dict[str, Any], seed: int) -> dict[str, Any]:
-        """A model's whole cache spec: its builder's, the seed, and the fingerprint of the code
-        of the technique being built."""
-        code = self._code(self._building[-1]) if self._building else code_fingerprint("mnv2core.study")
-        return {**spec, "seed": seed, "code": code}
-
     # starting weights -------------------------------------------------------
     def start_model(self, model_name: str, num_classes: int, size: int,
                     pretrained: bool) -> tuple[ImageClassifier, dict[str, Any]]:
-        spec = self.profile.model(model_name)
-        state, provenance = self._pretrained_state(model_name, size) if pretrained else (None, None)
-        if state is None:
-            return build_model(spec, num_classes), provenance or random_init_provenance(model_name)
-        return from_pretrained(spec, state, num_classes, keep_head=spec.trained), provenance
+        return self.start_weights.model(model_name, num_classes, size, pretrained)
 
-    def start_fingerprint(self, model_name: str, size: int, pretrained: bool) -> Any:
-        """What identifies the starting weights: a weights file's sha256, or the recipe of the
-        harness's pretext weights (their cache entry: known without training them, so a
-        cluster's plan has every key before anything runs)."""
-        if not pretrained:
-            return None
-        if self._weights_source(model_name).kind == "pretext":
-            return {"source": "pretext:synthetic", "recipe": self.pretext_entry(model_name, size)}
-        _, provenance = self._pretrained_state(model_name, size)
-        return {"source": provenance["source"], "sha256": provenance["sha256"]}
-
-    def _weights_source(self, model_name: str):
-        return resolve_weights_spec(model_name, self.profile.model(model_name).weights, self.settings.weights)
-
-    def _pretrained_state(self, model_name: str, size: int) -> tuple[dict | None, dict]:
-        spec = self.profile.model(model_name)
-        source = self._weights_source(model_name)
-        if source.kind == "none":
-            if spec.trained:
-                raise WeightsUnavailableError(
-                    f"{model_name} is marked trained for the dataset but has no weights: give its file with "
-                    f"--weights {model_name}=PATH or {weights_env_var(model_name)}=PATH")
-            return None, random_init_provenance(model_name, NO_PRETRAINED_NOTE)
-        if source.kind == "pretext":
-            return self.pretext_state(model_name, size)
-        memo_key = ("pretrained", model_name, source)
-        if memo_key not in self._start_weights:
-            self._start_weights[memo_key] = load_pretrained_state(spec, source)
-        return self._start_weights[memo_key]
-
-    def _pretext_recipe(self, model_name: str, size: int) -> tuple[str, dict[str, Any], TrainConfig, int, int]:
-        """(label, cache spec, recipe, size, seed) of the pretext weights for ``model_name``
-        at ``size``: [pretext] ``size`` when the profile gives one (one pretext resolution for
-        every input size, as ImageNet weights have), else the input size that asks for them."""
-        cfg = TrainConfig(**{k: v for k, v in self.profile.pretext.items() if k != "train_size"})
-        size = cfg.size or size
-        seed = derive_seed(self.profile.seed, "pretext", model_name, size)
-        spec = {"kind": "pretext", "code": code_fingerprint("mnv2core.strategies"), "model": model_name,
-                "network": self.profile.model(model_name).identity(), "size": size, "train": dataclasses.asdict(cfg),
-                "train_size": self.profile.pretext["train_size"], "seed": seed,
-                "generator": code_fingerprint("mnv2core.datasets.sources")}
-        return f"pretext-{model_name}-{size}px", spec, cfg, size, seed
-
-    def pretext_entry(self, model_name: str, size: int) -> str:
-        """The cache entry name (label and content key) of the pretext weights."""
-        label, spec, *_ = self._pretext_recipe(model_name, size)
-        return self.cache.entry_name(label, spec)
-
-    def pretext_state(self, model_name: str, size: int) -> tuple[dict, dict]:
-        """Weights trained by the harness on a related synthetic task (hues shifted): the
-        offline stand-in for ImageNet pretraining (built once, through the cache)."""
-        label, spec, cfg, size, seed = self._pretext_recipe(model_name, size)
-        train_size = self.profile.pretext["train_size"]
-
-        def build() -> dict[str, Any]:
-            raw = read_synthetic(size, train_size, max(256, train_size // 4),
-                                 seed=self.profile.seed + PRETEXT_SEED_OFFSET, palette_offset=PRETEXT_PALETTE_OFFSET)
-            splits = DatasetSplits("pretext", raw.train, raw.test, raw.classes, {}).at_size(size, self.device)
-            seed_everything(seed)
-            model = self.execution.prepare(build_model(self.profile.model(model_name), splits.num_classes))
-            strategies.train_from_scratch(model, splits, cfg, seed=seed, label=f"{label}",
-                                          eval_batch_size=self.profile.eval_batch_size, execution=self.execution)
-            return {"net_state": {k: v.detach().cpu() for k, v in model.net.state_dict().items()}}
-
-        memo_key = ("pretext", model_name, size)
-        if memo_key not in self._start_weights:
-            with rng_preserved():  # built or loaded, the build asking for them draws alike
-                result = self.cache.fetch(label, spec, build)
-            state = result.payload["net_state"]
-            provenance = {"model": model_name, "source": "pretext:synthetic", "sha256": payload_digest(state),
-                          "stand_in": True, "note": "trained by the harness on a synthetic pretext task "
-                                                    "(offline stand-in for ImageNet weights)"}
-            self._start_weights[memo_key] = (state, provenance)
-        return self._start_weights[memo_key]
+    def start_fingerprint(self, model_name: str, size: int, pretrained: bool) -> dict | ArtifactKey | None:
+        return self.start_weights.fingerprint(model_name, size, pretrained)

@@ -58,7 +58,8 @@ def test_no_technique_is_named_outside_its_module():
     from mnv2core.techniques import catalogue
     names = set(catalogue().techniques)
     readers = [PACKAGE / f"{name}.py" for name in ("study", "grid", "report", "docs", "gate", "cli", "results",
-                                                   "cluster", "local_cluster")]
+                                                   "cluster", "local_cluster", "planning", "keys", "roles",
+                                                   "start_weights", "building")]
     readers.append(PACKAGE.parent / "fixtures" / "plugin.py")
     for path in readers:
         strings = {node.value for node in ast.walk(ast.parse(path.read_text()))
@@ -70,7 +71,20 @@ def test_every_summary_metric_and_page_figure_is_declared():
     from mnv2core.techniques import catalogue
     for name, technique in catalogue().techniques.items():
         declared = catalogue().declarations(name)
-        if technique.summary_column:
-            assert declared.find(technique.summary_column[1]), f"{name}: summary metric not declared"
+        summary_column = catalogue().presentation(name).summary_column
+        if summary_column:
+            assert declared.find(summary_column[1]), f"{name}: summary metric not declared"
         for metric in technique.metrics:
             assert not metric.on_page or metric.unit == "png", f"{name}.{metric.name}: only PNGs go on the page"
+
+
+def test_no_role_is_compared_by_its_name():
+    """A role is asked what it implies (``Role.has_model``...), never compared as a string."""
+    from mnv2core.roles import Role
+    names = {role.value for role in Role}
+    for path in [*PACKAGE.rglob("*.py"), PACKAGE.parent / "fixtures" / "plugin.py"]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                compared = [c for part in node.comparators for c in ast.walk(part)]
+                strings = {c.value for c in compared if isinstance(c, ast.Constant) and isinstance(c.value, str)}
+                assert not strings & names, f"{path.name}:{node.lineno} compares a role by name {strings & names}"

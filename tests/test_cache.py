@@ -7,8 +7,14 @@ import pytest
 import torch
 
 from mnv2core.cache import ArtifactCache
+from mnv2core.keys import ArtifactKey
 
-SPEC = {"kind": "toy", "lr": 0.1, "upstream": {"a": "k1"}}
+
+def toy_key(**recipe) -> ArtifactKey:
+    return ArtifactKey("toy", "toy", {"lr": 0.1, **recipe}, "code")
+
+
+KEY = toy_key()
 
 
 def payload(value=1.0):
@@ -25,26 +31,24 @@ def counting_build(counter: list, value=1.0):
 def test_second_fetch_loads_without_building(tmp_path):
     cache = ArtifactCache(tmp_path)
     built = []
-    first = cache.fetch("toy", SPEC, counting_build(built))
-    second = ArtifactCache(tmp_path).fetch("toy", SPEC, counting_build(built))
+    first = cache.fetch(KEY, counting_build(built))
+    second = ArtifactCache(tmp_path).fetch(KEY, counting_build(built))
     assert (first.status, second.status, len(built)) == ("built", "loaded", 1)
     assert torch.equal(second.payload["weights"], payload()["weights"])
     assert second.payload["history"] == payload()["history"]
 
 
-def test_key_depends_on_every_field_but_not_on_order():
-    reordered = {"upstream": {"a": "k1"}, "lr": 0.1, "kind": "toy"}
-    assert ArtifactCache.key(SPEC) == ArtifactCache.key(reordered)
-    changed = [dict(SPEC, lr=0.2), dict(SPEC, upstream={"a": "k2"}), dict(SPEC, seed=1)]
-    keys = {ArtifactCache.key(spec) for spec in changed} | {ArtifactCache.key(SPEC)}
-    assert len(keys) == 4
+def test_the_cache_takes_only_an_artifact_key(tmp_path):
+    with pytest.raises(TypeError, match="takes an ArtifactKey"):
+        ArtifactCache(tmp_path).fetch({"kind": "toy", "lr": 0.1}, counting_build([]))
+    assert not list(tmp_path.glob("*.pt"))
 
 
 def test_config_change_builds_a_new_entry(tmp_path):
     cache = ArtifactCache(tmp_path)
     built = []
-    cache.fetch("toy", SPEC, counting_build(built))
-    result = cache.fetch("toy", dict(SPEC, lr=0.01), counting_build(built, 2.0))
+    cache.fetch(KEY, counting_build(built))
+    result = cache.fetch(toy_key(lr=0.01), counting_build(built, 2.0))
     assert result.status == "built" and len(built) == 2
     assert result.payload["weights"][0, 0] == 2.0
 
@@ -70,12 +74,12 @@ def corrupt_tensor_bytes(path: Path):
 def test_corrupt_entry_is_rebuilt(tmp_path, corrupt, caplog):
     cache = ArtifactCache(tmp_path)
     built = []
-    path = cache.fetch("toy", SPEC, counting_build(built)).path
+    path = cache.fetch(KEY, counting_build(built)).path
     corrupt(path)
-    result = ArtifactCache(tmp_path).fetch("toy", SPEC, counting_build(built))
+    result = ArtifactCache(tmp_path).fetch(KEY, counting_build(built))
     assert result.status == "built" and len(built) == 2
     assert "corrupt" in caplog.text
-    assert ArtifactCache(tmp_path).fetch("toy", SPEC, counting_build(built)).status == "loaded"
+    assert ArtifactCache(tmp_path).fetch(KEY, counting_build(built)).status == "loaded"
 
 
 def test_failed_build_leaves_nothing_behind(tmp_path):
@@ -85,17 +89,17 @@ def test_failed_build_leaves_nothing_behind(tmp_path):
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError):
-        cache.fetch("toy", SPEC, broken)
+        cache.fetch(KEY, broken)
     assert not [p for p in tmp_path.iterdir() if not p.name.endswith(".lock")]
 
 
 def test_refresh_rebuilds_once_per_run(tmp_path):
     built = []
-    ArtifactCache(tmp_path, run_id="old").fetch("toy", SPEC, counting_build(built))
+    ArtifactCache(tmp_path, run_id="old").fetch(KEY, counting_build(built))
     refreshing = ArtifactCache(tmp_path, run_id="new", refresh=True)
-    assert refreshing.fetch("toy", SPEC, counting_build(built)).status == "built"
+    assert refreshing.fetch(KEY, counting_build(built)).status == "built"
     # another worker of the same run reuses what this run built
-    again = ArtifactCache(tmp_path, run_id="new", refresh=True).fetch("toy", SPEC, counting_build(built))
+    again = ArtifactCache(tmp_path, run_id="new", refresh=True).fetch(KEY, counting_build(built))
     assert again.status == "loaded" and len(built) == 2
 
 
@@ -105,7 +109,7 @@ def _worker(root: str, marker_dir: str, queue) -> None:
         time.sleep(1.0)  # long enough for the others to hit the lock
         return payload(7.0)
 
-    result = ArtifactCache(Path(root)).fetch("toy", SPEC, build)
+    result = ArtifactCache(Path(root)).fetch(KEY, build)
     queue.put((result.status, float(result.payload["weights"].sum())))
 
 
@@ -131,7 +135,7 @@ def test_a_read_only_cache_serves_what_it_holds_and_names_what_it_lacks(tmp_path
     from mnv2core.errors import ConfigError
     from mnv2core.folders import writable_folder
     built = []
-    ArtifactCache(tmp_path).fetch("toy", SPEC, counting_build(built))
+    ArtifactCache(tmp_path).fetch(KEY, counting_build(built))
 
     class NoLockHere:  # what a read-only folder does to a lock file
         def __init__(self, path):
@@ -142,9 +146,9 @@ def test_a_read_only_cache_serves_what_it_holds_and_names_what_it_lacks(tmp_path
 
     monkeypatch.setattr(cache_module, "FileLock", NoLockHere)
     read_only = ArtifactCache(tmp_path)
-    assert read_only.fetch("toy", SPEC, counting_build(built)).status == "loaded" and len(built) == 1
+    assert read_only.fetch(KEY, counting_build(built)).status == "loaded" and len(built) == 1
     with pytest.raises(ConfigError, match=r"is read-only and holds no valid entry for toy .*--cache-dir"):
-        read_only.fetch("toy", {**SPEC, "lr": 0.2}, counting_build(built))
+        read_only.fetch(toy_key(lr=0.2), counting_build(built))
     assert len(built) == 1  # nothing built where nothing can be written
 
     def no_writing(**kwargs):
@@ -170,12 +174,12 @@ def test_a_write_that_fills_the_disk_names_the_folder_and_leaves_nothing_behind(
     disk = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(cache_module.shutil, "disk_usage", lambda folder: disk._replace(free=10 * 2**20))
     with pytest.raises(StorageError, match=r"cache folder .*: its disk is full \(10 MB free\) after 0 MB of toy-.*--cache-dir"):
-        ArtifactCache(tmp_path).fetch("toy", SPEC, counting_build(built))
+        ArtifactCache(tmp_path).fetch(KEY, counting_build(built))
     assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []  # no half-written entry
 
     # with room on the disk, the failure is not blamed on it
     monkeypatch.setattr(cache_module.shutil, "disk_usage", lambda folder: disk._replace(free=10 * 2**30))
     with pytest.raises(RuntimeError, match="unexpected pos"):
-        ArtifactCache(tmp_path).fetch("toy", SPEC, counting_build(built))
+        ArtifactCache(tmp_path).fetch(KEY, counting_build(built))
     monkeypatch.setattr(cache_module.torch, "save", real_save)
-    assert ArtifactCache(tmp_path).fetch("toy", SPEC, counting_build(built)).status == "built" and len(built) == 3
+    assert ArtifactCache(tmp_path).fetch(KEY, counting_build(built)).status == "built" and len(built) == 3

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from mnv2core.cache import ArtifactCache
+from mnv2core.keys import ArtifactKey
 from mnv2core.store import SharedStore, is_shared, local_path
 
-SPEC = {"kind": "toy", "lr": 0.1}
+KEY = ArtifactKey("toy", "toy", {"lr": 0.1}, "code")
 
 
 def build(counter, value=1.0):
@@ -34,9 +35,9 @@ def s3(s3_endpoint, request):
 
 def test_an_entry_published_to_s3_is_loaded_by_another_client(s3, tmp_path):
     built = []
-    first = s3(tmp_path).fetch("toy", SPEC, build(built))
+    first = s3(tmp_path).fetch(KEY, build(built))
     assert first.status == "built" and str(first.path).startswith("s3://mnv2bench-test/")
-    second = s3(tmp_path).fetch("toy", SPEC, build(built))  # another process or machine
+    second = s3(tmp_path).fetch(KEY, build(built))  # another process or machine
     assert second.status == "loaded" and len(built) == 1
     assert torch.equal(second.payload["weights"], torch.full((2, 3), 1.0))
     assert (tmp_path / "files").is_dir()  # ONNX exports, spectra and plots stay on this machine
@@ -44,20 +45,20 @@ def test_an_entry_published_to_s3_is_loaded_by_another_client(s3, tmp_path):
 
 def test_a_payload_without_its_manifest_is_not_an_entry(s3, tmp_path):
     cache, built = s3(tmp_path), []
-    name = cache.entry_name("toy", SPEC)
+    name = KEY.entry
     cache.shared.fs.pipe_file(f"{cache.shared.root}/{name}.deadbeef.pt", b"a writer died before its manifest")
-    assert cache.fetch("toy", SPEC, build(built)).status == "built" and len(built) == 1
+    assert cache.fetch(KEY, build(built)).status == "built" and len(built) == 1
 
 
 def test_a_payload_that_fails_its_checksum_is_rebuilt(s3, tmp_path, caplog):
     cache, built = s3(tmp_path), []
-    cache.fetch("toy", SPEC, build(built))
-    name = cache.entry_name("toy", SPEC)
+    cache.fetch(KEY, build(built))
+    name = KEY.entry
     manifest = json.loads(cache.shared.fs.cat_file(f"{cache.shared.root}/{name}.json"))
     cache.shared.fs.pipe_file(f"{cache.shared.root}/{manifest['payload']}", b"overwritten")
-    assert s3(tmp_path).fetch("toy", SPEC, build(built)).status == "built" and len(built) == 2
+    assert s3(tmp_path).fetch(KEY, build(built)).status == "built" and len(built) == 2
     assert "does not match its manifest's checksum" in caplog.text
-    assert s3(tmp_path).fetch("toy", SPEC, build(built)).status == "loaded"
+    assert s3(tmp_path).fetch(KEY, build(built)).status == "loaded"
 
 
 def test_two_writers_of_one_entry_leave_one_complete_entry(s3, tmp_path):
@@ -85,5 +86,5 @@ def test_file_urls_and_paths_are_local_folders(tmp_path):
     assert not is_shared(tmp_path) and not is_shared(f"file://{tmp_path}") and is_shared("s3://b/p")
     assert local_path(f"file://{tmp_path}") == tmp_path
     built = []
-    ArtifactCache(f"file://{tmp_path}").fetch("toy", SPEC, build(built))
-    assert ArtifactCache(tmp_path).fetch("toy", SPEC, build(built)).status == "loaded" and len(built) == 1
+    ArtifactCache(f"file://{tmp_path}").fetch(KEY, build(built))
+    assert ArtifactCache(tmp_path).fetch(KEY, build(built)).status == "loaded" and len(built) == 1

@@ -3,6 +3,7 @@ import torch
 
 from mnv2core import strategies
 from mnv2core.errors import TrainingDivergedError
+from mnv2core.keys import ArtifactKey
 from mnv2core.models import build_model
 from mnv2core.profiles import TrainConfig
 from mnv2core import training
@@ -109,7 +110,7 @@ def test_a_rising_loss_stops_training_and_nothing_is_cached(tiny_data, tmp_path)
 
     cache = ArtifactCache(tmp_path)
     with pytest.raises(TrainingDivergedError, match=r"test: the training loss rose from .* in epoch 2.*now 1e-06"):
-        cache.fetch("diverging", {"kind": "toy"}, build)
+        cache.fetch(ArtifactKey("diverging", "toy", {}, "code"), build)
     assert len(steps) == 4 and not list(tmp_path.glob("*.pt"))
 
 

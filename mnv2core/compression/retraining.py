@@ -6,8 +6,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-from ..context import Artifact, Case, Context, model_payload
-from ..errors import ConfigError
+from ..context import Artifact, Case, Context, Recipe, model_payload
+from ..keys import ArtifactKey
 from ..models import ImageClassifier
 from ..profiles import TrainConfig, derived_technique
 from ..seeding import derive_seed
@@ -58,33 +58,31 @@ class Retraining:
         return [h.as_dict() for h in history]
 
 
-def compression_artifact(ctx: Context, case: Case, make: Make) -> Artifact:
-    """Build (or load) ``case``: its base compressed by ``make`` with the profile's parameters."""
-    base = ctx.artifact(case.dataset, case.base, case.model)
-    compression = ctx.profile.compressions[case.method]
-    cfg = ctx.profile.retrain_config(compression, case.base, case.dataset)
-    seed = ctx.seed_for(case.dataset, case.technique)
-    upstream = {case.base: base.key}
-    for need in ctx.catalogue.get(case.method).needs:
-        name = derived_technique(case.base, need)
-        if need not in ctx.profile.compressions:
-            raise ConfigError(f"{case.technique} needs {name}: add [compression.{need}] to the profile")
-        upstream[name] = ctx.artifact(case.dataset, name, case.model).key
-    spec = {"kind": case.method, "base": base.key, "params": compression.params, "retrain": dataclasses.asdict(cfg),
-            "execution": ctx.execution.spec(), "upstream": upstream}
-    label = f"{case.dataset}-{case.model}-{case.technique}"
+@dataclasses.dataclass(frozen=True)
+class Compression:
+    """A compression's builder: its base compressed by ``make`` with the profile's parameters,
+    then retrained. Its key holds the parameters and the retraining recipe; the study adds the
+    base's key and those of what the technique ``needs`` (the lottery's pruned model)."""
 
-    def build() -> dict[str, Any]:
-        job = Retraining(ctx, case, base, cfg, seed, label)
-        model, arch, metrics, history = make(job, compression.params)
+    make: Make
+
+    def key(self, ctx: Context, case: Case) -> Recipe:
+        compression = ctx.profile.compressions[case.method]
+        cfg = ctx.profile.retrain_config(compression, case.base, case.dataset)
+        return Recipe({"params": compression.params, "retrain": dataclasses.asdict(cfg)})
+
+    def build(self, ctx: Context, case: Case, key: ArtifactKey) -> dict[str, Any]:
+        base = ctx.artifact(case.dataset, case.base, case.model)
+        compression = ctx.profile.compressions[case.method]
+        cfg = ctx.profile.retrain_config(compression, case.base, case.dataset)
+        job = Retraining(ctx, case, base, cfg, key.seed, case.id)
+        model, arch, metrics, history = self.make(job, compression.params)
         meta = {**{k: v for k, v in base.meta.items() if k != "train_seconds"}, "history": history,
-                "train": dataclasses.asdict(cfg), "upstream": upstream, "metrics": metrics,
+                "train": dataclasses.asdict(cfg), "metrics": metrics,
                 "record": {"base": case.base, "derived": case.method}}
         return model_payload(model, meta, arch=arch)
 
-    return ctx.fetch(label, spec, seed, build)
 
-
-def compressing(make: Make) -> Callable[[Context, Case], Artifact]:
-    """A compression technique's ``build``: ``make`` applied through ``compression_artifact``."""
-    return lambda ctx, case: compression_artifact(ctx, case, make)
+def compressing(make: Make) -> Compression:
+    """A compression technique's builder: ``make`` applied to its base, then retrained."""
+    return Compression(make)

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from ..cache import ArtifactCache
+from ..keys import ArtifactKey
 from ..errors import ConfigError
 from ..fingerprint import code_fingerprint
 from ..profiles import DATA_SOURCES, DEFAULT_STUDIES, DatasetConfig, Profile
@@ -149,15 +150,15 @@ def _read_image_folder_cached(path: Path, native_size: int, cache: ArtifactCache
         return sources.read_image_folder(path, native_size)
     sources._list_split(path, "train", None)  # fail fast with the layout error
     content = sources.image_folder_fingerprint(path)
-    spec = {"kind": "decoded-image-folder", "content": content, "native_size": native_size,
-            "code": code_fingerprint("mnv2core.datasets.sources")}
+    key = ArtifactKey(f"data-{path.name}", "decoded-image-folder", {"content": content, "native_size": native_size},
+                      code_fingerprint("mnv2core.datasets.sources"))
 
     def build():
         raw = sources.read_image_folder(path, native_size)
         return {"train_images": raw.train.images, "train_labels": raw.train.labels,
                 "test_images": raw.test.images, "test_labels": raw.test.labels, "classes": list(raw.classes)}
 
-    payload = cache.fetch(f"data-{path.name}", spec, build).payload
+    payload = cache.fetch(key, build).payload
     return sources.RawSplits(ImageSet(payload["train_images"], payload["train_labels"]),
                              ImageSet(payload["test_images"], payload["test_labels"]),
                              tuple(payload["classes"]), str(path), content)

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from filelock import FileLock
 
-from ..cache import ArtifactCache
+from ..keys import ArtifactKey
 from ..context import Artifact, Case, Context
 from ..datasets import ImageSet, eval_batches
 from ..fingerprint import code_fingerprint
@@ -77,11 +77,11 @@ def onnx_files(ctx: Context, case: Case, base: Artifact) -> tuple[Path, Path]:
     at a time."""
     folder = ctx.cache_root / "onnx"
     folder.mkdir(parents=True, exist_ok=True)
-    key = ArtifactCache.key({"base": base.key, "code": code_fingerprint("mnv2core.deploy.onnx_runtime"),
-                             "calibration_batches": int8_params(ctx)["calibration_batches"],
-                             "bias_correction": int8_params(ctx)["bias_correction"],
-                             "calibration_batch": CALIBRATION_BATCH})
-    stem = folder / f"{case.dataset}-{case.base}-{key}"
+    key = ArtifactKey(f"{case.dataset}-{case.model}-{case.base}", "onnx-export",
+                      {"calibration_batches": int8_params(ctx)["calibration_batches"],
+                       "bias_correction": int8_params(ctx)["bias_correction"], "calibration_batch": CALIBRATION_BATCH},
+                      code_fingerprint("mnv2core.deploy.onnx_runtime"), upstream={"model": base.key})
+    stem = folder / key.entry
     fp32_path, int8_path = stem.with_suffix(".onnx"), stem.with_suffix(".int8.onnx")
     with FileLock(f"{stem}.lock"):
         if not int8_path.exists():  # written last: its presence means both are complete

@@ -5,10 +5,10 @@ student trained without the teacher as the control."""
 from __future__ import annotations
 
 from .. import strategies
-from ..building import train_artifact
-from ..context import Artifact, Case, Context
+from ..building import Trained, plain
+from ..context import Case, Context
 from ..errors import ConfigError
-from ..registry import TRAINED, Technique, register, register_study
+from ..registry import present, register, register_study, Technique, TRAINED
 
 STUDY = "distillation"
 register_study(STUDY)
@@ -24,21 +24,11 @@ def kd_model(role: str, default: str):
     return model
 
 
-def build_teacher(ctx: Context, case: Case) -> Artifact:
-    return train_artifact(ctx, case, strategies.train_all, pretrained=True)
-
-
-def build_scratch(ctx: Context, case: Case) -> Artifact:
-    return train_artifact(ctx, case, strategies.train_from_scratch)
-
-
-def build_kd(ctx: Context, case: Case) -> Artifact:
-    teacher = ctx.artifact(case.dataset, "teacher")
-    size = ctx.input_size(case.dataset, case.technique)
-    if teacher.meta["input_size"] != size:
-        raise ConfigError(f"{case.dataset}: the teacher trains at {teacher.meta['input_size']} px but {case.technique} "
+def same_size_as_the_teacher(ctx: Context, case: Case) -> None:
+    teacher_size, size = ctx.input_size(case.dataset, "teacher"), ctx.input_size(case.dataset, case.technique)
+    if teacher_size != size:
+        raise ConfigError(f"{case.dataset}: the teacher trains at {teacher_size} px but {case.technique} "
                           f"at {size} px; give both the same 'input' (or 'size') in the profile")
-    return train_artifact(ctx, case, distilling(ctx, case.dataset), upstream={"teacher": teacher.key})
 
 
 def distilling(ctx: Context, dataset: str):
@@ -48,7 +38,11 @@ def distilling(ctx: Context, dataset: str):
 
 
 teacher_model, student_model = kd_model("teacher", DEFAULT_TEACHER), kd_model("student", DEFAULT_STUDENT)
-register(Technique("teacher", TRAINED, "Teacher", study=STUDY, model=teacher_model, build=build_teacher, starts_early=True))
-register(Technique("scratch", TRAINED, "From scratch (no KD)", study=STUDY, model=student_model, build=build_scratch))
-register(Technique("kd", TRAINED, "Distillation", study=STUDY, model=student_model, build=build_kd, needs=("teacher",),
-                   retrain=distilling, summary_row="Distillation"))
+register(Technique("teacher", TRAINED, "Teacher", study=STUDY, model=teacher_model,
+                   builder=Trained(plain(strategies.train_all), pretrained=True), starts_early=True))
+register(Technique("scratch", TRAINED, "From scratch (no KD)", study=STUDY, model=student_model,
+                   builder=Trained(plain(strategies.train_from_scratch))))
+register(Technique("kd", TRAINED, "Distillation", study=STUDY, model=student_model,
+                   builder=Trained(lambda ctx, case: distilling(ctx, case.dataset), precondition=same_size_as_the_teacher),
+                   needs=("teacher",), retrain=distilling))
+present("kd", summary_row="Distillation")

@@ -6,24 +6,10 @@ fine-tune of every layer when its recipe has epochs (e.g. to adapt to a JPEG cop
 from __future__ import annotations
 
 from .. import strategies
-from ..building import head_only, train_artifact
-from ..context import Artifact, Case, Context
-from ..registry import TRAINED, Technique, register, register_study
+from ..building import Trained, head_only, plain
+from ..registry import present, register, register_study, Technique, TRAINED
 
 register_study("mobilenet")
-
-
-def build_partial(ctx: Context, case: Case) -> Artifact:
-    return train_artifact(ctx, case, head_only(ctx), pretrained=True)
-
-
-def build_full(ctx: Context, case: Case) -> Artifact:
-    partial = ctx.artifact(case.dataset, "partial_ft", case.model)
-    return train_artifact(ctx, case, strategies.full_finetune, start=partial, upstream={"partial_ft": partial.key})
-
-
-def build_ready(ctx: Context, case: Case) -> Artifact:
-    return train_artifact(ctx, case, fine_tune_if_asked, pretrained=True)
 
 
 def fine_tune_if_asked(model, data, cfg, **fit_args) -> list:
@@ -39,9 +25,11 @@ def trained_for_the_dataset(spec) -> bool:
     return spec.trained
 
 
-register(Technique("partial_ft", TRAINED, "Partial Tuning", per_model=pretrained_elsewhere, build=build_partial,
-                   summary_row="Partial Tuning"))
-register(Technique("full_ft", TRAINED, "Full Fine-Tuning", per_model=pretrained_elsewhere, build=build_full,
-                   needs=("partial_ft",), summary_row="Full Fine-Tuning"))
-register(Technique("ready", TRAINED, "Ready-trained", per_model=trained_for_the_dataset, build=build_ready,
-                   min_epochs=0))
+register(Technique("partial_ft", TRAINED, "Partial Tuning", per_model=pretrained_elsewhere,
+                   builder=Trained(head_only, pretrained=True)))
+present("partial_ft", summary_row="Partial Tuning")
+register(Technique("full_ft", TRAINED, "Full Fine-Tuning", per_model=pretrained_elsewhere,
+                   builder=Trained(plain(strategies.full_finetune), start="partial_ft"), needs=("partial_ft",)))
+present("full_ft", summary_row="Full Fine-Tuning")
+register(Technique("ready", TRAINED, "Ready-trained", per_model=trained_for_the_dataset,
+                   builder=Trained(plain(fine_tune_if_asked), pretrained=True), min_epochs=0))

@@ -14,7 +14,7 @@ from ..deploy.twins import figure_path, test_set
 from ..explain.faithfulness import concentration, deletion_insertion_auc
 from ..explain.gradcam import default_target_layer, grad_cam, plot_overlays
 from ..metrics import HIGHER, LOWER, accuracy, figure, info
-from ..registry import DEPLOYMENT, Analysis, Technique, register, register_analysis, require
+from ..registry import Analysis, DEPLOYMENT, present, register, register_analysis, require, Technique
 
 
 METRICS = (
@@ -71,7 +71,8 @@ def rows(found) -> list[dict]:
 register(Technique("gradcam", DEPLOYMENT, "Grad-CAM", measure=measure, reusable=True, check=check,
                    params={"layer": "", "images": 64, "overlays": 4, "steps": 10},
                    ranges={"images": (1, None), "steps": (1, None)},
-                   table=("Grad-CAM: faithfulness and focus", rows), metrics=METRICS))
+                   metrics=METRICS))
+present("gradcam", table=("Grad-CAM: faithfulness and focus", rows))
 
 
 def resolution_analysis(found: dict) -> str:

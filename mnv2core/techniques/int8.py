@@ -7,7 +7,7 @@ from ..context import Artifact, Case, Context
 from ..deploy.latency import cpu_copy
 from ..deploy.twins import INT8_DEFAULTS, calibration, int8_model, test_set
 from ..metrics import LOWER, Metric, accuracy, info
-from ..registry import DEPLOYMENT, Analysis, Technique, register, register_analysis, require
+from ..registry import Analysis, DEPLOYMENT, present, register, register_analysis, require, Technique
 from ..training import evaluate
 
 
@@ -41,8 +41,8 @@ def rows(found) -> list[dict]:
 
 register(Technique("int8", DEPLOYMENT, "FX int8", measure=measure, reusable=True, check=check, params=dict(INT8_DEFAULTS),
                    ranges={"calibration_batches": (1, None), "max_drop": (0, 1)},
-                   table=("Int8 post-training quantization (FX, x86)", rows), summary_column=("int8 acc", "accuracy"),
                    thresholds=("max_drop",), metrics=METRICS))
+present("int8", table=("Int8 post-training quantization (FX, x86)", rows), summary_column=("int8 acc", "accuracy"))
 
 
 def steadier_under_int8(found: dict) -> str:

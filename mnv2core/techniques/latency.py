@@ -9,7 +9,7 @@ from ..deploy.latency import cpu_copy, time_runners
 from ..deploy.onnx_runtime import ort_session
 from ..deploy.twins import int8_model_or_reason, onnx_files
 from ..metrics import info, ms, speedup
-from ..registry import DEPLOYMENT, Technique, register, require
+from ..registry import DEPLOYMENT, present, register, require, Technique
 
 
 METRICS = (
@@ -69,5 +69,6 @@ def rows(found) -> list[dict]:
 register(Technique("latency", DEPLOYMENT, "CPU latency", measure=measure, check=check,
                    params={"batch_sizes": [1, 32], "warmup": 3, "rounds": 20, "threads": 1},
                    ranges={"batch_sizes": (1, None), "rounds": (1, None), "threads": (1, None)},
-                   table=("CPU latency (1 thread; speed-ups from runtimes timed in alternating rounds in one process)", rows),
                    metrics=METRICS))
+present("latency", table=("CPU latency (1 thread; speed-ups from runtimes timed in alternating rounds in one process)",
+                      rows))

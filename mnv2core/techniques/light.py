@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..building import train_artifact
+from ..building import Trained, plain
 from ..context import Artifact, Case, Context
 from ..deploy.latency import eager_latency
 from ..metrics import info, ms
@@ -22,10 +22,6 @@ MODELS = {  # technique -> (model, title)
     "light_medium": ("mediumlight", "Medium-light CNN"),
 }
 MLP_PARAMETERS = 784 * 512 + 512 + 512 * 256 + 256 + 256 * 10 + 10  # the study's 784-512-256-10
-
-
-def build(ctx: Context, case: Case) -> Artifact:
-    return train_artifact(ctx, case, train_from_scratch, tags={"study": STUDY})
 
 
 def measure(ctx: Context, case: Case, artifact: Artifact) -> dict[str, Any]:
@@ -59,6 +55,7 @@ METRICS = (ms("latency.eager_fp32_b*_ms", "median ms per batch, eager PyTorch fp
            info("latency_iqr.*", "ms", "interquartile range of the rounds"), info("threads", "count"),
            info("rounds", "count"))
 for name, (model, title) in MODELS.items():
-    register(Technique(name, TRAINED, title, study=STUDY, model=model, build=build, measure=measure, check=check,
+    register(Technique(name, TRAINED, title, study=STUDY, model=model,
+                       builder=Trained(plain(train_from_scratch), tags={"study": STUDY}), measure=measure, check=check,
                        metrics=METRICS))
 register_table(Table("Light models on digits: size, accuracy, CPU latency (1 thread, median)", tuple(MODELS), rows))

@@ -16,7 +16,7 @@ from ..compression.retraining import Retraining, compressing
 from ..context import Case
 from ..models import count_parameters
 from ..metrics import accuracy, figure, info
-from ..registry import COMPRESSION, Technique, register, require
+from ..registry import COMPRESSION, present, register, require, Technique
 from ..training import ended_accuracy
 
 
@@ -132,11 +132,12 @@ def spectra_rows(found) -> list[dict]:
              "classifier k95": m["head_k95"], "plot": m["plot"]} for base, m in found if "layers" in m]
 
 
-register(Technique("svd", COMPRESSION, "SVD low-rank classifier", build=compressing(svd), check=check_svd,
+register(Technique("svd", COMPRESSION, "SVD low-rank classifier", builder=compressing(svd), check=check_svd,
                    params={"energy": 0.95, "keep_ratios": [0.5, 0.2]},
-                   ranges={"energy": (0.01, 1.0), "keep_ratios": (0.001, 1.0)}, table=("SVD low-rank classifier", svd_rows),
-                   metrics=SVD_METRICS))
-register(Technique("spectra", COMPRESSION, "Singular-value spectra", build=compressing(spectra), check=check_spectra,
+                   ranges={"energy": (0.01, 1.0), "keep_ratios": (0.001, 1.0)}, metrics=SVD_METRICS))
+present("svd", table=("SVD low-rank classifier", svd_rows))
+register(Technique("spectra", COMPRESSION, "Singular-value spectra", builder=compressing(spectra), check=check_spectra,
                    params={"energy": 0.95}, ranges={"energy": (0.01, 1.0)}, floored=False,
-                   table=("Singular-value spectra (k95: components holding 95% of the energy)", spectra_rows),
-                   metrics=SPECTRA_METRICS, page_plot=plot_k95_by_layer))
+                   metrics=SPECTRA_METRICS))
+present("spectra", table=("Singular-value spectra (k95: components holding 95% of the energy)", spectra_rows),
+        page_plot=plot_k95_by_layer)

@@ -11,7 +11,7 @@ from ..deploy.latency import cpu_copy
 from ..deploy.onnx_runtime import ort_logits, ort_session
 from ..deploy.twins import onnx_files, test_set
 from ..metrics import accuracy, info
-from ..registry import DEPLOYMENT, Technique, register, require
+from ..registry import DEPLOYMENT, present, register, require, Technique
 
 
 METRICS = (
@@ -59,5 +59,5 @@ def rows(found) -> list[dict]:
 
 register(Technique("onnx", DEPLOYMENT, "ONNX Runtime", measure=measure, reusable=True, check=check,
                    params={"min_top1_agreement": 0.999}, ranges={"min_top1_agreement": (0, 1)},
-                   table=("ONNX Runtime (fp32, and static int8 QDQ) against PyTorch", rows),
                    thresholds=("min_top1_agreement",), uses=("int8",), metrics=METRICS))
+present("onnx", table=("ONNX Runtime (fp32, and static int8 QDQ) against PyTorch", rows))

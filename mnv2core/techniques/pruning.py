@@ -15,7 +15,7 @@ from ..context import Case
 from ..errors import ConfigError
 from ..models import build_model, count_parameters
 from ..metrics import LOWER, accuracy, info
-from ..registry import COMPRESSION, Technique, register, require
+from ..registry import COMPRESSION, present, register, require, Technique
 from ..training import ended_accuracy
 
 
@@ -173,17 +173,19 @@ def lottery_rows(found) -> list[dict]:
              "reaches dense": "yes" if m["reaches_dense"] else "no"} for base, m in found if "ticket_accuracy" in m]
 
 
-register(Technique("prune", COMPRESSION, "Iterative magnitude pruning", build=compressing(prune), check=check_prune,
+register(Technique("prune", COMPRESSION, "Iterative magnitude pruning", builder=compressing(prune), check=check_prune,
                    params={"rounds": 3, "amount": 0.2, "scope": "layer", "skip_depthwise": True},
                    ranges={"rounds": (1, None), "amount": (0.01, 0.99)},
                    choices={"scope": SCOPES},
-                   table=("Iterative magnitude pruning (a share of the remaining weights per round)", prune_rows),
-                   summary_column=("acc after pruning", "accuracy"), metrics=PRUNE_METRICS))
-register(Technique("structured", COMPRESSION, "Structured pruning of the last conv", build=compressing(structured),
+                   metrics=PRUNE_METRICS))
+present("prune", table=("Iterative magnitude pruning (a share of the remaining weights per round)", prune_rows),
+        summary_column=("acc after pruning", "accuracy"))
+register(Technique("structured", COMPRESSION, "Structured pruning of the last conv", builder=compressing(structured),
                    check=check_structured, params={"ratio": 0.4, "criterion": "l1"}, ranges={"ratio": (0.01, 0.99)},
                    choices={"criterion": CRITERIA},
-                   table=("Structured pruning of the last conv", structured_rows), metrics=STRUCTURED_METRICS))
-register(Technique("lottery", COMPRESSION, "Lottery ticket", build=compressing(lottery), check=check_lottery,
+                   metrics=STRUCTURED_METRICS))
+present("structured", table=("Structured pruning of the last conv", structured_rows))
+register(Technique("lottery", COMPRESSION, "Lottery ticket", builder=compressing(lottery), check=check_lottery,
                    needs=("prune",),
-                   table=("Lottery ticket (rewound to the saved start weights) vs random reinit", lottery_rows),
                    metrics=LOTTERY_METRICS))
+present("lottery", table=("Lottery ticket (rewound to the saved start weights) vs random reinit", lottery_rows))

@@ -10,10 +10,10 @@ import dataclasses
 from typing import Any
 
 from .. import strategies
-from ..building import fit_args, head_only, train_artifact
+from ..building import Trained, fit_args, head_only
 from ..compression.lowrank import factorize_linear, named_spectra, ratio_rank
 from ..compression.plots import plot_cumulative_energy
-from ..context import Artifact, Case, Context, model_payload
+from ..context import Artifact, Case, Context, Recipe, model_payload
 from ..deploy.latency import eager_latency
 from ..models import ImageClassifier, count_parameters
 from ..metrics import accuracy, figure, info, ms
@@ -28,21 +28,19 @@ register_study(STUDY, {"layers": ["layer2.0.conv1", "fc"], "energy": 0.95, "keep
                        "batch_size": 64, "warmup": 5, "rounds": 50, "threads": 1})
 
 
-def build_head(ctx: Context, case: Case) -> Artifact:
-    """The low-rank study's base: a fresh ``fc`` trained on the frozen (pretrained) backbone."""
-    return train_artifact(ctx, case, head_only(ctx), pretrained=True)
+class LowRank:
+    """``fc`` factored at each keep ratio of its rank, each recovered on the frozen backbone."""
 
+    @staticmethod
+    def key(ctx: Context, case: Case) -> Recipe:
+        return Recipe({"params": {k: ctx.profile.studies[STUDY][k] for k in ANALYSIS_KEYS},
+                       "retrain": dataclasses.asdict(ctx.profile.train_config(case.technique, case.dataset))})
 
-def build_lowrank(ctx: Context, case: Case) -> Artifact:
-    base = ctx.artifact(case.dataset, BASE)
-    cfg = ctx.profile.train_config(case.technique, case.dataset)
-    seed = ctx.seed_for(case.dataset, case.technique)
-    params = {k: ctx.profile.studies[STUDY][k] for k in ANALYSIS_KEYS}
-    spec = {"kind": case.technique, "base": base.key, "params": params, "retrain": dataclasses.asdict(cfg),
-            "execution": ctx.execution.spec()}
-    label = f"{case.dataset}-{MODEL}-{case.technique}"
-
-    def build() -> dict[str, Any]:
+    @staticmethod
+    def build(ctx: Context, case: Case, key) -> dict[str, Any]:
+        base = ctx.artifact(case.dataset, BASE)
+        cfg = ctx.profile.train_config(case.technique, case.dataset)
+        seed, params, label = key.seed, key.recipe["params"], case.id
         data = ctx.data_at(case.dataset, base.meta["input_size"])
         on_test = lambda m: evaluate(m, data.test, ctx.profile.eval_batch_size, ctx.execution)  # noqa: E731
         variants, models = [], []
@@ -61,11 +59,8 @@ def build_lowrank(ctx: Context, case: Case) -> Artifact:
                    "params_before": count_parameters(base.model), "variants": variants,
                    **_spectra(ctx, base.model, label, params)}
         meta = {**{k: v for k, v in base.meta.items() if k != "train_seconds"}, "history": variants[0]["epochs"],
-                "train": dataclasses.asdict(cfg), "upstream": {BASE: base.key}, "metrics": metrics,
-                "record": {"base": BASE, "derived": STUDY}}
+                "train": dataclasses.asdict(cfg), "metrics": metrics, "record": {"base": BASE, "derived": STUDY}}
         return model_payload(models[0], meta, arch={"head_rank": variants[0]["rank"]})
-
-    return ctx.fetch(label, spec, seed, build)
 
 
 def measure(ctx: Context, case: Case, artifact: Artifact) -> dict[str, Any]:
@@ -162,9 +157,9 @@ LOWRANK_METRICS = (
     info("latency_iqr.*", "ms"), info("threads", "count"), info("rounds", "count"), info("batch_size", "count"),
 )
 register(Technique(BASE, TRAINED, "ResNet-18, head on frozen backbone", study=STUDY, model=MODEL,
-                   build=build_head, check=check_head))
+                   builder=Trained(head_only, pretrained=True), check=check_head))
 register(Technique("resnet_lowrank", TRAINED, "ResNet-18, low-rank head", study=STUDY, model=MODEL,
-                   build=build_lowrank, measure=measure, check=check_lowrank, needs=(BASE,), metrics=LOWRANK_METRICS))
+                   builder=LowRank(), measure=measure, check=check_lowrank, needs=(BASE,), metrics=LOWRANK_METRICS))
 register_table(Table("ResNet-18 singular-value spectra (k95: components holding 95% of the energy)",
                      ("resnet_lowrank",), spectrum_rows))
 register_table(Table("ResNet-18 low-rank fc (backbone frozen; CPU time per batch, 1 thread)", ("resnet_lowrank",),

@@ -13,7 +13,7 @@ from ..datasets import eval_batches
 from ..deploy.robustness import gaussian_blur, gaussian_noise, plot_robustness, plot_robustness_curves
 from ..deploy.twins import accuracy_on, figure_path, test_set
 from ..metrics import accuracy, figure, info
-from ..registry import DEPLOYMENT, Technique, register, require
+from ..registry import DEPLOYMENT, present, register, require, Technique
 from ..training import evaluate
 
 
@@ -71,5 +71,6 @@ def rows(found) -> list[dict]:
 register(Technique("robustness", DEPLOYMENT, "Blur and noise", measure=measure, reusable=True, check=check,
                    params={"blur_sigmas": [0.5, 1.0, 2.0], "noise_sigmas": [0.05, 0.1, 0.2], "images": 0},
                    ranges={"noise_sigmas": (0, 1)},
-                   table=("Robustness: accuracy under Gaussian blur and noise (sigma)", rows), metrics=METRICS,
-                   page_plot=plot_robustness_curves))
+                   metrics=METRICS))
+present("robustness", table=("Robustness: accuracy under Gaussian blur and noise (sigma)", rows),
+        page_plot=plot_robustness_curves)

@@ -12,7 +12,7 @@ from ..context import Artifact, Case, Context
 from ..deploy.latency import torch_threads
 from ..models import build_model
 from ..metrics import info, rate, speedup
-from ..registry import MEASUREMENT, Technique, register, register_study, require
+from ..registry import MEASUREMENT, present, register, register_study, require, Technique
 from ..speed import compare_speed
 from ..weights import random_init_provenance
 
@@ -22,13 +22,13 @@ MODEL = "mobilenet_v2"
 register_study("speed", {"train_images": 256, "eval_images": 512, "rounds": 3, "threads": 0, "min_train_speedup": 1.0})
 
 
-def build(ctx: Context, case: Case) -> Artifact:
+def subject(ctx: Context, case: Case) -> Artifact:
     """The measured model, uncached: MobileNetV2 at random init."""
     cfg = ctx.profile.train_config(case.technique, case.dataset)
     size = ctx.input_size(case.dataset, case.technique)
     meta = {"input_size": size, "train": dataclasses.asdict(cfg), "weights": random_init_provenance(MODEL),
             "record": {"derived": case.method}}
-    return Artifact(build_model(MODEL, ctx.dataset(case.dataset).num_classes), "", "measured", meta)
+    return Artifact(build_model(MODEL, ctx.dataset(case.dataset).num_classes), None, "measured", meta)
 
 
 def measure(ctx: Context, case: Case, artifact: Artifact) -> dict[str, Any]:
@@ -77,6 +77,7 @@ def rows(found) -> list[dict]:
 
 
 register(Technique("train_speed", MEASUREMENT, "Harness speed vs a plain PyTorch loop", study="speed", model=MODEL,
-                   build=build, measure=measure, check=check, floored=False,
-                   table=("Harness speed against a plain PyTorch loop (NCHW fp32; median of alternating rounds)", rows),
+                   subject=subject, measure=measure, check=check, floored=False,
                    metrics=METRICS))
+present("train_speed", table=("Harness speed against a plain PyTorch loop (NCHW fp32; median of alternating rounds)",
+                      rows))

@@ -25,9 +25,10 @@ from ..building import fit_args
 from ..companion.plots import plot_feature_si, plot_layer_si, plot_training_curves
 from ..companion.separation import (center_separation_index, greedy_feature_selection, layers_to_keep,
                                     separation_index)
-from ..context import Artifact, Case, Context, model_payload
+from ..context import Case, Context, Recipe, model_payload
 from ..datasets import DatasetSplits, ImageSet, eval_batches
 from ..errors import ConfigError
+from ..keys import ArtifactKey
 from ..models import ImageClassifier, build_model, count_parameters
 from ..networks import compress_vgg, conv_outputs
 from ..profiles import TrainConfig
@@ -54,67 +55,56 @@ class VggSi:
         self.params = ctx.profile.studies[STUDY]
 
     # the three steps ----------------------------------------------------------
-    def train(self, dataset: str) -> Artifact:
-        job = self._job(dataset, "vgg_train", upstream={}, keys=SEARCH_KEYS)
-        steps = lr_steps_to_search(self.params, job.cfg)
+    def train(self, job: "VggJob") -> dict[str, Any]:
+        dataset = job.dataset
+        splits = self._splits(dataset, job.size)
+        trials = [self._trial(job, splits, lr, step) for lr in self.params["lr_candidates"]
+                  for step in lr_steps_to_search(self.params, job.cfg)]
+        best = max(trials, key=lambda t: t["val_accuracy"])  # first candidate on ties
+        cfg = dataclasses.replace(job.cfg, lr=best["lr"], step_epochs=best["step_epochs"])
+        torch.manual_seed(job.seed)  # the final model starts as every trial did
+        model = build_model(MODEL, splits.num_classes).to(self.ctx.device)
+        history = self._fit(model, splits, cfg, job)
+        curves = {f"lr {t['lr']:g}, {t['schedule']}": t["history"] for t in trials}
+        curves["final"] = history
+        metrics = {"lr_search": trials, "chosen_lr": cfg.lr, "chosen_step_epochs": cfg.step_epochs,
+                   **self._split_sizes(splits), "val_accuracy": history[-1]["val_accuracy"],
+                   "curves_plot": self._plot_curves(job, curves)}
+        return job.payload(model, history, metrics, train=cfg)
 
-        def build() -> dict[str, Any]:
-            splits = self._splits(dataset, job.size)
-            trials = [self._trial(job, splits, lr, step) for lr in self.params["lr_candidates"] for step in steps]
-            best = max(trials, key=lambda t: t["val_accuracy"])  # first candidate on ties
-            cfg = dataclasses.replace(job.cfg, lr=best["lr"], step_epochs=best["step_epochs"])
-            torch.manual_seed(job.seed)  # the final model starts as every trial did
-            model = build_model(MODEL, splits.num_classes).to(self.ctx.device)
-            history = self._fit(model, splits, cfg, job)
-            curves = {f"lr {t['lr']:g}, {t['schedule']}": t["history"] for t in trials}
-            curves["final"] = history
-            metrics = {"lr_search": trials, "chosen_lr": cfg.lr, "chosen_step_epochs": cfg.step_epochs,
-                       **self._split_sizes(splits), "val_accuracy": history[-1]["val_accuracy"],
-                       "curves_plot": self._plot_curves(job, curves)}
-            return job.payload(model, history, metrics, train=cfg)
-
-        return job.fetch(build)
-
-    def head(self, dataset: str) -> Artifact:
+    def head(self, job: "VggJob") -> dict[str, Any]:
+        dataset = job.dataset
         trained = self.ctx.artifact(dataset, "vgg_train")
-        job = self._job(dataset, "vgg_head", upstream={"vgg_train": trained.key}, keys=("validation_fraction",))
+        splits = self._splits(dataset, job.size)
+        model = copy.deepcopy(trained.model)
+        torch.manual_seed(job.seed)
+        for layer in model.net.classifier:
+            if isinstance(layer, nn.Linear):
+                layer.reset_parameters()
+        history = self._fit(model, splits, job.cfg, job, head_params=list(model.net.classifier.parameters()))
+        metrics = {"trained_accuracy": self._test_accuracy(trained.model, dataset, job.size),
+                   **self._split_sizes(splits), "val_accuracy": history[-1]["val_accuracy"],
+                   "curves_plot": self._plot_curves(job, {"classifier retrain": history})}
+        return job.payload(model, history, metrics)
 
-        def build() -> dict[str, Any]:
-            splits = self._splits(dataset, job.size)
-            model = copy.deepcopy(trained.model)
-            torch.manual_seed(job.seed)
-            for layer in model.net.classifier:
-                if isinstance(layer, nn.Linear):
-                    layer.reset_parameters()
-            history = self._fit(model, splits, job.cfg, job, head_params=list(model.net.classifier.parameters()))
-            metrics = {"trained_accuracy": self._test_accuracy(trained.model, dataset, job.size),
-                       **self._split_sizes(splits), "val_accuracy": history[-1]["val_accuracy"],
-                       "curves_plot": self._plot_curves(job, {"classifier retrain": history})}
-            return job.payload(model, history, metrics)
-
-        return job.fetch(build)
-
-    def compress(self, dataset: str) -> Artifact:
+    def compress(self, job: "VggJob") -> dict[str, Any]:
+        dataset = job.dataset
         base = self.ctx.artifact(dataset, "vgg_head")
-        job = self._job(dataset, "vgg_si", upstream={"vgg_head": base.key}, keys=("validation_fraction", *SI_KEYS))
-
-        def build() -> dict[str, Any]:
-            splits = self._splits(dataset, job.size)
-            analysis = self._analyse(base.model, splits.train, self.ctx.data_at(dataset, job.size).test)
-            width = len(analysis["selected"])
-            torch.manual_seed(job.seed)
-            net = compress_vgg(base.model.net, analysis["layers_kept"], analysis["selected"], 2 * width,
-                               splits.num_classes)
-            model = ImageClassifier(MODEL, net).to(self.ctx.device)
-            history = self._fit(model, splits, job.cfg, job, head_params=list(net.classifier.parameters()))
-            metrics = {**self._si_metrics(analysis, job), "dense_accuracy": self._test_accuracy(base.model, dataset, job.size),
-                       "params_before": count_parameters(base.model), "params_after": count_parameters(model),
-                       "val_accuracy": history[-1]["val_accuracy"],
-                       "curves_plot": self._plot_curves(job, {"classifier of the compressed model": history})}
-            arch = {"vgg_cut": {"conv_layers": analysis["layers_kept"], "channels": width, "hidden": 2 * width}}
-            return job.payload(model, history, metrics, arch=arch)
-
-        return job.fetch(build)
+        splits = self._splits(dataset, job.size)
+        analysis = self._analyse(base.model, splits.train, self.ctx.data_at(dataset, job.size).test)
+        width = len(analysis["selected"])
+        torch.manual_seed(job.seed)
+        net = compress_vgg(base.model.net, analysis["layers_kept"], analysis["selected"], 2 * width,
+                           splits.num_classes)
+        model = ImageClassifier(MODEL, net).to(self.ctx.device)
+        history = self._fit(model, splits, job.cfg, job, head_params=list(net.classifier.parameters()))
+        metrics = {**self._si_metrics(analysis, job),
+                   "dense_accuracy": self._test_accuracy(base.model, dataset, job.size),
+                   "params_before": count_parameters(base.model), "params_after": count_parameters(model),
+                   "val_accuracy": history[-1]["val_accuracy"],
+                   "curves_plot": self._plot_curves(job, {"classifier of the compressed model": history})}
+        arch = {"vgg_cut": {"conv_layers": analysis["layers_kept"], "channels": width, "hidden": 2 * width}}
+        return job.payload(model, history, metrics, arch=arch)
 
     # separation index ---------------------------------------------------------
     def _analyse(self, model: ImageClassifier, train: ImageSet, test: ImageSet) -> dict[str, Any]:
@@ -170,11 +160,6 @@ class VggSi:
         }
 
     # helpers ------------------------------------------------------------------
-    def _job(self, dataset: str, technique: str, upstream: dict[str, str], keys: tuple[str, ...]) -> "VggJob":
-        cfg = self.ctx.profile.train_config(technique, dataset)
-        return VggJob(self.ctx, dataset, technique, cfg, self.ctx.input_size(dataset, technique),
-                      self.ctx.seed_for(dataset, technique), upstream, {k: self.params[k] for k in keys})
-
     def _splits(self, dataset: str, size: int) -> DatasetSplits:
         """Training data less a stratified validation share, which takes the test set's place."""
         data = self.ctx.data_at(dataset, size)
@@ -215,9 +200,29 @@ class VggSi:
         return str(plot_training_curves(curves, self._plot_dir() / f"{job.label}-curves.png", job.label))
 
 
+@dataclasses.dataclass(frozen=True)
+class VggStep:
+    """The builder of one step (``VggSi``'s method ``step``): its key holds its recipe and
+    the study parameters it reads (``keys``)."""
+
+    step: str
+    keys: tuple[str, ...]
+
+    def key(self, ctx: Context, case: Case) -> Recipe:
+        params = ctx.profile.studies[STUDY]
+        return Recipe({"input_size": ctx.input_size(case.dataset, case.technique),
+                       "train": dataclasses.asdict(ctx.profile.train_config(case.technique, case.dataset)),
+                       "params": {k: params[k] for k in self.keys}})
+
+    def build(self, ctx: Context, case: Case, key: ArtifactKey) -> dict[str, Any]:
+        job = VggJob(ctx, case.dataset, case.technique, ctx.profile.train_config(case.technique, case.dataset),
+                     key.recipe["input_size"], key.seed)
+        return getattr(VggSi(ctx), self.step)(job)
+
+
 @dataclasses.dataclass
 class VggJob:
-    """One cached VGG build: its recipe, seed and cache identity."""
+    """One VGG build: its recipe and seed."""
 
     ctx: Context
     dataset: str
@@ -225,25 +230,15 @@ class VggJob:
     cfg: TrainConfig
     size: int
     seed: int
-    upstream: dict[str, str]
-    params: dict[str, Any]
 
     @property
     def label(self) -> str:
         return f"{self.dataset}-{MODEL}-{self.technique}"
 
-    def fetch(self, build) -> Artifact:
-        splits = self.ctx.dataset(self.dataset)
-        spec = {"kind": self.technique, "model": MODEL, "data": splits.provenance["fingerprint"],
-                "classes": splits.num_classes, "input_size": self.size, "train": dataclasses.asdict(self.cfg),
-                "execution": self.ctx.execution.spec(), "upstream": self.upstream, "params": self.params}
-        return self.ctx.fetch(self.label, spec, self.seed, build)
-
     def payload(self, model: nn.Module, history: list[dict], metrics: dict[str, Any],
                 train: TrainConfig | None = None, arch: dict | None = None) -> dict[str, Any]:
         meta = {"history": history, "weights": random_init_provenance(MODEL), "input_size": self.size,
-                "upstream": self.upstream, "metrics": metrics, "train": dataclasses.asdict(train or self.cfg),
-                "record": {"study": STUDY}}
+                "metrics": metrics, "train": dataclasses.asdict(train or self.cfg), "record": {"study": STUDY}}
         return model_payload(model, meta, arch=arch)
 
 
@@ -309,10 +304,6 @@ def check_si(m: dict, case: Case) -> None:
     require(is_png(m["si_layers_plot"]) and is_png(m["si_features_plot"]), "SI plots missing")
 
 
-def _step(method: str):
-    return lambda ctx, case: getattr(VggSi(ctx), method)(case.dataset)
-
-
 STEPS = (("vgg_train", "trained end to end"), ("vgg_head", "classifier retrained, features frozen"),
          ("vgg_si", "compressed by separation index"))
 
@@ -372,11 +363,14 @@ SI_METRICS = (
     figure("si_layers_plot"), figure("si_features_plot"),
 )
 register(Technique("vgg_train", TRAINED, "VGG16 trained end to end", study=STUDY, model=MODEL,
-                   build=_step("train"), check=check_train, starts_early=True, metrics=TRAIN_METRICS))
+                   builder=VggStep("train", SEARCH_KEYS), check=check_train, starts_early=True,
+                   metrics=TRAIN_METRICS))
 register(Technique("vgg_head", TRAINED, "VGG16, classifier retrained on frozen features", study=STUDY, model=MODEL,
-                   build=_step("head"), check=check_head, needs=("vgg_train",), metrics=HEAD_METRICS))
+                   builder=VggStep("head", ("validation_fraction",)), check=check_head, needs=("vgg_train",),
+                   metrics=HEAD_METRICS))
 register(Technique("vgg_si", TRAINED, "VGG16 compressed by separation index", study=STUDY, model=MODEL,
-                   build=_step("compress"), check=check_si, needs=("vgg_head",), metrics=SI_METRICS))
+                   builder=VggStep("compress", ("validation_fraction", *SI_KEYS)), check=check_si,
+                   needs=("vgg_head",), metrics=SI_METRICS))
 VGG = tuple(name for name, _ in STEPS)
 register_table(Table("VGG16: learning-rate search (scored on the validation split)", VGG, lr_search_rows))
 register_table(Table("VGG16 and its separation-index (SI) compression", VGG, vgg_rows))
