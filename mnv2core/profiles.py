@@ -313,8 +313,7 @@ def table_problems(raw: dict, where: str, catalogue: KnownTechniques) -> list[st
             if name in known and isinstance(table, dict):
                 technique = known[name]
                 train = {k: Any for k in TRAIN_KEYS} if role.retrains else {}
-                schema = parameters_schema(f"{section}.{name}", technique.params, technique.ranges,
-                                           technique.choices, {**bases, **train})
+                schema = technique.params.with_keys(f"{section}.{name}", {**bases, **train})
                 found += problems(schema, table, f"{where}: {section}.{name}.")
     for name, table in raw.get("studies", {}).items():
         if name in catalogue.studies:
@@ -467,7 +466,7 @@ def _compressions(raw: dict, techniques: dict[str, TrainConfig], catalogue: Know
         if base not in techniques:
             raise ConfigError(f"{where}: compression.bases names {base!r}, not a technique of this profile")
     compressions = {}
-    known = {n: t.params for n, t in catalogue.of_role(Role.COMPRESSION).items()}
+    known = {n: t.params.defaults() for n, t in catalogue.of_role(Role.COMPRESSION).items()}
     for name, table in raw.items():
         if name == "bases":
             continue
@@ -501,7 +500,7 @@ def _deployments(raw: dict, models: list[str], catalogue: KnownTechniques, where
     if unknown:
         raise ConfigError(f"{where}: deployment.bases names {unknown}, not techniques of this profile: {models}")
     deployments = {}
-    known = {n: t.params for n, t in catalogue.of_role(Role.DEPLOYMENT).items()}
+    known = {n: t.params.defaults() for n, t in catalogue.of_role(Role.DEPLOYMENT).items()}
     for name, table in raw.items():
         if name == "bases":
             continue

@@ -14,6 +14,7 @@ from .context import Artifact, Builder, Case, Context
 from .errors import ConfigError
 from .metrics import RECORD, TEST_ACCURACY, Declarations, Metric
 from .roles import Role
+from .schema import Parameters
 
 TRAINED, COMPRESSION, DEPLOYMENT, MEASUREMENT = Role.TRAINED, Role.COMPRESSION, Role.DEPLOYMENT, Role.MEASUREMENT
 
@@ -78,9 +79,7 @@ class Technique:
     subject: Subject | None = None
     measure: Measurer | None = None
     check: Checker | None = None
-    params: dict[str, Any] = field(default_factory=dict)  # defaults of its profile table
-    ranges: dict[str, tuple[float, float | None]] = field(default_factory=dict)  # inclusive; else >= 0
-    choices: dict[str, tuple[str, ...]] = field(default_factory=dict)  # the values a string parameter takes
+    params: type[Parameters] = Parameters  # its profile table's keys: types, bounds, choices, defaults
     needs: tuple[str, ...] = ()  # upstream methods, named relative to the base ("prune": the base's prune)
     floored: bool = True  # whether its cases assert an accuracy floor
     starts_early: bool = False  # a long training other cases wait for: scheduled first

@@ -1,14 +1,14 @@
 """Profile tables validated by pydantic: every table has a schema (a pydantic dataclass such
-as ``TrainConfig``, or one built from a technique's registered parameter defaults, ranges and
-choices), and every problem becomes one line naming the file, the key, its value and what
+as ``TrainConfig``, a technique's ``Parameters`` model, or one built from a study's parameter
+defaults), and every problem becomes one line naming the file, the key, its value and what
 was expected ("...: techniques.scratch.lr is 'fast'; expected a number")."""
 from __future__ import annotations
 
 import functools
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from pydantic import ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from .errors import ConfigError
 
@@ -16,6 +16,32 @@ STRICT = ConfigDict(extra="forbid", strict=True)  # TOML's types as written: no 
 Positive = Annotated[int, Field(gt=0)]
 NonNegative = Annotated[int, Field(ge=0)]
 Names = Annotated[tuple[str, ...], Field(strict=False)]  # a TOML list of strings
+Amount = Annotated[float, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+Share = Annotated[float, Field(ge=0.01, le=0.99)]  # a part to remove: neither nothing nor everything
+
+
+class Parameters(BaseModel):
+    """A technique's parameter table: each key typed, bounded and defaulted by its field
+    (TOML's types as written). A technique declares a subclass; its profile table is checked
+    against it and completed with its defaults."""
+
+    model_config = STRICT
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        return cls().model_dump()
+
+    @classmethod
+    def with_keys(cls, name: str, extra: dict[str, Any]) -> type["Parameters"]:
+        """This schema with more keys (all optional) that its table may hold: ``bases``,
+        retraining keys."""
+        return _extended(cls, name, tuple(extra.items()))
+
+
+@functools.cache
+def _extended(base: type[Parameters], name: str, extra: tuple) -> type[Parameters]:
+    return create_model(name, __base__=base, **{key: (annotation, None) for key, annotation in extra})
 
 TYPES = {"int_type": "a whole number", "int_from_float": "a whole number", "float_type": "a number",
          "bool_type": "true or false", "string_type": "a string", "list_type": "a list", "tuple_type": "a list of strings",
@@ -84,29 +110,19 @@ def _parameters_schema(name: str, items: tuple) -> Any:
     return create_model(name, __config__=STRICT, **fields)
 
 
-def parameters_schema(name: str, defaults: dict[str, Any], ranges: dict[str, tuple] | None = None,
-                      choices: dict[str, tuple] | None = None, extra: dict[str, Any] | None = None) -> Any:
-    """A schema of a technique's or study's parameter table: each key typed like its default
-    (a list like its items), numbers within the technique's ``ranges`` (>= 0 unless it says
-    otherwise), strings among its ``choices``; ``extra``: more keys and their types."""
-    ranges, choices = ranges or {}, choices or {}
-    items = [(key, _annotation(default, ranges.get(key, (0, None)), choices.get(key)), default)
-             for key, default in defaults.items()]
-    items += [(key, annotation, None) for key, annotation in (extra or {}).items()]
+def parameters_schema(name: str, defaults: dict[str, Any]) -> Any:
+    """A schema of a study's parameter table: each key typed like its default (a list like
+    its items), numbers >= 0."""
+    items = [(key, _annotation(default), default) for key, default in defaults.items()]
     return _parameters_schema(name, tuple((k, a, _hashable(d)) for k, a, d in items))
 
 
-def _annotation(default: Any, bounds: tuple, choices: tuple | None) -> Any:
-    if choices:
-        return Literal[tuple(choices)]
+def _annotation(default: Any) -> Any:
     if isinstance(default, list):
-        item = _annotation(default[0], bounds, None) if default else Any
-        return list[item]
+        return list[_annotation(default[0])] if default else list[Any]
     if isinstance(default, bool) or isinstance(default, str):
         return type(default)
-    low, high = bounds
-    limits = {"ge": low, **({"le": high} if high is not None else {})}
-    return Annotated[type(default), Field(**limits)]
+    return Annotated[type(default), Field(ge=0)]
 
 
 def _hashable(value: Any) -> Any:

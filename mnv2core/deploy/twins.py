@@ -13,12 +13,19 @@ from ..keys import ArtifactKey
 from ..context import Artifact, Case, Context
 from ..datasets import ImageSet, eval_batches
 from ..fingerprint import code_fingerprint
+from ..schema import Fraction, Parameters, Positive
 from .int8_fx import QuantizationError, quantize_fx
 from .latency import cpu_copy
 from .onnx_runtime import export_onnx, quantize_onnx_static
 
 CALIBRATION_BATCH = 32  # images per int8 calibration batch (FX and ONNX Runtime alike)
-INT8_DEFAULTS = {"calibration_batches": 8, "max_drop": 0.05, "bias_correction": True}
+class Int8Parameters(Parameters):
+    calibration_batches: Positive = 8
+    max_drop: Fraction = 0.05  # the check's: the most accuracy int8 may lose
+    bias_correction: bool = True
+
+
+INT8_DEFAULTS = Int8Parameters.defaults()
 
 
 def test_set(ctx: Context, case: Case, base: Artifact, device, images: int = 0) -> ImageSet:

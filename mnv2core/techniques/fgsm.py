@@ -11,6 +11,7 @@ from ..deploy.attacks import fgsm
 from ..deploy.twins import accuracy_on, int8_model_or_reason, test_set
 from ..metrics import accuracy, info
 from ..registry import DEPLOYMENT, present, register, require, Technique
+from ..schema import Fraction, NonNegative, Parameters
 from ..training import evaluate
 
 INT8_NOTE = "int8 model attacked with the gradients of its fp32 twin (int8 has none)"
@@ -68,8 +69,12 @@ def rows(found) -> list[dict]:
 
 
 # images: test images attacked (0: all; else a sample spanning the classes)
-register(Technique("fgsm", DEPLOYMENT, "FGSM", measure=measure, reusable=True, check=check, params={"epsilon": 0.05, "images": 0},
-                   ranges={"epsilon": (0, 1)},
+class FgsmParameters(Parameters):
+    epsilon: Fraction = 0.05  # in pixel units of [0, 1] images
+    images: NonNegative = 0  # test images attacked, spanning the classes (0: all)
+
+
+register(Technique("fgsm", DEPLOYMENT, "FGSM", measure=measure, reusable=True, check=check, params=FgsmParameters,
                    uses=("int8",), metrics=ATTACK_METRICS))
 present("fgsm", table=("FGSM (* int8 attacked with the gradients of its fp32 twin)", rows),
         summary_column=("FGSM acc", "accuracy"))

@@ -15,6 +15,7 @@ from ..explain.faithfulness import concentration, deletion_insertion_auc
 from ..explain.gradcam import default_target_layer, grad_cam, plot_overlays
 from ..metrics import HIGHER, LOWER, accuracy, figure, info
 from ..registry import Analysis, DEPLOYMENT, present, register, register_analysis, require, Technique
+from ..schema import NonNegative, Parameters, Positive
 
 
 METRICS = (
@@ -68,9 +69,15 @@ def rows(found) -> list[dict]:
              "entropy": f"{m['entropy']:.3f}", "overlays": m["plot"]} for base, m in found if "deletion_auc" in m]
 
 
+class GradcamParameters(Parameters):
+    layer: str = ""  # the conv feature map explained ("": the last one, found generically)
+    images: Positive = 64
+    overlays: NonNegative = 4
+    steps: Positive = 10  # of the deletion and insertion curves
+
+
 register(Technique("gradcam", DEPLOYMENT, "Grad-CAM", measure=measure, reusable=True, check=check,
-                   params={"layer": "", "images": 64, "overlays": 4, "steps": 10},
-                   ranges={"images": (1, None), "steps": (1, None)},
+                   params=GradcamParameters,
                    metrics=METRICS))
 present("gradcam", table=("Grad-CAM: faithfulness and focus", rows))
 

@@ -5,7 +5,7 @@ from typing import Any
 
 from ..context import Artifact, Case, Context
 from ..deploy.latency import cpu_copy
-from ..deploy.twins import INT8_DEFAULTS, calibration, int8_model, test_set
+from ..deploy.twins import Int8Parameters, calibration, int8_model, test_set
 from ..metrics import LOWER, Metric, accuracy, info
 from ..registry import Analysis, DEPLOYMENT, present, register, register_analysis, require, Technique
 from ..training import evaluate
@@ -39,8 +39,7 @@ def rows(found) -> list[dict]:
             for base, m in found if "fp32_accuracy" in m]
 
 
-register(Technique("int8", DEPLOYMENT, "FX int8", measure=measure, reusable=True, check=check, params=dict(INT8_DEFAULTS),
-                   ranges={"calibration_batches": (1, None), "max_drop": (0, 1)},
+register(Technique("int8", DEPLOYMENT, "FX int8", measure=measure, reusable=True, check=check, params=Int8Parameters,
                    thresholds=("max_drop",), metrics=METRICS))
 present("int8", table=("Int8 post-training quantization (FX, x86)", rows), summary_column=("int8 acc", "accuracy"))
 

@@ -10,6 +10,7 @@ from ..deploy.onnx_runtime import ort_session
 from ..deploy.twins import int8_model_or_reason, onnx_files
 from ..metrics import info, ms, speedup
 from ..registry import DEPLOYMENT, present, register, require, Technique
+from ..schema import NonNegative, Parameters, Positive
 
 
 METRICS = (
@@ -66,9 +67,15 @@ def rows(found) -> list[dict]:
     return rows
 
 
+class LatencyParameters(Parameters):
+    batch_sizes: list[Positive] = [1, 32]
+    warmup: NonNegative = 3
+    rounds: Positive = 20
+    threads: Positive = 1
+
+
 register(Technique("latency", DEPLOYMENT, "CPU latency", measure=measure, check=check,
-                   params={"batch_sizes": [1, 32], "warmup": 3, "rounds": 20, "threads": 1},
-                   ranges={"batch_sizes": (1, None), "rounds": (1, None), "threads": (1, None)},
+                   params=LatencyParameters,
                    metrics=METRICS))
 present("latency", table=("CPU latency (1 thread; speed-ups from runtimes timed in alternating rounds in one process)",
                       rows))

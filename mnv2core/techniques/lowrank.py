@@ -6,8 +6,10 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
+from typing import Annotated
 
 import torch
+from pydantic import Field
 
 from ..compression.channels import state_dict_bytes
 from ..compression.lowrank import cumulative_energy, energy_rank, factorize_linear, layer_spectra, ratio_rank
@@ -17,6 +19,7 @@ from ..context import Case
 from ..models import count_parameters
 from ..metrics import accuracy, figure, info
 from ..registry import COMPRESSION, present, register, require, Technique
+from ..schema import Parameters
 from ..training import ended_accuracy
 
 
@@ -132,12 +135,22 @@ def spectra_rows(found) -> list[dict]:
              "classifier k95": m["head_k95"], "plot": m["plot"]} for base, m in found if "layers" in m]
 
 
+Energy = Annotated[float, Field(ge=0.01, le=1.0)]  # a share of the squared singular values
+
+
+class SpectraParameters(Parameters):
+    energy: Energy = 0.95
+
+
+class SvdParameters(SpectraParameters):
+    keep_ratios: list[Annotated[float, Field(ge=0.001, le=1.0)]] = [0.5, 0.2]  # of the full rank
+
+
 register(Technique("svd", COMPRESSION, "SVD low-rank classifier", builder=compressing(svd), check=check_svd,
-                   params={"energy": 0.95, "keep_ratios": [0.5, 0.2]},
-                   ranges={"energy": (0.01, 1.0), "keep_ratios": (0.001, 1.0)}, metrics=SVD_METRICS))
+                   params=SvdParameters, metrics=SVD_METRICS))
 present("svd", table=("SVD low-rank classifier", svd_rows))
 register(Technique("spectra", COMPRESSION, "Singular-value spectra", builder=compressing(spectra), check=check_spectra,
-                   params={"energy": 0.95}, ranges={"energy": (0.01, 1.0)}, floored=False,
+                   params=SpectraParameters, floored=False,
                    metrics=SPECTRA_METRICS))
 present("spectra", table=("Singular-value spectra (k95: components holding 95% of the energy)", spectra_rows),
         page_plot=plot_k95_by_layer)

@@ -12,6 +12,7 @@ from ..deploy.onnx_runtime import ort_logits, ort_session
 from ..deploy.twins import onnx_files, test_set
 from ..metrics import accuracy, info
 from ..registry import DEPLOYMENT, present, register, require, Technique
+from ..schema import Fraction, Parameters
 
 
 METRICS = (
@@ -57,7 +58,11 @@ def rows(found) -> list[dict]:
             for base, m in found if "top1_agreement" in m]
 
 
+class OnnxParameters(Parameters):
+    min_top1_agreement: Fraction = 0.999  # the check's: ORT fp32 against PyTorch
+
+
 register(Technique("onnx", DEPLOYMENT, "ONNX Runtime", measure=measure, reusable=True, check=check,
-                   params={"min_top1_agreement": 0.999}, ranges={"min_top1_agreement": (0, 1)},
+                   params=OnnxParameters,
                    thresholds=("min_top1_agreement",), uses=("int8",), metrics=METRICS))
 present("onnx", table=("ONNX Runtime (fp32, and static int8 QDQ) against PyTorch", rows))

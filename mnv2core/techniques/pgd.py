@@ -8,6 +8,7 @@ from ..context import Artifact, Case, Context
 from ..deploy.attacks import pgd
 from ..metrics import info
 from ..registry import DEPLOYMENT, Technique, present, register
+from ..schema import Fraction, NonNegative, Parameters, Positive
 from .fgsm import ATTACK_METRICS, attacked_metrics, check, rows
 
 
@@ -18,9 +19,15 @@ def measure(ctx: Context, case: Case, base: Artifact) -> dict[str, Any]:
             "steps": p["steps"]}
 
 
+class PgdParameters(Parameters):
+    epsilon: Fraction = 0.05
+    step: Fraction = 0.01
+    steps: Positive = 10
+    images: NonNegative = 0
+
+
 register(Technique("pgd", DEPLOYMENT, "PGD", measure=measure, reusable=True, check=check,
-                   params={"epsilon": 0.05, "step": 0.01, "steps": 10, "images": 0},
-                   ranges={"epsilon": (0, 1), "step": (0, 1), "steps": (1, None)},
+                   params=PgdParameters,
                    uses=("int8",),
                    metrics=(*ATTACK_METRICS, info("step", "pixel (0..1)"), info("steps", "count"))))
 present("pgd", table=("PGD, L-inf (* int8 attacked with the gradients of its fp32 twin)", rows))

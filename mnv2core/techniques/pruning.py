@@ -4,6 +4,7 @@ weights) against a random re-initialisation with the same mask."""
 from __future__ import annotations
 
 import copy
+from typing import Literal
 
 import torch
 
@@ -16,6 +17,7 @@ from ..errors import ConfigError
 from ..models import build_model, count_parameters
 from ..metrics import LOWER, accuracy, info
 from ..registry import COMPRESSION, present, register, require, Technique
+from ..schema import Parameters, Positive, Share
 from ..training import ended_accuracy
 
 
@@ -173,16 +175,25 @@ def lottery_rows(found) -> list[dict]:
              "reaches dense": "yes" if m["reaches_dense"] else "no"} for base, m in found if "ticket_accuracy" in m]
 
 
+class PruneParameters(Parameters):
+    rounds: Positive = 3
+    amount: Share = 0.2  # of the remaining weights, per round
+    scope: Literal[SCOPES] = "layer"
+    skip_depthwise: bool = True
+
+
+class StructuredParameters(Parameters):
+    ratio: Share = 0.4  # of the last conv's output channels
+    criterion: Literal[CRITERIA] = "l1"
+
+
 register(Technique("prune", COMPRESSION, "Iterative magnitude pruning", builder=compressing(prune), check=check_prune,
-                   params={"rounds": 3, "amount": 0.2, "scope": "layer", "skip_depthwise": True},
-                   ranges={"rounds": (1, None), "amount": (0.01, 0.99)},
-                   choices={"scope": SCOPES},
+                   params=PruneParameters,
                    metrics=PRUNE_METRICS))
 present("prune", table=("Iterative magnitude pruning (a share of the remaining weights per round)", prune_rows),
         summary_column=("acc after pruning", "accuracy"))
 register(Technique("structured", COMPRESSION, "Structured pruning of the last conv", builder=compressing(structured),
-                   check=check_structured, params={"ratio": 0.4, "criterion": "l1"}, ranges={"ratio": (0.01, 0.99)},
-                   choices={"criterion": CRITERIA},
+                   check=check_structured, params=StructuredParameters,
                    metrics=STRUCTURED_METRICS))
 present("structured", table=("Structured pruning of the last conv", structured_rows))
 register(Technique("lottery", COMPRESSION, "Lottery ticket", builder=compressing(lottery), check=check_lottery,

@@ -14,6 +14,7 @@ from ..deploy.robustness import gaussian_blur, gaussian_noise, plot_robustness, 
 from ..deploy.twins import accuracy_on, figure_path, test_set
 from ..metrics import accuracy, figure, info
 from ..registry import DEPLOYMENT, present, register, require, Technique
+from ..schema import Amount, Fraction, NonNegative, Parameters
 from ..training import evaluate
 
 
@@ -68,9 +69,14 @@ def rows(found) -> list[dict]:
     return rows
 
 
+class RobustnessParameters(Parameters):
+    blur_sigmas: list[Amount] = [0.5, 1.0, 2.0]  # px
+    noise_sigmas: list[Fraction] = [0.05, 0.1, 0.2]  # pixel units of [0, 1] images
+    images: NonNegative = 0
+
+
 register(Technique("robustness", DEPLOYMENT, "Blur and noise", measure=measure, reusable=True, check=check,
-                   params={"blur_sigmas": [0.5, 1.0, 2.0], "noise_sigmas": [0.05, 0.1, 0.2], "images": 0},
-                   ranges={"noise_sigmas": (0, 1)},
+                   params=RobustnessParameters,
                    metrics=METRICS))
 present("robustness", table=("Robustness: accuracy under Gaussian blur and noise (sigma)", rows),
         page_plot=plot_robustness_curves)
