@@ -6,8 +6,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from . import strategies
 from .context import Case, Context, Recipe, cpu_state, model_payload

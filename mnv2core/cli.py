@@ -11,9 +11,9 @@ from .docs import write_results_page
 from .errors import ConfigError, Mnv2BenchError
 from .gate import Tolerances, compare
 from .profiles import load_profile
-from .techniques import catalogue
 from .report import FORMATS, render_report
 from .results import build_results, load_results, read_records, write_json_atomic
+from .techniques import catalogue
 
 
 def main(argv: list[str] | None = None) -> int:

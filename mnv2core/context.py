@@ -3,9 +3,10 @@ and the small build-context interface the study implements. Technique modules im
 module, never the study."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -68,9 +69,9 @@ class Builder(Protocol):
     and ``build`` (the training; returns the payload the cache keeps, ``model_payload``). The
     study assembles the entry's key from ``key``'s recipe and seeds before ``build``."""
 
-    def key(self, ctx: "Context", case: Case) -> Recipe: ...
+    def key(self, ctx: Context, case: Case) -> Recipe: ...
 
-    def build(self, ctx: "Context", case: Case, key: ArtifactKey) -> dict[str, Any]: ...
+    def build(self, ctx: Context, case: Case, key: ArtifactKey) -> dict[str, Any]: ...
 
 
 class TechniqueLookup(Protocol):
@@ -83,7 +84,7 @@ class Context(Protocol):
     """The study as a technique sees it."""
 
     profile: Profile
-    catalogue: "TechniqueLookup"  # every registered technique (a base's retraining strategy, a method's needs)
+    catalogue: TechniqueLookup  # every registered technique (a base's retraining strategy, a method's needs)
     execution: Execution
     device: torch.device
     features: FeatureStore  # frozen-backbone features, computed once per backbone and data

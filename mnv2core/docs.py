@@ -25,7 +25,7 @@ def write_results_page(documents: list[dict[str, Any]], out_dir: Path, sources: 
              "results files; every number below is in them, with its seed, data and weights provenance.", ""]
     shown: dict[str, dict[str, Path]] = {}  # technique -> dataset -> its first page figure
     linked: dict[str, Path] = {}  # a figure as a case recorded it -> its copy beside the page
-    for source, document in zip(sources, documents):
+    for source, document in zip(sources, documents, strict=True):
         items = items_in_grid_order(document)
         lines += [f"## {source}", "", run_line(document), ""]
         for dataset in _datasets(items):
@@ -41,7 +41,7 @@ def write_results_page(documents: list[dict[str, Any]], out_dir: Path, sources: 
                       "per row.", "", _figure(plot_side_by_side(by_dataset, out_dir / f"{technique}-datasets.png"),
                                               out_dir), ""]
     lines += ["## Full reports", ""]
-    for source, document in zip(sources, documents):
+    for source, document in zip(sources, documents, strict=True):
         lines += [f"<details><summary>{source}</summary>", "",
                   render_report(_as_published(document, linked, source, out_dir), "md"), "</details>", ""]
     page = out_dir / "RESULTS.md"
@@ -192,7 +192,7 @@ def plot_side_by_side(images: dict[str, Path], path: Path) -> Path:
     """The PNGs of ``images`` (title -> file), one panel per row (the overlays are wide)."""
     plt = _pyplot()
     figure, axes = plt.subplots(len(images), 1, figsize=(14, 3.4 * len(images)))
-    for panel, (title, source) in zip(axes, images.items()):
+    for panel, (title, source) in zip(axes, images.items(), strict=True):
         panel.imshow(plt.imread(source))
         panel.set_title(title)
         panel.axis("off")

@@ -80,7 +80,7 @@ class Execution:
     note: str = ""
 
     @classmethod
-    def resolve(cls, device: torch.device, channels_last: bool, amp: bool) -> "Execution":
+    def resolve(cls, device: torch.device, channels_last: bool, amp: bool) -> Execution:
         """The settings a profile asks for, as far as ``device`` supports them."""
         supported = device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
         note = BF16_FALLBACK_NOTE if amp and not supported else ""

@@ -18,8 +18,9 @@ compared, a baseline of another profile, or a run whose cases share none with th
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass as schema_dataclass

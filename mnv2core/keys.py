@@ -9,8 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from .fingerprint import code_fingerprint
 
@@ -31,7 +32,7 @@ class ArtifactKey:
     recipe: Mapping[str, Any]
     code: str
     seed: int | None = None
-    upstream: Mapping[str, "ArtifactKey"] = field(default_factory=dict)
+    upstream: Mapping[str, ArtifactKey] = field(default_factory=dict)
     target: tuple = ()
 
     def __post_init__(self):
@@ -58,7 +59,7 @@ class ArtifactKey:
         return {"label": self.label, "kind": self.kind, "recipe": json.loads(json.dumps(self.recipe, default=_refuse)),
                 "code": self.code, "seed": self.seed, "upstream": {n: up.entry for n, up in self.upstream.items()}}
 
-    def walk(self) -> Iterator["ArtifactKey"]:
+    def walk(self) -> Iterator[ArtifactKey]:
         """This key and every key upstream of it, each once, upstream first."""
         seen: set[str] = set()
 

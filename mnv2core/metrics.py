@@ -6,8 +6,9 @@ does not declare fails its case."""
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 HIGHER, LOWER = "higher", "lower"
 TOLERANCES = ("accuracy", "ratio", "time")  # accuracy points; relative change; relative, machine-bound

@@ -4,8 +4,8 @@ normalisation (``Builtin.preprocessing``) as a library's weights would."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn

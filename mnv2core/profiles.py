@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 from pydantic.dataclasses import dataclass as schema_dataclass
 
 from .errors import ConfigError
-from .roles import Role
 from .gate import Tolerances
 from .models import SOURCES, ModelSpec, check_spec, default_spec
+from .roles import Role
 from .schema import STRICT, Names, NonNegative, Positive, fields_of, parameters_schema, problems, validated
 
 
@@ -165,7 +166,7 @@ class Profile:
         return [(c.technique(base), base, c) for base in self.compression_bases for c in self.compressions.values()
                 if base in c.bases]
 
-    def cases(self, dataset: str, catalogue: "KnownTechniques") -> list[tuple[str, str, str, str | None]]:
+    def cases(self, dataset: str, catalogue: KnownTechniques) -> list[tuple[str, str, str, str | None]]:
         """(model, technique, method, base) of every case on ``dataset``: each trained technique
         of a study the dataset runs on its model(s) (a per-model technique on each of the
         dataset's models it applies to), each compression of each base on the base's model,
@@ -436,7 +437,7 @@ def _studies(raw: dict, datasets: dict[str, DatasetConfig], catalogue: KnownTech
              where: str) -> dict[str, dict[str, Any]]:
     """[studies.NAME] parameters (defaults filled in) of every study a dataset runs."""
     defaults = catalogue.studies
-    for name, table in raw.items():
+    for name in raw:
         if name not in defaults:
             raise ConfigError(f"{where}: unknown study {name!r} in [studies]; known: {sorted(defaults)}")
     used = {study for config in datasets.values() for study in config.studies}

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from .context import Artifact, Builder, Case, Context
 from .errors import ConfigError

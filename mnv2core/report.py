@@ -5,10 +5,10 @@ from typing import Any
 
 from tabulate import tabulate
 
-from .techniques import catalogue
 from .gate import cpu_identity
 from .registry import Found, Table
 from .results import case_items, method_of
+from .techniques import catalogue
 
 FORMATS = {"md": "github", "terminal": "simple"}
 

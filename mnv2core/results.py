@@ -6,9 +6,10 @@ import json
 import logging
 import os
 import tempfile
-from datetime import datetime, timezone
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from pytest_benchmark.stats import Stats
 
@@ -87,7 +88,7 @@ def build_results(entries: Iterable[dict[str, Any]], *, machine_info: dict, comm
         "machine_info": machine_info,
         "commit_info": commit_info,
         "benchmarks": [benchmark_item(e) for e in merge_entries(entries)],
-        "datetime": datetime.now(timezone.utc).isoformat(),
+        "datetime": datetime.now(UTC).isoformat(),
         "version": _pytest_benchmark_version(),
         "mnv2bench": {"format": RESULTS_FORMAT, **run},
     }

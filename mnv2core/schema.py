@@ -33,7 +33,7 @@ class Parameters(BaseModel):
         return cls().model_dump()
 
     @classmethod
-    def with_keys(cls, name: str, extra: dict[str, Any]) -> type["Parameters"]:
+    def with_keys(cls, name: str, extra: dict[str, Any]) -> type[Parameters]:
         """This schema with more keys (all optional) that its table may hold: ``bases``,
         retraining keys."""
         return _extended(cls, name, tuple(extra.items()))

@@ -4,8 +4,8 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
-from typing import Callable, Iterable
 
 import torch
 from torch import nn
@@ -86,7 +86,7 @@ def recalibrate_batch_norm(model: nn.Module, data: ImageSet | FeatureSet, images
     for batch, _ in eval_batches(data.head(images), batch_size):
         with execution.autocast():
             model(batch)
-    for layer, momentum in zip(layers, saved_momentum):
+    for layer, momentum in zip(layers, saved_momentum, strict=True):
         layer.momentum = momentum
 
 

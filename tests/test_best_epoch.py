@@ -4,14 +4,13 @@ nothing), a warmed-up lr and batch-norm statistics kept for a gentle first unfro
 import dataclasses
 
 import torch
+from tiny import lr_at_each_step
 from torch import nn
 
 from mnv2core.datasets import DatasetSplits
 from mnv2core.datasets.tensors import FeatureSet
 from mnv2core.profiles import TrainConfig
 from mnv2core.training import ended_accuracy, evaluate, fit, make_optimizer, make_schedule, with_training_subset
-
-from tiny import lr_at_each_step
 
 CLASSES = 4
 
@@ -88,7 +87,7 @@ def test_the_kept_epoch_is_the_best_on_validation_and_the_test_labels_change_not
     shuffled = splits().test.labels[torch.randperm(400, generator=torch.Generator().manual_seed(9))]
     again = run(second, cfg, splits(test_labels=shuffled))
     assert [h.kept for h in again] == [h.kept for h in history]
-    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True))
 
 
 def test_warm_up_raises_the_lr_from_a_hundredth_over_its_epochs_then_the_schedule_runs():

@@ -3,9 +3,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from mnv2core.deploy import onnx_runtime
 from mnv2core.deploy.bias_correction import InputMeans, output_shift
 from mnv2core.deploy.int8_fx import quantize_fx
-from mnv2core.deploy import onnx_runtime
 from mnv2core.deploy.onnx_runtime import correct_biases, export_onnx, ort_logits, ort_session, quantize_onnx_static
 
 

@@ -162,6 +162,7 @@ def test_a_read_only_cache_serves_what_it_holds_and_names_what_it_lacks(tmp_path
 
 def test_a_write_that_fills_the_disk_names_the_folder_and_leaves_nothing_behind(tmp_path, monkeypatch):
     import shutil
+
     import mnv2core.cache as cache_module
     from mnv2core.errors import StorageError
     real_save, built = torch.save, []

@@ -12,8 +12,8 @@ from mnv2core.errors import WeightsUnavailableError
 from mnv2core.models import ModelSpec
 from mnv2core.profiles import load_profile
 from mnv2core.registry import CheckFailed
-from mnv2core.techniques import catalogue
 from mnv2core.study import Settings, Study
+from mnv2core.techniques import catalogue
 
 TINY = """
 description = "tiny case layer"

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_plugin import REPO, REPRODUCIBLE, TINY
 
 from mnv2core.cache import ArtifactCache
 from mnv2core.errors import ConfigError
@@ -18,13 +19,11 @@ from mnv2core.profiles import load_profile
 from mnv2core.study import Settings, Study
 from mnv2core.techniques import catalogue
 
-from test_plugin import REPO, REPRODUCIBLE, TINY
-
 pytest.importorskip("distributed")
 from mnv2core import cluster as cluster_module  # noqa: E402
 from mnv2core.cluster import timed  # noqa: E402
-from mnv2core.planning import Plan  # noqa: E402
 from mnv2core.local_cluster import local_cluster  # noqa: E402
+from mnv2core.planning import Plan  # noqa: E402
 
 # the tiny grid with compressions, an int8 deployment, the light model's latency and the speed case
 GRID = REPRODUCIBLE.replace('bases = ["kd_prune"]', 'bases = ["kd_prune", "full_ft"]')

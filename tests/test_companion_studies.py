@@ -3,6 +3,7 @@ import dataclasses
 
 import pytest
 import torch
+from tiny import lr_at_each_step
 from torch import nn
 
 from mnv2core.compression.architecture import restore_model
@@ -13,13 +14,11 @@ from mnv2core.datasets.tensors import ImageSet
 from mnv2core.deploy.latency import eager_latency
 from mnv2core.errors import ConfigError, DataNotFoundError
 from mnv2core.grid import build_grid
-from mnv2core.techniques import catalogue
 from mnv2core.models import MNIST_MEAN, MNIST_STD, ImageClassifier, build_model, count_parameters
 from mnv2core.networks import compress_vgg, conv_outputs
 from mnv2core.profiles import TrainConfig, load_profile
+from mnv2core.techniques import catalogue
 from mnv2core.training import make_schedule
-
-from tiny import lr_at_each_step
 
 
 @pytest.mark.parametrize("name, parameters", [

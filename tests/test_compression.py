@@ -8,8 +8,17 @@ from mnv2core.compression.architecture import apply_architecture
 from mnv2core.compression.channels import count_macs, prune_last_conv_channels, state_dict_bytes
 from mnv2core.compression.lowrank import energy_rank, factorize_linear, layer_spectra, ratio_rank
 from mnv2core.compression.plots import plot_cumulative_energy
-from mnv2core.compression.unstructured import (apply_masks, empty_output_channels, layer_sparsity, make_permanent,
-                                               masks_of, measured_sparsity, prunable_layers, prune_magnitude, rewind)
+from mnv2core.compression.unstructured import (
+    apply_masks,
+    empty_output_channels,
+    layer_sparsity,
+    make_permanent,
+    masks_of,
+    measured_sparsity,
+    prunable_layers,
+    prune_magnitude,
+    rewind,
+)
 from mnv2core.errors import ConfigError
 from mnv2core.models import build_model, count_parameters
 

@@ -7,9 +7,17 @@ import pytest
 import torch
 from PIL import Image
 
-from mnv2core.datasets import (ImageSet, apply_source_override, apply_source_overrides, load_dataset,
-                               parse_source_override, random_crop_flip, synthetic, train_batches)
-from mnv2core.datasets import sources
+from mnv2core.datasets import (
+    ImageSet,
+    apply_source_override,
+    apply_source_overrides,
+    load_dataset,
+    parse_source_override,
+    random_crop_flip,
+    sources,
+    synthetic,
+    train_batches,
+)
 from mnv2core.errors import ConfigError, DataNotFoundError
 from mnv2core.profiles import DatasetConfig, load_profile
 from mnv2core.techniques import catalogue
@@ -183,7 +191,7 @@ def test_random_crop_flip_is_a_shifted_or_mirrored_copy():
     images = torch.arange(2 * 3 * 8 * 8, dtype=torch.int64).view(2, 3, 8, 8).to(torch.uint8)
     g = torch.Generator().manual_seed(0)
     out = random_crop_flip(images, padding=0, generator=g)
-    for original, augmented in zip(images, out):
+    for original, augmented in zip(images, out, strict=True):
         assert torch.equal(augmented, original) or torch.equal(augmented, original.flip(-1))
     padded = random_crop_flip(images, padding=2, generator=torch.Generator().manual_seed(1))
     assert padded.shape == images.shape and padded.dtype == torch.uint8

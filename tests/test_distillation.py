@@ -13,7 +13,7 @@ def softmax(values, temperature):
 
 def hand_kd(student, teacher, label, temperature, alpha):
     p_s, p_t = softmax(student, temperature), softmax(teacher, temperature)
-    kl = sum(t * math.log(t / s) for t, s in zip(p_t, p_s))
+    kl = sum(t * math.log(t / s) for t, s in zip(p_t, p_s, strict=True))
     ce = -math.log(softmax(student, 1.0)[label])
     return alpha * kl * temperature ** 2 + (1 - alpha) * ce
 
@@ -25,7 +25,7 @@ LABELS = [0, 2]
 
 @pytest.mark.parametrize("temperature, alpha", [(4.0, 0.9), (1.0, 0.5), (2.0, 0.0), (3.0, 1.0)])
 def test_kd_loss_matches_hand_computation(temperature, alpha):
-    expected = sum(hand_kd(s, t, y, temperature, alpha) for s, t, y in zip(STUDENT, TEACHER, LABELS)) / 2
+    expected = sum(hand_kd(s, t, y, temperature, alpha) for s, t, y in zip(STUDENT, TEACHER, LABELS, strict=True)) / 2
     got = kd_loss(torch.tensor(STUDENT), torch.tensor(TEACHER), torch.tensor(LABELS), temperature, alpha)
     assert got.item() == pytest.approx(expected, rel=1e-5)
 

@@ -1,9 +1,9 @@
 """The results page: which variant to deploy (Pareto front), the figures, and the command."""
+from results_factory import document, entry
+
 from mnv2core.cli import main
 from mnv2core.docs import deployment_variants, pareto_front, write_results_page
 from mnv2core.results import case_items
-
-from results_factory import document, entry
 
 PARAMETERS = 2_000_000
 

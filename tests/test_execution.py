@@ -4,6 +4,7 @@ import platform
 
 import pytest
 import torch
+from tiny import tiny_splits
 
 from mnv2core import strategies
 from mnv2core.cache import ArtifactCache
@@ -16,7 +17,6 @@ from mnv2core.profiles import TrainConfig
 from mnv2core.registry import CheckFailed
 from mnv2core.techniques.speed import check as check_speed
 from mnv2core.training import evaluate, fit
-from tiny import tiny_splits
 
 CPU = torch.device("cpu")
 CHANNELS_LAST = Execution(CPU, channels_last=True)

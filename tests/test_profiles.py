@@ -1,10 +1,10 @@
 import pytest
 
 from mnv2core.errors import ConfigError
-from mnv2core.metrics import accuracy
 from mnv2core.grid import build_grid
-from mnv2core.techniques import catalogue
+from mnv2core.metrics import accuracy
 from mnv2core.profiles import available_profiles, load_profile
+from mnv2core.techniques import catalogue
 
 MINIMAL = """
 [datasets.tiny]

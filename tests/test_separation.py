@@ -1,8 +1,12 @@
 import pytest
 import torch
 
-from mnv2core.companion.separation import (center_separation_index, greedy_feature_selection,
-                                           layers_to_keep, separation_index)
+from mnv2core.companion.separation import (
+    center_separation_index,
+    greedy_feature_selection,
+    layers_to_keep,
+    separation_index,
+)
 
 
 def _gen(seed=0):

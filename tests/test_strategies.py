@@ -1,14 +1,13 @@
 import pytest
 import torch
+from tiny import tiny_splits
 
-from mnv2core import strategies
+from mnv2core import strategies, training
 from mnv2core.errors import TrainingDivergedError
 from mnv2core.keys import ArtifactKey
 from mnv2core.models import build_model
 from mnv2core.profiles import TrainConfig
-from mnv2core import training
 from mnv2core.training import fit
-from tiny import tiny_splits
 
 FIT = dict(seed=0, label="test", eval_batch_size=64)
 
@@ -88,7 +87,10 @@ def test_train_images_trains_on_a_seeded_draw_of_that_many_images(tiny_data):
 
 def test_nan_loss_raises_a_clear_error(tiny_data):
     model = build_model("mobilenet_v2", 10)
-    nan_loss = lambda m, images, labels: m(images).sum() * float("nan")
+
+    def nan_loss(m, images, labels):
+        return m(images).sum() * float("nan")
+
     with pytest.raises(TrainingDivergedError, match="Lower the learning rate"):
         fit(model, tiny_data, TrainConfig(epochs=1, batch_size=32), params=list(model.parameters()),
             loss_fn=nan_loss, **FIT)

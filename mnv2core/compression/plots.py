@@ -14,7 +14,7 @@ def plot_cumulative_energy(spectra: list[dict], path: Path, title: str, energy: 
     """One curve per layer: cumulative spectral energy against the fraction of components."""
     figure, axis = plt.subplots(figsize=(7, 4.5))
     colours = plt.cm.viridis(np.linspace(0, 1, max(len(spectra), 1)))
-    for colour, layer in zip(colours, spectra):
+    for colour, layer in zip(colours, spectra, strict=False):  # one colour even for no layer
         squared = np.square(np.asarray(layer["singular_values"], dtype=np.float64))
         cumulative = np.cumsum(squared) / squared.sum()
         axis.plot(np.arange(1, len(cumulative) + 1) / len(cumulative), cumulative, color=colour, linewidth=0.8)

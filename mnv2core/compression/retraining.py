@@ -4,7 +4,8 @@ distillation) on the compression's retraining recipe."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..context import Artifact, Case, Context, Recipe, model_payload
 from ..keys import ArtifactKey

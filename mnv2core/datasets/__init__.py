@@ -10,9 +10,9 @@ from typing import Any
 import torch
 
 from ..cache import ArtifactCache
-from ..keys import ArtifactKey
 from ..errors import ConfigError
 from ..fingerprint import code_fingerprint
+from ..keys import ArtifactKey
 from ..profiles import DATA_SOURCES, DEFAULT_STUDIES, DatasetConfig, Profile
 from . import sources, synthetic
 from .tensors import FeatureSet, ImageSet, eval_batches, random_crop_flip, to_float, train_batches
@@ -37,7 +37,7 @@ class DatasetSplits:
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def at_size(self, size: int, device: torch.device | str) -> "DatasetSplits":
+    def at_size(self, size: int, device: torch.device | str) -> DatasetSplits:
         """Both splits resized to ``size`` px and moved to ``device``."""
         train, test = self.train.to(device).resized(size), self.test.to(device).resized(size)
         return dataclasses.replace(self, train=train, test=test)

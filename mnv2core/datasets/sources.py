@@ -63,7 +63,9 @@ def read_mnist(root: Path, download: bool) -> RawSplits:
     folder = Path(root) / "MNIST" / "raw"
     with _explain_missing("MNIST", "mnist", folder, MNIST_FILES, download):
         train, test = MNIST(str(root), train=True, download=download), MNIST(str(root), train=False)
-    to_set = lambda ds: ImageSet(ds.data[:, None].expand(-1, 3, -1, -1).contiguous(), ds.targets.long())
+    def to_set(ds):
+        return ImageSet(ds.data[:, None].expand(-1, 3, -1, -1).contiguous(), ds.targets.long())
+
     return RawSplits(to_set(train), to_set(test), tuple(str(c) for c in range(10)), str(folder))
 
 
@@ -73,8 +75,10 @@ def read_cifar10(root: Path, download: bool) -> RawSplits:
     folder = root / CIFAR10.base_folder
     with _explain_missing("CIFAR-10", "cifar10", folder, CIFAR10_FILES, download):
         train, test = CIFAR10(str(root), train=True, download=download), CIFAR10(str(root), train=False)
-    to_set = lambda ds: ImageSet(torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(),
-                                 torch.tensor(ds.targets, dtype=torch.int64))
+    def to_set(ds):
+        return ImageSet(torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(),
+                        torch.tensor(ds.targets, dtype=torch.int64))
+
     return RawSplits(to_set(train), to_set(test), tuple(train.classes), str(folder))
 
 
@@ -84,8 +88,9 @@ def read_stl10(root: Path, download: bool) -> RawSplits:
     folder = root / STL10.base_folder
     with _explain_missing("STL-10", "stl10", folder, STL10_FILES, download):
         train, test = STL10(str(root), split="train", download=download), STL10(str(root), split="test")
-    to_set = lambda ds: ImageSet(torch.from_numpy(ds.data).contiguous(),
-                                 torch.from_numpy(ds.labels.astype("int64")))
+    def to_set(ds):
+        return ImageSet(torch.from_numpy(ds.data).contiguous(), torch.from_numpy(ds.labels.astype("int64")))
+
     classes = tuple(getattr(train, "classes", [str(c) for c in range(10)]))
     return RawSplits(to_set(train), to_set(test), classes, str(folder))
 

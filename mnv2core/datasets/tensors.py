@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -31,20 +31,20 @@ class ImageSet:
     def size(self) -> int:
         return self.images.shape[-1]
 
-    def to(self, device: torch.device | str) -> "ImageSet":
+    def to(self, device: torch.device | str) -> ImageSet:
         return ImageSet(self.images.to(device), self.labels.to(device))
 
-    def resized(self, size: int) -> "ImageSet":
+    def resized(self, size: int) -> ImageSet:
         """Bilinear (antialiased) resize to ``size`` x ``size``, still uint8."""
         if self.images.shape[-2:] == (size, size):
             return self
         chunks = [_resize_uint8(chunk, size) for chunk in self.images.split(RESIZE_CHUNK)]
         return ImageSet(torch.cat(chunks), self.labels)
 
-    def head(self, count: int) -> "ImageSet":
+    def head(self, count: int) -> ImageSet:
         return ImageSet(self.images[:count], self.labels[:count])
 
-    def spread(self, count: int) -> "ImageSet":
+    def spread(self, count: int) -> ImageSet:
         """``count`` images taken in turn from every class (each class's first image, then each
         one's second, ...), in the set's order within a class: a sample spanning the classes
         even of a class-sorted folder."""
@@ -57,25 +57,25 @@ class ImageSet:
         index = torch.tensor(order, dtype=torch.long, device=self.labels.device)
         return ImageSet(self.images[index], self.labels[index])
 
-    def cycled(self, count: int) -> "ImageSet":
+    def cycled(self, count: int) -> ImageSet:
         """``count`` images: the set's first ones, repeated from the start when it holds fewer."""
         index = torch.arange(count, device=self.labels.device) % len(self)
         return ImageSet(self.images[index], self.labels[index])
 
-    def subset(self, count: int | None, seed: int) -> "ImageSet":
+    def subset(self, count: int | None, seed: int) -> ImageSet:
         """``count`` images drawn at random (fixed by ``seed``); all of them if None."""
         if count is None or count >= len(self):
             return self
         index = random_draw(len(self), count, seed).to(self.images.device)
         return ImageSet(self.images[index], self.labels[index])
 
-    def stratified_split(self, fraction: float, seed: int) -> tuple["ImageSet", "ImageSet"]:
+    def stratified_split(self, fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
         """(rest, held out): ``fraction`` of every class, drawn at random (fixed by ``seed``),
         is held out; both keep the original order."""
         held = held_out(self.labels, fraction, seed)
         return self._select(~held), self._select(held)
 
-    def _select(self, mask: torch.Tensor) -> "ImageSet":
+    def _select(self, mask: torch.Tensor) -> ImageSet:
         return ImageSet(self.images[mask], self.labels[mask])
 
     def fingerprint(self) -> str:
@@ -127,17 +127,17 @@ class FeatureSet:
     def __len__(self) -> int:
         return self.features.shape[0]
 
-    def head(self, count: int) -> "FeatureSet":
+    def head(self, count: int) -> FeatureSet:
         return FeatureSet(self.features[:count], self.labels[:count])
 
-    def subset(self, count: int | None, seed: int) -> "FeatureSet":
+    def subset(self, count: int | None, seed: int) -> FeatureSet:
         """The rows ``ImageSet.subset`` draws with the same ``count`` and ``seed``."""
         if count is None or count >= len(self):
             return self
         index = random_draw(len(self), count, seed).to(self.features.device)
         return FeatureSet(self.features[index], self.labels[index])
 
-    def stratified_split(self, fraction: float, seed: int) -> tuple["FeatureSet", "FeatureSet"]:
+    def stratified_split(self, fraction: float, seed: int) -> tuple[FeatureSet, FeatureSet]:
         """The rows ``ImageSet.stratified_split`` holds out with the same labels and ``seed``."""
         held = held_out(self.labels, fraction, seed)
         return FeatureSet(self.features[~held], self.labels[~held]), FeatureSet(self.features[held], self.labels[held])

@@ -40,7 +40,7 @@ class InputMeans:
     def __init__(self, modules: dict[str, torch.nn.Module]):
         self.modules, self.sums, self.counts, self.hooks = modules, {}, {}, []
 
-    def __enter__(self) -> "InputMeans":
+    def __enter__(self) -> InputMeans:
         for name, module in self.modules.items():
             self.hooks.append(module.register_forward_hook(self._hook(name)))
         return self

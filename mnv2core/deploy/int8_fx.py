@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn

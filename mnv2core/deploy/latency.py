@@ -7,7 +7,7 @@ import copy
 import functools
 import statistics
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 

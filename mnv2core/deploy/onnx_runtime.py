@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime
-from onnx import numpy_helper
 import torch
+from onnx import numpy_helper
 from torch import nn
 
 from ..errors import Mnv2BenchError
@@ -77,8 +77,14 @@ def quantize_onnx_static(fp32_path: Path, int8_path: Path, calibration: list[tor
     0.6622 / 0.6582, full_ft 0.7410 / 0.7404 / 0.7408, pruned 0.7552 / 0.7520 / 0.7554, distilled
     0.5944 / 0.5946 / 0.5920, EfficientNet-Lite0 full_ft 0.8250 / 0.8248 / 0.8238, pruned 0.8238 /
     0.8174 / 0.8194, ResNet-56 0.8740 / 0.8734 / 0.8738)."""
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quant_pre_process, quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+    )
 
     class Batches(CalibrationDataReader):
         def __init__(self):
@@ -176,7 +182,7 @@ def _input_means(model: onnx.ModelProto, inputs: dict[str, str], calibration: li
     counts: dict[str, int] = {}
     for batch in calibration:
         images = np.ascontiguousarray(batch.cpu().numpy())
-        values = dict(zip(names, session.run(None, {"images": images})))
+        values = dict(zip(names, session.run(None, {"images": images}), strict=True))
         values.update({name: images for name in feeds})
         for tensor in set(inputs.values()):
             x = values[tensor].astype(np.float64)

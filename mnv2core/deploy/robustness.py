@@ -56,7 +56,7 @@ def plot_robustness_curves(found: list[tuple[str, dict]], path: Path, dataset: s
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 2, figsize=(8.4, 3.4), sharey=True)
-    for panel, kind in zip(axes, ("blur", "noise")):
+    for panel, kind in zip(axes, ("blur", "noise"), strict=True):
         for label, m in found:
             sigmas = [0.0] + [float(key.split("_")[1]) for key in m[kind]]
             panel.plot(sigmas, [m["accuracy"], *m[kind].values()], marker="o", label=label)

@@ -9,10 +9,10 @@ from pathlib import Path
 import torch
 from filelock import FileLock
 
-from ..keys import ArtifactKey
 from ..context import Artifact, Case, Context
 from ..datasets import ImageSet, eval_batches
 from ..fingerprint import code_fingerprint
+from ..keys import ArtifactKey
 from ..schema import Fraction, Parameters, Positive
 from .int8_fx import QuantizationError, quantize_fx
 from .latency import cpu_copy

@@ -8,7 +8,6 @@ from torch import nn
 
 from ..errors import ConfigError
 
-
 POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d, nn.MaxPool2d)
 
 

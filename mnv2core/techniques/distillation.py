@@ -8,7 +8,7 @@ from .. import strategies
 from ..building import Trained, plain
 from ..context import Case, Context
 from ..errors import ConfigError
-from ..registry import present, register, register_study, Technique, TRAINED
+from ..registry import TRAINED, Technique, present, register, register_study
 
 STUDY = "distillation"
 register_study(STUDY)

@@ -10,7 +10,7 @@ from ..datasets import eval_batches
 from ..deploy.attacks import fgsm
 from ..deploy.twins import accuracy_on, int8_model_or_reason, test_set
 from ..metrics import accuracy, info
-from ..registry import DEPLOYMENT, present, register, require, Technique
+from ..registry import DEPLOYMENT, Technique, present, register, require
 from ..schema import Fraction, NonNegative, Parameters
 from ..training import evaluate
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from .. import strategies
 from ..building import Trained, head_only, plain
-from ..registry import present, register, register_study, Technique, TRAINED
+from ..registry import TRAINED, Technique, present, register, register_study
 
 register_study("mobilenet")
 

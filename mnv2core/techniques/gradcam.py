@@ -14,9 +14,8 @@ from ..deploy.twins import figure_path, test_set
 from ..explain.faithfulness import concentration, deletion_insertion_auc
 from ..explain.gradcam import default_target_layer, grad_cam, plot_overlays
 from ..metrics import HIGHER, LOWER, accuracy, figure, info
-from ..registry import Analysis, DEPLOYMENT, present, register, register_analysis, require, Technique
+from ..registry import DEPLOYMENT, Analysis, Technique, present, register, register_analysis, require
 from ..schema import NonNegative, Parameters, Positive
-
 
 METRICS = (
     accuracy("sample_accuracy", "accuracy on the Grad-CAM sample"),

@@ -7,9 +7,8 @@ from ..context import Artifact, Case, Context
 from ..deploy.latency import cpu_copy
 from ..deploy.twins import Int8Parameters, calibration, int8_model, test_set
 from ..metrics import LOWER, Metric, accuracy, info
-from ..registry import Analysis, DEPLOYMENT, present, register, register_analysis, require, Technique
+from ..registry import DEPLOYMENT, Analysis, Technique, present, register, register_analysis, require
 from ..training import evaluate
-
 
 METRICS = (
     accuracy(doc="test accuracy of the FX int8 model", runtime="FX int8"),

@@ -9,9 +9,8 @@ from ..deploy.latency import cpu_copy, time_runners
 from ..deploy.onnx_runtime import ort_session
 from ..deploy.twins import int8_model_or_reason, onnx_files
 from ..metrics import info, ms, speedup
-from ..registry import DEPLOYMENT, present, register, require, Technique
+from ..registry import DEPLOYMENT, Technique, present, register, require
 from ..schema import NonNegative, Parameters, Positive
-
 
 METRICS = (
     ms("latency.eager_fp32_b*_ms", "median ms per batch, eager PyTorch fp32", "eager fp32"),

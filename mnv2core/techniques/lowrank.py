@@ -16,12 +16,11 @@ from ..compression.lowrank import cumulative_energy, energy_rank, factorize_line
 from ..compression.plots import plot_cumulative_energy, plot_k95_by_layer
 from ..compression.retraining import Retraining, compressing
 from ..context import Case
-from ..models import count_parameters
 from ..metrics import accuracy, figure, info
-from ..registry import COMPRESSION, present, register, require, Technique
+from ..models import count_parameters
+from ..registry import COMPRESSION, Technique, present, register, require
 from ..schema import Parameters
 from ..training import ended_accuracy
-
 
 SVD_METRICS = (
     accuracy("dense_accuracy", "the base's test accuracy", gated=False),

@@ -11,9 +11,8 @@ from ..deploy.latency import cpu_copy
 from ..deploy.onnx_runtime import ort_logits, ort_session
 from ..deploy.twins import onnx_files, test_set
 from ..metrics import accuracy, info
-from ..registry import DEPLOYMENT, present, register, require, Technique
+from ..registry import DEPLOYMENT, Technique, present, register, require
 from ..schema import Fraction, Parameters
-
 
 METRICS = (
     accuracy(doc="test accuracy of the ONNX model in ONNX Runtime", runtime="ORT fp32"),

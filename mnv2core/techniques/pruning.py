@@ -4,22 +4,31 @@ weights) against a random re-initialisation with the same mask."""
 from __future__ import annotations
 
 import copy
+import itertools
 from typing import Literal
 
 import torch
 
 from ..compression.channels import CRITERIA, count_macs, prune_last_conv_channels, state_dict_bytes
 from ..compression.retraining import Retraining, compressing
-from ..compression.unstructured import (SCOPES, apply_masks, empty_output_channels, layer_sparsity, make_permanent,
-                                        masks_of, measured_sparsity, prune_magnitude, rewind)
+from ..compression.unstructured import (
+    SCOPES,
+    apply_masks,
+    empty_output_channels,
+    layer_sparsity,
+    make_permanent,
+    masks_of,
+    measured_sparsity,
+    prune_magnitude,
+    rewind,
+)
 from ..context import Case
 from ..errors import ConfigError
-from ..models import build_model, count_parameters
 from ..metrics import LOWER, accuracy, info
-from ..registry import COMPRESSION, present, register, require, Technique
+from ..models import build_model, count_parameters
+from ..registry import COMPRESSION, Technique, present, register, require
 from ..schema import Parameters, Positive, Share
 from ..training import ended_accuracy
-
 
 DENSE = accuracy("dense_accuracy", "the base's test accuracy", gated=False)
 PRUNE_METRICS = (
@@ -74,7 +83,7 @@ def check_prune(m: dict, case: Case) -> None:
     require(abs(m["sparsity"] - m["target_sparsity"]) <= 0.005,
             f"sparsity {m['sparsity']:.4f}, target {m['target_sparsity']:.4f}")
     sparsities = [r["sparsity"] for r in m["rounds"]]
-    require(all(a < b for a, b in zip(sparsities, sparsities[1:])), f"sparsity must grow every round: {sparsities}")
+    require(all(a < b for a, b in itertools.pairwise(sparsities)), f"sparsity must grow every round: {sparsities}")
 
 
 def prune_rows(found) -> list[dict]:
@@ -156,7 +165,7 @@ def lottery(job: Retraining, params: dict) -> tuple:
 
 def _share_kept(model, masks) -> float:
     """Share of the masked-out weights that are zero in ``model`` (1.0: the mask held)."""
-    pruned = [(~mask, weight) for mask, weight in zip(masks.values(), masks_of(model).values())]
+    pruned = [(~mask, weight) for mask, weight in zip(masks.values(), masks_of(model).values(), strict=True)]
     zeros = sum(int((keep_out & ~nonzero).sum()) for keep_out, nonzero in pruned)
     return zeros / max(1, sum(int(keep_out.sum()) for keep_out, _ in pruned))
 

@@ -15,10 +15,20 @@ from ..compression.lowrank import factorize_linear, named_spectra, ratio_rank
 from ..compression.plots import plot_cumulative_energy
 from ..context import Artifact, Case, Context, Recipe, model_payload
 from ..deploy.latency import eager_latency
-from ..models import ImageClassifier, count_parameters
 from ..metrics import accuracy, figure, info, ms
-from ..registry import (TRAINED, Analysis, Table, Technique, only, register, register_analysis, register_study,
-                        register_table, require)
+from ..models import ImageClassifier, count_parameters
+from ..registry import (
+    TRAINED,
+    Analysis,
+    Table,
+    Technique,
+    only,
+    register,
+    register_analysis,
+    register_study,
+    register_table,
+    require,
+)
 from ..seeding import derive_seed
 from ..training import ended_accuracy, evaluate
 

@@ -13,10 +13,9 @@ from ..datasets import eval_batches
 from ..deploy.robustness import gaussian_blur, gaussian_noise, plot_robustness, plot_robustness_curves
 from ..deploy.twins import accuracy_on, figure_path, test_set
 from ..metrics import accuracy, figure, info
-from ..registry import DEPLOYMENT, present, register, require, Technique
+from ..registry import DEPLOYMENT, Technique, present, register, require
 from ..schema import Amount, Fraction, NonNegative, Parameters
 from ..training import evaluate
-
 
 METRICS = (
     accuracy(doc="clean test accuracy (the base's, measured here)", gated=False),
@@ -36,8 +35,8 @@ def measure(ctx: Context, case: Case, base: Artifact) -> dict[str, Any]:
     def corrupted(transform):
         return accuracy_on(model, ((transform(images), labels) for images, labels in eval_batches(test, batch)))
 
-    blur = {f"sigma_{s:g}_accuracy": corrupted(lambda x: gaussian_blur(x, s)) for s in params["blur_sigmas"]}
-    noise = {f"sigma_{s:g}_accuracy": corrupted(lambda x: gaussian_noise(x, s, generator))
+    blur = {f"sigma_{s:g}_accuracy": corrupted(lambda x, s=s: gaussian_blur(x, s)) for s in params["blur_sigmas"]}
+    noise = {f"sigma_{s:g}_accuracy": corrupted(lambda x, s=s: gaussian_noise(x, s, generator))
              for s in params["noise_sigmas"]}
     clean = evaluate(model, test, batch)
     plot = plot_robustness(clean, params["blur_sigmas"], list(blur.values()), params["noise_sigmas"],

@@ -10,9 +10,9 @@ import torch
 
 from ..context import Artifact, Case, Context
 from ..deploy.latency import torch_threads
-from ..models import build_model
 from ..metrics import info, rate, speedup
-from ..registry import MEASUREMENT, present, register, register_study, require, Technique
+from ..models import build_model
+from ..registry import MEASUREMENT, Technique, present, register, register_study, require
 from ..speed import compare_speed
 from ..weights import random_init_provenance
 

@@ -23,16 +23,15 @@ from torch import nn
 from .. import strategies
 from ..building import fit_args
 from ..companion.plots import plot_feature_si, plot_layer_si, plot_training_curves
-from ..companion.separation import (center_separation_index, greedy_feature_selection, layers_to_keep,
-                                    separation_index)
+from ..companion.separation import center_separation_index, greedy_feature_selection, layers_to_keep, separation_index
 from ..context import Case, Context, Recipe, model_payload
 from ..datasets import DatasetSplits, ImageSet, eval_batches
 from ..errors import ConfigError
 from ..keys import ArtifactKey
+from ..metrics import accuracy, figure, info
 from ..models import ImageClassifier, build_model, count_parameters
 from ..networks import compress_vgg, conv_outputs
 from ..profiles import TrainConfig
-from ..metrics import accuracy, figure, info
 from ..registry import TRAINED, Table, Technique, only, register, register_study, register_table, require
 from ..training import evaluate
 from ..weights import random_init_provenance
@@ -55,7 +54,7 @@ class VggSi:
         self.params = ctx.profile.studies[STUDY]
 
     # the three steps ----------------------------------------------------------
-    def train(self, job: "VggJob") -> dict[str, Any]:
+    def train(self, job: VggJob) -> dict[str, Any]:
         dataset = job.dataset
         splits = self._splits(dataset, job.size)
         trials = [self._trial(job, splits, lr, step) for lr in self.params["lr_candidates"]
@@ -72,7 +71,7 @@ class VggSi:
                    "curves_plot": self._plot_curves(job, curves)}
         return job.payload(model, history, metrics, train=cfg)
 
-    def head(self, job: "VggJob") -> dict[str, Any]:
+    def head(self, job: VggJob) -> dict[str, Any]:
         dataset = job.dataset
         trained = self.ctx.artifact(dataset, "vgg_train")
         splits = self._splits(dataset, job.size)
@@ -87,7 +86,7 @@ class VggSi:
                    "curves_plot": self._plot_curves(job, {"classifier retrain": history})}
         return job.payload(model, history, metrics)
 
-    def compress(self, job: "VggJob") -> dict[str, Any]:
+    def compress(self, job: VggJob) -> dict[str, Any]:
         dataset = job.dataset
         base = self.ctx.artifact(dataset, "vgg_head")
         splits = self._splits(dataset, job.size)
@@ -142,9 +141,9 @@ class VggSi:
                     channel_means.append(x.mean((2, 3)).float())
             pooled.append(maps)
             means.append(channel_means)
-        return [torch.cat(layer) for layer in zip(*pooled)], [torch.cat(layer) for layer in zip(*means)]
+        return [torch.cat(layer) for layer in zip(*pooled, strict=True)], [torch.cat(layer) for layer in zip(*means, strict=True)]
 
-    def _si_metrics(self, analysis: dict[str, Any], job: "VggJob") -> dict[str, Any]:
+    def _si_metrics(self, analysis: dict[str, Any], job: VggJob) -> dict[str, Any]:
         layers = len(analysis["si_train"])
         title = f"{job.label}: separation index"
         return {
@@ -170,7 +169,7 @@ class VggSi:
     def _split_sizes(splits: DatasetSplits) -> dict[str, int]:
         return {"train_images": len(splits.train), "validation_images": len(splits.test)}
 
-    def _trial(self, job: "VggJob", splits: DatasetSplits, lr: float, step: int) -> dict[str, Any]:
+    def _trial(self, job: VggJob, splits: DatasetSplits, lr: float, step: int) -> dict[str, Any]:
         cfg = dataclasses.replace(job.cfg, lr=lr, step_epochs=step, epochs=self.params["search_epochs"])
         torch.manual_seed(job.seed)
         model = build_model(MODEL, splits.num_classes).to(self.ctx.device)
@@ -178,7 +177,7 @@ class VggSi:
         return {"lr": lr, "step_epochs": step, "schedule": schedule_label(cfg), "epochs": cfg.epochs,
                 "val_accuracy": history[-1]["val_accuracy"], "history": history}
 
-    def _fit(self, model: ImageClassifier, splits: DatasetSplits, cfg: TrainConfig, job: "VggJob",
+    def _fit(self, model: ImageClassifier, splits: DatasetSplits, cfg: TrainConfig, job: VggJob,
              head_params: list | None = None, step: str = "") -> list[dict]:
         """Train the whole model, or only ``head_params`` (the classifier's) on the frozen
         backbone (on cached features when the recipe does not augment)."""
@@ -196,7 +195,7 @@ class VggSi:
     def _plot_dir(self):
         return self.ctx.cache_root / "vgg_si"  # kept with the artifacts they describe
 
-    def _plot_curves(self, job: "VggJob", curves: dict[str, list[dict]]) -> str:
+    def _plot_curves(self, job: VggJob, curves: dict[str, list[dict]]) -> str:
         return str(plot_training_curves(curves, self._plot_dir() / f"{job.label}-curves.png", job.label))
 
 
@@ -337,7 +336,7 @@ def si_layer_rows(found) -> list[dict]:
         return []
     return [{"conv layer": i + 1, "SI train": f"{train:.3f}", "SI test": f"{test:.3f}",
              "center SI train": f"{centre:.3f}", "kept": "yes" if i < m["layers_kept"] else ""}
-            for i, (train, test, centre) in enumerate(zip(m["si_train"], m["si_test"], m["center_si_train"]))]
+            for i, (train, test, centre) in enumerate(zip(m["si_train"], m["si_test"], m["center_si_train"], strict=True))]
 
 
 def si_feature_rows(found) -> list[dict]:
