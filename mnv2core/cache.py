@@ -84,6 +84,11 @@ class ArtifactCache:
     def _where(self, entry_name: str) -> Path | str:
         return self.shared.where(entry_name) if self.shared else self.root / f"{entry_name}.pt"
 
+    def holds(self, key: ArtifactKey) -> bool:
+        """Whether an entry of ``key`` is there (not read: a corrupt one is rebuilt when fetched)."""
+        entry = _checked(key).entry
+        return self.shared.published(entry) if self.shared else (self.root / f"{entry}.pt").exists()
+
     def fetch(self, key: ArtifactKey, build: Callable[[], dict[str, Any]]) -> CacheResult:
         """Load the entry of ``key``, or build, save and return it. ``build`` returns a dict
         of tensors and JSON-like values."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .context import Case
+from .keys import ArtifactKey
 from .study import Study
 
 
@@ -29,6 +30,7 @@ class Plan:
     def __init__(self, study: Study):
         self.study = study
         self.nodes: dict[str, Node] = {}  # in dependency order: upstream first
+        self._keys: dict[str, ArtifactKey] = {}
 
     def needs(self, case: Case) -> tuple[str, ...]:
         """The nodes ``case``'s task waits for: its own model, or the base model it measures
@@ -37,6 +39,18 @@ class Plan:
         if key is None:
             return ()
         for each in key.walk():
+            self._keys[each.entry] = each
             self.nodes.setdefault(each.entry, Node(each.entry, each.target,
                                                    tuple(up.entry for up in each.upstream.values())))
         return (key.entry,)
+
+    def listing(self) -> list[str]:
+        """One line per node, upstream first: whether the cache holds it or it is to be built,
+        and what it waits for."""
+        lines = []
+        for node in self.nodes.values():
+            status = "cached" if self.study.cache.holds(self._keys[node.key]) else "build"
+            after = f"  (after {', '.join(up.rsplit('-', 1)[0] for up in node.upstream)})" if node.upstream else ""
+            lines.append(f"{status:>6}  {node.key.rsplit('-', 1)[0]}{after}")
+        built = sum(line.lstrip().startswith("build") for line in lines)
+        return [*lines, f"{len(lines)} artifacts: {len(lines) - built} cached, {built} to build"]

@@ -66,6 +66,9 @@ class SharedStore:
         manifest = {"payload": payload, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
         self.fs.pipe_file(self._path(f"{name}.json"), json.dumps(manifest).encode())
 
+    def published(self, name: str) -> bool:
+        return self.fs.exists(self._path(f"{name}.json"))
+
     def where(self, name: str) -> str:
         return f"{self.url}/{name}.json"
 

@@ -31,7 +31,9 @@ def counting_build(counter: list, value=1.0):
 def test_second_fetch_loads_without_building(tmp_path):
     cache = ArtifactCache(tmp_path)
     built = []
+    assert not cache.holds(KEY)
     first = cache.fetch(KEY, counting_build(built))
+    assert cache.holds(KEY) and not cache.holds(toy_key(lr=0.2))
     second = ArtifactCache(tmp_path).fetch(KEY, counting_build(built))
     assert (first.status, second.status, len(built)) == ("built", "loaded", 1)
     assert torch.equal(second.payload["weights"], payload()["weights"])

@@ -127,6 +127,14 @@ def latest_records(tmp_path):
 
 
 def test_grid_runs_records_and_reuses_the_cache(grid, tmp_path):
+    plan = grid("--plan", "-k", "kd or full_ft")  # what the selected cases need, before anything exists
+    assert plan.ret == pytest.ExitCode.NO_TESTS_COLLECTED and not list((tmp_path / "cache").glob("*.pt"))
+    plan.stdout.fnmatch_lines(["plan of 2 case(s) (--plan: nothing runs):",
+                               " build  pretext-mobilenet_v2-32px", " build  tiny-mobilenet_v2-partial_ft  (after "
+                               "pretext-mobilenet_v2-32px)", " build  tiny-mobilenet_v2-full_ft  (after *partial_ft)",
+                               " build  tiny-resnet50-teacher", " build  tiny-mobilenet_v2-kd  (after *teacher)",
+                               "5 artifacts: 0 cached, 5 to build"])
+
     first = grid("-v", "--benchmark-json", str(tmp_path / "bench.json"))
     first.assert_outcomes(passed=7, skipped=2)
     first.stdout.fnmatch_lines(["*test_training?tiny-mobilenet_v2-full_ft?*PASSED*"])
@@ -155,6 +163,7 @@ def test_grid_runs_records_and_reuses_the_cache(grid, tmp_path):
     statuses = {e["case"]: e["records"][0]["cache"]["status"] for e in latest_records(tmp_path)}
     assert statuses.pop("tiny-mobilenet_v2-train_speed") == "measured"  # a speed is of this run: never cached
     assert set(statuses.values()) == {"loaded"}
+    grid("--plan").stdout.fnmatch_lines(["*artifacts: * cached, 0 to build"])
 
 
 def test_grid_under_xdist_writes_results_and_a_worse_run_fails_the_gate(grid, tmp_path):

@@ -35,8 +35,10 @@ def s3(s3_endpoint, request):
 
 def test_an_entry_published_to_s3_is_loaded_by_another_client(s3, tmp_path):
     built = []
+    assert not s3(tmp_path).holds(KEY)
     first = s3(tmp_path).fetch(KEY, build(built))
     assert first.status == "built" and str(first.path).startswith("s3://mnv2bench-test/")
+    assert s3(tmp_path).holds(KEY) and not s3(tmp_path).holds(ArtifactKey("toy", "toy", {"lr": 0.2}, "code"))
     second = s3(tmp_path).fetch(KEY, build(built))  # another process or machine
     assert second.status == "loaded" and len(built) == 1
     assert torch.equal(second.payload["weights"], torch.full((2, 3), 1.0))
