@@ -90,6 +90,8 @@ class Technique:
     # its metrics depend only on the model, the data and its parameters (no timing): the cache
     # keeps them, so a rerun does not measure the same model again (--refresh does)
     reusable: bool = False
+    # what of this machine its cached metrics also depend on (a runtime's kernel choice): in their key
+    machine: Callable[[], dict[str, Any]] | None = None
     # how a compressed model of this technique retrains: (context, dataset) -> strategy;
     # None: every parameter against the labels (distillation keeps distilling)
     retrain: Callable[[Context, str], Callable] | None = None

@@ -201,8 +201,10 @@ class Study:
             def measure() -> dict[str, Any]:
                 return technique.measure(self, case, artifact)
             if technique.reusable:
-                metrics, reused = self._reused(case, case.method, artifact, self._measurement_params(case.method),
-                                               measure)
+                params = self._measurement_params(case.method)
+                if technique.machine is not None:
+                    params = {**params, "machine": technique.machine()}
+                metrics, reused = self._reused(case, case.method, artifact, params, measure)
                 params = self.profile.deployments.get(case.method, {})  # checked as the profile says now
                 measured.update(metrics, **{k: v for k, v in params.items() if k in technique.thresholds})
             else:

@@ -160,6 +160,22 @@ def test_a_rerun_reuses_measured_metrics_and_plots_but_times_latency_again(study
     assert Study(stricter, study.settings).run_case(study.case("tiny", "full_ft_int8"))["metrics"]["max_drop"] == 0.5
 
 
+def test_ort_int8_accuracy_is_reused_only_on_a_cpu_with_the_same_int8_kernels(study, monkeypatch):
+    """The cached ONNX measurement is keyed by ORT int8's kernel choice: a CPU without an int8
+    dot product (exact kernels) measures again, and says which kernels ran."""
+    from mnv2core.deploy import onnx_runtime
+    first = study.run_case(study.case("tiny", "full_ft_onnx"))
+    assert first["metrics"]["ort_int8"]["session_options"] == onnx_runtime.int8_kernels().session_options
+    assert study.run_case(study.case("tiny", "full_ft_onnx"))["cache"]["status"] == "reused"
+    fast_here = bool(onnx_runtime.int8_kernels().flags)
+    other = {"avx2"} if fast_here else {"avx2", "avx512_vnni"}  # a CPU with the other kernels
+    monkeypatch.setattr(onnx_runtime, "_cpu_flags", lambda: frozenset(other))
+    elsewhere = study.run_case(study.case("tiny", "full_ft_onnx"))
+    assert elsewhere["cache"]["status"] == "measured"
+    assert elsewhere["metrics"]["ort_int8"]["kernels"].startswith("exact" if fast_here else "fast")
+    assert elsewhere["metrics"]["ort_int8"]["session_options"] == ({onnx_runtime.EXACT_INT8: "1"} if fast_here else {})
+
+
 def test_pgd_is_at_least_as_strong_as_fgsm_at_the_same_epsilon(study):
     fgsm, pgd = run(study, "full_ft_fgsm"), run(study, "full_ft_pgd")
     assert fgsm["clean_accuracy"] == pgd["clean_accuracy"]

@@ -144,54 +144,57 @@ def test_onnx_runtime_static_int8_tracks_fp32(mobilenet, tmp_path):
     assert torch.corrcoef(torch.stack([reference.flatten(), quantized.flatten()]))[0, 1] > 0.9
 
 
-def test_onnx_runtime_int8_weights_are_unsigned(mobilenet, tmp_path):
-    """U8U8: no u8 x s8 pairs to saturate int16 on CPUs without VNNI."""
-    import onnx
-
-    from mnv2core.deploy.onnx_runtime import quantize_onnx_static
-    fp32 = export_onnx(mobilenet, 32, tmp_path / "model.onnx")
-    int8 = quantize_onnx_static(fp32, tmp_path / "model.int8.onnx", [torch.rand(16, 3, 32, 32)])
-    quantized = [init for init in onnx.load(str(int8)).graph.initializer if init.name.endswith("weight_quantized")
-                 or (init.name.endswith("_quantized") and len(init.dims) == 4)]
-    assert len(quantized) >= 50  # every conv and the classifier
-    assert {init.data_type for init in quantized} == {onnx.TensorProto.UINT8}
-
-
-def per_channel_zero_points(path):
+def per_channel_zero_points(path, quantized: set[str]):
+    """The zero points of the DequantizeLinear nodes of the ``quantized`` initializers."""
     import onnx
     from onnx import numpy_helper
     graph = onnx.load(str(path)).graph
     initializers = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
     return [initializers[node.input[2]] for node in graph.node if node.op_type == "DequantizeLinear"
-            and len(node.input) > 2 and initializers.get(node.input[2]) is not None
-            and initializers[node.input[2]].ndim == 1]
+            and node.input[0] in quantized and len(node.input) > 2]
 
 
-def test_ort_int8_gives_a_pruned_channel_the_zero_point_of_its_neighbours(tmp_path, monkeypatch):
-    """ORT's quantizer gives an all-zero weight channel zero point 0 among symmetric 128s,
-    which takes CPU QLinearConv off its fast kernels; the rewrite keeps the outputs exactly."""
-    import shutil
+def test_ort_int8_weights_are_signed_symmetric_and_per_channel_a_pruned_channel_too(tmp_path):
+    """The layout of ORT's fast int8 convolutions: s8 weights whose zero points are all 0 (a
+    channel of zeros, pruned, included), one scale per output channel."""
+    import onnx
 
-    from mnv2core.deploy import onnx_runtime
+    from mnv2core.deploy.onnx_runtime import quantize_onnx_static
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, groups=8),
                           nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)).eval()
     with torch.no_grad():
         model[2].weight[3] = 0  # a pruned depthwise filter
     fp32 = export_onnx(model, 16, tmp_path / "model.onnx")
-    calibration = [torch.rand(8, 3, 16, 16) for _ in range(2)]
-    with monkeypatch.context() as patched:
-        patched.setattr(onnx_runtime, "uniform_weight_zero_points", lambda path: 0)
-        as_ort_makes_it = onnx_runtime.quantize_onnx_static(fp32, tmp_path / "ort.int8.onnx", calibration)
-    assert any(len(set(points.tolist())) > 1 for points in per_channel_zero_points(as_ort_makes_it))
-
-    rewritten = shutil.copy(as_ort_makes_it, tmp_path / "rewritten.int8.onnx")
-    assert onnx_runtime.uniform_weight_zero_points(rewritten) == 1
-    assert all(len(set(points.tolist())) == 1 for points in per_channel_zero_points(rewritten))
+    int8 = quantize_onnx_static(fp32, tmp_path / "model.int8.onnx", [torch.rand(8, 3, 16, 16) for _ in range(2)])
+    graph = onnx.load(str(int8)).graph
+    weights = [init for init in graph.initializer if init.name.endswith("_quantized") and len(init.dims) >= 2]
+    assert len(weights) == 3 and {init.data_type for init in weights} == {onnx.TensorProto.INT8}
+    points = per_channel_zero_points(int8, {init.name for init in weights})
+    assert [len(p) for p in points] == [8, 8, 10] and all((p == 0).all() for p in points)
     images = torch.rand(16, 3, 16, 16)
-    assert torch.equal(ort_logits(ort_session(rewritten), images), ort_logits(ort_session(as_ort_makes_it), images))
-    made = onnx_runtime.quantize_onnx_static(fp32, tmp_path / "model.int8.onnx", calibration)
-    assert all(len(set(points.tolist())) == 1 for points in per_channel_zero_points(made))
+    reference, quantized = model(images).detach(), ort_logits(ort_session(int8), images)
+    assert torch.corrcoef(torch.stack([reference.flatten(), quantized.flatten()]))[0, 1] > 0.99
+
+
+@pytest.mark.parametrize("flags, fast", [(["sse4_2", "avx2", "fma"], False), (["avx2", "avx512f"], False),
+                                         (["avx2", "avx512f", "avx512_vnni"], True), (["avx2", "avx_vnni"], True),
+                                         (["avx512_vnni", "amx_int8", "amx_tile"], True)])
+def test_ort_int8_runs_exact_kernels_on_a_cpu_without_an_int8_dot_product(flags, fast, tmp_path, mobilenet):
+    """VNNI or AMX: the fast kernels, no session option; none (Zen 3, Skylake): the exact
+    U8U8 kernels, which the session is then told to use."""
+    from mnv2core.deploy.onnx_runtime import EXACT_INT8, int8_kernels
+    kernels = int8_kernels(flags)
+    assert kernels.session_options == ({} if fast else {EXACT_INT8: "1"})
+    assert kernels.record()["kernels"].startswith("fast" if fast else "exact")
+    assert set(kernels.record()["cpu_flags"]) <= set(flags)
+    options = ort_session(export_onnx(mobilenet, 32, tmp_path / "model.onnx"),
+                          config=kernels.session_options).get_session_options()
+    if fast:
+        with pytest.raises(RuntimeError):  # never set
+            options.get_session_config_entry(EXACT_INT8)
+    else:
+        assert options.get_session_config_entry(EXACT_INT8) == "1"
 
 
 def test_ort_int8_ranges_ignore_a_rare_calibration_extreme(tmp_path):

@@ -1,8 +1,12 @@
 """ONNX export (fp32, dynamic batch), checking, and inference with ONNX Runtime."""
 from __future__ import annotations
 
+import functools
 import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -39,10 +43,52 @@ def export_onnx(model: nn.Module, input_size: int, path: Path) -> Path:
     return path
 
 
-def ort_session(path: Path, threads: int = 1) -> onnxruntime.InferenceSession:
+# the x86 flags of int8 dot products: with one of them ORT's int8 convolutions run on their
+# fast kernels (u8 activations x s8 weights); without, u8 x s8 products are added in int16
+# pairs (vpmaddubsw), which saturates, unless the session asks for exact (U8U8) kernels
+INT8_DOT_PRODUCT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+EXACT_INT8 = "session.x64quantprecision"  # onnxruntime_session_options_config_keys.h
+
+
+@dataclass(frozen=True)
+class Int8Kernels:
+    """How ONNX Runtime runs int8 on this CPU: the fast kernels where it has an int8 dot
+    product (``flags``), the exact U8U8 ones where it has none."""
+
+    flags: tuple[str, ...]
+
+    @property
+    def session_options(self) -> dict[str, str]:
+        return {} if self.flags else {EXACT_INT8: "1"}
+
+    def record(self) -> dict[str, Any]:
+        return {"weights": "s8, symmetric, per channel", "activations": "u8, per tensor", "format": "QDQ",
+                "kernels": "fast (int8 dot product)" if self.flags else f"exact U8U8 ({EXACT_INT8}=1: no int8 dot "
+                                                                          f"product, s8 weights would saturate)",
+                "cpu_flags": list(self.flags), "session_options": self.session_options}
+
+
+def int8_kernels(cpu_flags: Iterable[str] | None = None) -> Int8Kernels:
+    """The int8 kernel choice for a CPU with ``cpu_flags`` (default: this machine's)."""
+    flags = set(_cpu_flags() if cpu_flags is None else cpu_flags)
+    return Int8Kernels(tuple(flag for flag in INT8_DOT_PRODUCT_FLAGS if flag in flags))
+
+
+@functools.cache
+def _cpu_flags() -> frozenset[str]:
+    import cpuinfo  # py-cpuinfo, pytest-benchmark's: the flags its machine_info records
+
+    return frozenset(cpuinfo.get_cpu_info().get("flags", []))
+
+
+def ort_session(path: Path, threads: int = 1, config: dict[str, str] | None = None) -> onnxruntime.InferenceSession:
+    """A CPU session of ``path`` on ``threads`` threads; ``config``: session config entries
+    (an int8 model's: ``int8_kernels().session_options``)."""
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    for key, value in (config or {}).items():
+        options.add_session_config_entry(key, value)
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -56,27 +102,18 @@ PERCENTILE = 99.999  # of each activation's calibration histogram: its int8 rang
 
 def quantize_onnx_static(fp32_path: Path, int8_path: Path, calibration: list[torch.Tensor],
                          bias_correction: bool = True) -> Path:
-    """Static int8 quantization in QDQ format (per-channel weights), observers fed with the
-    same calibration batches as FX int8; with ``bias_correction`` each conv's and Gemm's bias
-    then absorbs the mean shift its rounded weights cause (deploy/bias_correction.py; ORT's
-    quantizer has no such step). The pruned STL-10 MobileNetV2 (AMD EPYC family 25 model 17,
-    Zen 4): fp32 0.8892, ORT int8 0.8731 without it.
+    """Static int8 quantization in QDQ format, observers fed with the same calibration batches
+    as FX int8; with ``bias_correction`` each conv's and Gemm's bias then absorbs the mean shift
+    its rounded weights cause (deploy/bias_correction.py; ORT's quantizer has no such step).
 
-    Weights and activations are both unsigned 8-bit (U8U8): ORT's u8 x s8 convolutions on x86
-    CPUs without VNNI add pairs of products in int16 (``vpmaddubsw``), which saturates. Measured
-    on an AMD EPYC family 25 model 1 (Zen 3, AVX2, no VNNI), test accuracy fp32 / U8S8 / U8S8
-    with 7-bit weights (``reduce_range``) / U8U8: on the STL-10 stand-in (3,925 images)
-    MobileNetV2 full_ft 0.8782 / 0.8647 / 0.8594 / 0.8777, partial_ft 0.8413 / 0.8250 / 0.8211 /
-    0.8372; on the smoke grid's 512 images full_ft 0.721 / 0.697 / 0.746 / 0.725.
+    Weights signed, symmetric (zero point 0) and per output channel, activations unsigned per
+    tensor: the layout ORT's fast int8 convolutions (VNNI, AMX, depthwise included) need;
+    unsigned weights fall back to im2col and a generic GEMM. On a CPU without an int8 dot
+    product the same model runs exact with ``int8_kernels().session_options``.
 
     Activation ranges: the 99.999th percentile of each tensor's calibration histogram, not its
-    min and max (ORT's default), as FX's HistogramObserver also clips rare extremes. Measured on
-    the same Zen 3, fp32 / MinMax / Percentile: the pruned STL-10 MobileNetV2 0.8578 / 0.8082 /
-    0.8512; the other nine within 0.4 points of each other (STL-10 MobileNetV2 partial_ft 0.8413
-    / 0.8372 / 0.8359, full_ft 0.8782 / 0.8777 / 0.8775; CIFAR-10 MobileNetV2 partial_ft 0.6702 /
-    0.6622 / 0.6582, full_ft 0.7410 / 0.7404 / 0.7408, pruned 0.7552 / 0.7520 / 0.7554, distilled
-    0.5944 / 0.5946 / 0.5920, EfficientNet-Lite0 full_ft 0.8250 / 0.8248 / 0.8238, pruned 0.8238 /
-    0.8174 / 0.8194, ResNet-56 0.8740 / 0.8734 / 0.8738)."""
+    min and max (ORT's default), as FX's HistogramObserver also clips rare extremes (min and max
+    had cost the pruned STL-10 MobileNetV2 5 points)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -98,8 +135,10 @@ def quantize_onnx_static(fp32_path: Path, int8_path: Path, calibration: list[tor
         # as onnxruntime's own MobileNetV2 example: shape inference and graph optimisation first
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
         quantize_static(str(prepared), str(int8_path), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QUInt8,
-                        calibrate_method=CalibrationMethod.Percentile, extra_options={"CalibPercentile": PERCENTILE})
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.Percentile,
+                        extra_options={"CalibPercentile": PERCENTILE, "WeightSymmetric": True,
+                                       "ActivationSymmetric": False})
     except Exception as exc:
         raise ExportError(f"ONNX Runtime static int8 quantization of {fp32_path} failed: "
                           f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
@@ -108,7 +147,6 @@ def quantize_onnx_static(fp32_path: Path, int8_path: Path, calibration: list[tor
             correct_biases(int8_path, prepared, calibration)
     finally:
         prepared.unlink(missing_ok=True)
-    uniform_weight_zero_points(int8_path)
     return int8_path
 
 
@@ -189,42 +227,3 @@ def _input_means(model: onnx.ModelProto, inputs: dict[str, str], calibration: li
             sums[tensor] = sums.get(tensor, 0) + x.sum(axis=(0, *range(2, x.ndim)))
             counts[tensor] = counts.get(tensor, 0) + x.size // x.shape[1]
     return {layer: sums[tensor] / counts[tensor] for layer, tensor in inputs.items() if tensor in sums}
-
-
-def uniform_weight_zero_points(path: Path) -> int:
-    """Give every output channel of a per-channel quantized weight the same zero point;
-    returns how many channels it changed.
-
-    ORT's quantizer gives a channel whose weights are all zero (a pruned filter, a batch-norm
-    gamma of 0 folded into its conv) scale 1 and zero point 0 (``quant_utils.compute_scale_zp``:
-    a range below float's tiny), its symmetric neighbours 128. CPU QLinearConv's fast kernels
-    need one zero point per weight: with two, EfficientNet-Lite0's five such depthwise convs took
-    21 of its 23 ms (batch 1, 96 px, one Zen 3 thread; 2.3 ms for the whole MobileNetV2), and
-    ORT int8 ran 4x slower than fp32. Such a channel's quantized values equal its zero point,
-    so moving both to the common zero point keeps every weight exactly 0.0."""
-    model = onnx.load(str(path))
-    initializers = {init.name: init for init in model.graph.initializer}
-    changed = 0
-    for node in model.graph.node:
-        if node.op_type != "DequantizeLinear" or len(node.input) < 3:
-            continue
-        weight, zero_point = initializers.get(node.input[0]), initializers.get(node.input[2])
-        if weight is None or zero_point is None or len(zero_point.dims) != 1:
-            continue
-        points = numpy_helper.to_array(zero_point).copy()
-        kinds, counts = np.unique(points, return_counts=True)
-        if len(kinds) < 2:
-            continue  # already one zero point: the weights need not be read
-        common, values = kinds[counts.argmax()], numpy_helper.to_array(weight).copy()
-        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
-        channels = np.moveaxis(values, axis, 0)  # a view: writing to it writes to values
-        odd = [c for c in np.flatnonzero(points != common) if (channels[c] == points[c]).all()]
-        for channel in odd:
-            channels[channel], points[channel] = common, common
-        if odd:
-            weight.CopyFrom(numpy_helper.from_array(values, weight.name))
-            zero_point.CopyFrom(numpy_helper.from_array(points, zero_point.name))
-            changed += len(odd)
-    if changed:
-        onnx.save(model, str(path))
-    return changed

@@ -6,7 +6,7 @@ from typing import Any
 
 from ..context import Artifact, Case, Context
 from ..deploy.latency import cpu_copy, time_runners
-from ..deploy.onnx_runtime import ort_session
+from ..deploy.onnx_runtime import int8_kernels, ort_session
 from ..deploy.twins import int8_model_or_reason, onnx_files
 from ..metrics import info, ms, speedup
 from ..registry import DEPLOYMENT, Technique, present, register, require
@@ -22,6 +22,7 @@ METRICS = (
     info("fastest", "text", "the fastest runtime per batch size"), info("runtimes", "list"),
     info("runtimes_skipped", "text", "runtimes that could not run, and why"),
     info("threads", "count"), info("rounds", "count"),
+    info("ort_int8", "config", "ORT int8's quantization and kernels, and the CPU flags that chose them"),
 )
 
 
@@ -29,7 +30,9 @@ def measure(ctx: Context, case: Case, base: Artifact) -> dict[str, Any]:
     params = ctx.profile.deployments[case.method]
     size = base.meta["input_size"]
     fp32_path, int8_path = onnx_files(ctx, case, base)
-    session, int8_session = ort_session(fp32_path, params["threads"]), ort_session(int8_path, params["threads"])
+    kernels = int8_kernels()
+    session = ort_session(fp32_path, params["threads"])
+    int8_session = ort_session(int8_path, params["threads"], kernels.session_options)
     fx_int8, fx_skipped = int8_model_or_reason(ctx, case, base)
     runners = {"eager_fp32": cpu_copy(base.model).eval(), "fx_int8": fx_int8,
                "ort_fp32": lambda images: session.run(None, {"images": images.numpy()}),
@@ -43,7 +46,8 @@ def measure(ctx: Context, case: Case, base: Artifact) -> dict[str, Any]:
     fastest = {f"b{b}": min(runners, key=lambda r: latency[f"{r}_b{b}_ms"]) for b in params["batch_sizes"]}
     skipped = {"fx_int8": fx_skipped} if fx_skipped else {}
     return {"latency": latency, "latency_iqr": spread, "speedup": speedup, "fastest": fastest, "runtimes": list(runners),
-            "runtimes_skipped": skipped, "threads": params["threads"], "rounds": params["rounds"], "input_size": size}
+            "runtimes_skipped": skipped, "threads": params["threads"], "rounds": params["rounds"], "input_size": size,
+            "ort_int8": kernels.record()}
 
 
 def check(m: dict, case: Case) -> None:

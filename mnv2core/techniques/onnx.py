@@ -8,7 +8,7 @@ import torch
 from ..context import Artifact, Case, Context
 from ..datasets import eval_batches
 from ..deploy.latency import cpu_copy
-from ..deploy.onnx_runtime import ort_logits, ort_session
+from ..deploy.onnx_runtime import int8_kernels, ort_logits, ort_session
 from ..deploy.twins import onnx_files, test_set
 from ..metrics import accuracy, info
 from ..registry import DEPLOYMENT, Technique, present, register, require
@@ -21,12 +21,20 @@ METRICS = (
     info("min_top1_agreement", "fraction", "the least agreement the check allows (the profile's)"),
     info("max_abs_logit_diff", "logit", better="lower"), info("onnx_file", "path"),
     info("onnx_bytes", "bytes", better="lower"), info("onnx_int8_bytes", "bytes", better="lower"),
+    info("ort_int8", "config", "how the int8 model is quantized and which kernels ran it, and the CPU flags "
+                               "that chose them"),
 )
+
+
+def int8_machine() -> dict[str, Any]:
+    """What of this machine ORT int8's accuracy depends on: its kernels (exact or fast)."""
+    return {"ort_int8_session_options": int8_kernels().session_options}
 
 
 def measure(ctx: Context, case: Case, base: Artifact) -> dict[str, Any]:
     fp32_path, int8_path = onnx_files(ctx, case, base)
-    session, int8_session = ort_session(fp32_path), ort_session(int8_path)
+    kernels = int8_kernels()
+    session, int8_session = ort_session(fp32_path), ort_session(int8_path, config=kernels.session_options)
     model = cpu_copy(base.model).eval()
     test = test_set(ctx, case, base, "cpu")
     max_diff, agree, correct, int8_correct = 0.0, 0, 0, 0
@@ -40,7 +48,8 @@ def measure(ctx: Context, case: Case, base: Artifact) -> dict[str, Any]:
     return {"accuracy": correct / len(test), "max_abs_logit_diff": max_diff, "top1_agreement": agree / len(test),
             "min_top1_agreement": ctx.profile.deployments[case.method]["min_top1_agreement"],
             "ort_int8_accuracy": int8_correct / len(test), "onnx_file": str(fp32_path),
-            "onnx_bytes": fp32_path.stat().st_size, "onnx_int8_bytes": int8_path.stat().st_size}
+            "onnx_bytes": fp32_path.stat().st_size, "onnx_int8_bytes": int8_path.stat().st_size,
+            "ort_int8": kernels.record()}
 
 
 def check(m: dict, case: Case) -> None:
@@ -61,7 +70,7 @@ class OnnxParameters(Parameters):
     min_top1_agreement: Fraction = 0.999  # the check's: ORT fp32 against PyTorch
 
 
-register(Technique("onnx", DEPLOYMENT, "ONNX Runtime", measure=measure, reusable=True, check=check,
-                   params=OnnxParameters,
+register(Technique("onnx", DEPLOYMENT, "ONNX Runtime", measure=measure, reusable=True, machine=int8_machine,
+                   check=check, params=OnnxParameters,
                    thresholds=("min_top1_agreement",), uses=("int8",), metrics=METRICS))
 present("onnx", table=("ONNX Runtime (fp32, and static int8 QDQ) against PyTorch", rows))
