@@ -18,6 +18,7 @@ compared, a baseline of another profile, or a run whose cases share none with th
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -160,6 +161,11 @@ def _check(report: GateReport, case: str, name: str, metric: Metric, old: float,
            tolerances: Tolerances, same_machine: bool, same_cpu: bool) -> None:
     if new is None:
         report.failures.append(f"{case}: metric {name} is missing from the results")
+        return
+    bad = [f"{side} {value}" for side, value in (("baseline", old), ("results", new))
+           if not isinstance(value, (int, float)) or not math.isfinite(value)]
+    if bad:  # NaN compares false both ways: it would pass every check below
+        report.failures.append(f"{case}: metric {name} is not a finite number ({', '.join(bad)})")
         return
     tolerance = tolerances.for_metric(name, metric, same_cpu)
     report.compared += 1

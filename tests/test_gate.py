@@ -1,3 +1,4 @@
+import pytest
 from results_factory import MACHINE, document, entry
 
 from mnv2core import gate as gating
@@ -37,6 +38,17 @@ def test_within_tolerance_and_improvements_pass():
     report = gate([entry(KD, 0.60), entry(FT, 0.80)], [entry(KD, 0.585), entry(FT, 0.95)])
     assert report.passed and report.compared == 2 and report.improved == 1
     assert "PASSED" in report.render()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("where", ["results", "baseline"])
+def test_a_metric_that_is_not_a_finite_number_fails_naming_the_case(bad, where):
+    """NaN compares false both ways: without its own check it would pass every tolerance."""
+    good, broken = [entry(KD, 0.60), entry(FT, 0.80)], [entry(KD, 0.60), entry(FT, bad)]
+    report = gate(good, broken) if where == "results" else gate(broken, good)
+    assert not report.passed and report.failures == [
+        f"{FT}: metric accuracy is not a finite number ({where} {bad})"]
+    assert report.compared == 1  # the other case is compared as usual
 
 
 def test_an_accuracy_drop_beyond_tolerance_fails_with_a_readable_line():
