@@ -52,6 +52,19 @@ def weights_env_var(model: str) -> str:
     return f"MNV2BENCH_WEIGHTS_{model.upper()}"
 
 
+def unused_weights(overrides: dict[str, str], models: set[str], environ: dict[str, str]) -> list[str]:
+    """Check the run's weights against the ``models`` it runs: a ``--weights`` name that is none
+    of them is a ConfigError (a misspelled name would silently leave the model on other
+    weights); returns a warning per ``MNV2BENCH_WEIGHTS_*`` variable of no such model (tox
+    passes every variable to every environment, so those only warn)."""
+    unknown = sorted(set(overrides) - models)
+    if unknown:
+        raise ConfigError(f"--weights names {unknown}, which this run does not use; its models: {sorted(models)}")
+    wanted = {weights_env_var(model) for model in models}
+    return [f"{name} is set but this run has no such model (its models: {sorted(models)}): ignored"
+            for name in sorted(environ) if name.startswith("MNV2BENCH_WEIGHTS_") and name not in wanted]
+
+
 def parse_weights_override(text: str) -> tuple[str, str]:
     """``MODEL=SPEC`` from ``--weights``."""
     model, sep, spec = text.partition("=")

@@ -73,3 +73,16 @@ def test_a_file_that_is_no_state_dict_is_named_with_the_fix(tmp_path):
     torch.save([1, 2, 3], tmp_path / "list.pth")  # a torch file, but not a state dict
     with pytest.raises(WeightsUnavailableError, match="list.pth does not hold a state dict of tensors"):
         load_pretrained_state("mobilenet_v2", resolve_weights_spec("mobilenet_v2", str(tmp_path / "list.pth"), {}))
+
+
+def test_weights_for_a_model_the_run_does_not_use_stop_it_and_a_stray_variable_warns():
+    from mnv2core.weights import unused_weights
+    models = {"mobilenet_v2", "resnet50"}
+    with pytest.raises(ConfigError, match=r"--weights names \['mobilenetv2'\], which this run does not use; "
+                                          r"its models: \['mobilenet_v2', 'resnet50'\]"):
+        unused_weights({"mobilenetv2": "w.pth"}, models, {})
+    environ = {"MNV2BENCH_WEIGHTS_MOBILENET_V2": "a.pth", "MNV2BENCH_WEIGHTS_EFFICIENTNET_LITE0": "b.pth",
+               "MNV2BENCH_PROFILE": "cpu"}
+    assert unused_weights({"mobilenet_v2": "w.pth"}, models, environ) == [
+        "MNV2BENCH_WEIGHTS_EFFICIENTNET_LITE0 is set but this run has no such model "
+        "(its models: ['mobilenet_v2', 'resnet50']): ignored"]

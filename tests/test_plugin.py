@@ -216,6 +216,8 @@ def test_unknown_dataset_is_a_usage_error(grid):
     ("--data-source", "cifar100=cifar10", "*--data-source names 'cifar100', which profile*lacks*'tiny'*"),
     ("--results-dir", "{file}", "*--results-dir *a-file: not a writable folder (a file is there)*MNV2BENCH_RESULTS_DIR*"),
     ("--cache-dir", "{file}/below", "*--cache-dir *below: not a writable folder*MNV2BENCH_CACHE_DIR*"),
+    ("--weights", "mobilenetv2={file}", "*--weights names ['mobilenetv2'], which this run does not use; its models: "
+                                        "['lightcnn', *'mobilenet_v2', *]*"),
 ])
 def test_bad_start_up_options_are_one_line_before_anything_runs(grid, tmp_path, option, value, message):
     (tmp_path / "a-file").write_text("not a folder")
