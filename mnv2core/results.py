@@ -13,7 +13,7 @@ from typing import Any
 
 from pytest_benchmark.stats import Stats
 
-from .errors import Mnv2BenchError
+from .errors import ConfigError, Mnv2BenchError
 
 log = logging.getLogger("mnv2bench.results")
 
@@ -31,6 +31,9 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     """Case entries of a records file. A line cut short by a crash is skipped with a
     warning: every entry written before it is kept."""
     entries = []
+    if not Path(path).is_file():
+        raise ConfigError(f"no records file {path}: a run writes records-RUN.jsonl in its --results-dir "
+                          f"(.mnv2results by default)")
     for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
         if not line.strip():
             continue

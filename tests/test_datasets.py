@@ -232,3 +232,21 @@ def test_source_overrides_are_checked_against_the_profile_once():
         apply_source_overrides(profile, ["synthetic32"])
     replaced = apply_source_overrides(profile, ["synthetic32=cifar10"])
     assert replaced["synthetic32"].source == "cifar10" and replaced["synthetic32"].classes is None  # synthetic: any
+
+
+def test_an_image_folder_of_one_class_is_refused(tmp_path):
+    from PIL import Image
+
+    from mnv2core.datasets.sources import read_image_folder
+    for split in ("train", "test"):
+        (tmp_path / split / "cat").mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / split / "cat" / "0.png")
+    with pytest.raises(DataNotFoundError, match=r"holds 1 class folder\(s\) \['cat'\]: a classifier needs two"):
+        read_image_folder(tmp_path, 8)
+
+
+@pytest.mark.parametrize("name", ["../../escape/zz", "a/b", "my data"])
+def test_a_dataset_name_that_is_not_a_plain_identifier_is_refused(name):
+    from mnv2core.datasets import parse_source_override
+    with pytest.raises(ConfigError, match="must be a plain identifier"):
+        parse_source_override(f"{name}=imagefolder:/tmp/x")

@@ -216,6 +216,7 @@ def test_unknown_dataset_is_a_usage_error(grid):
     ("--data-source", "cifar100=cifar10", "*--data-source names 'cifar100', which profile*lacks*'tiny'*"),
     ("--results-dir", "{file}", "*--results-dir *a-file: not a writable folder (a file is there)*MNV2BENCH_RESULTS_DIR*"),
     ("--cache-dir", "{file}/below", "*--cache-dir *below: not a writable folder*MNV2BENCH_CACHE_DIR*"),
+    ("--threads", "0", "*--threads 0: give a whole number of torch threads >= 1*"),
     ("--weights", "mobilenetv2={file}", "*--weights names ['mobilenetv2'], which this run does not use; its models: "
                                         "['lightcnn', *'mobilenet_v2', *]*"),
 ])

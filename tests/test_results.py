@@ -62,3 +62,12 @@ def test_write_is_atomic_and_load_checks_the_shape(tmp_path):
         load_results(target)
     with pytest.raises(ResultsError, match="no such results file"):
         load_results(tmp_path / "absent.json")
+
+
+def test_merging_a_records_file_that_is_not_there_is_one_line(tmp_path, capsys):
+    from mnv2core.cli import main
+    assert main(["merge", str(tmp_path / "records-x.jsonl"), "-o", str(tmp_path / "out.json")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: no records file {tmp_path / 'records-x.jsonl'}: a run writes records-RUN.jsonl in its "
+        f"--results-dir (.mnv2results by default)"]
+    assert not (tmp_path / "out.json").exists()

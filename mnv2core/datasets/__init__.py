@@ -47,6 +47,9 @@ def parse_source_override(text: str) -> tuple[str, str, str | None]:
     """``NAME=SOURCE`` or ``NAME=imagefolder:PATH`` -> (name, source, path)."""
     name, sep, spec = text.partition("=")
     source, _, path = spec.partition(":")
+    if sep and name and not name.isidentifier():  # it names files: no "../", no "/"
+        raise ConfigError(f"bad --data-source {text!r}: the dataset name {name!r} must be a plain identifier "
+                          f"(letters, digits, _), e.g. mydata={spec}")
     if not sep or not name or source not in DATA_SOURCES or (source == "imagefolder") != bool(path):
         raise ConfigError(
             f"bad --data-source {text!r}: use NAME=SOURCE with SOURCE one of {list(DATA_SOURCES)}, "

@@ -135,6 +135,9 @@ def _list_split(path: Path, split: str, classes: tuple[str, ...] | None):
             "(--data-source NAME=imagefolder:PATH)."
         )
     found = tuple(sorted(d.name for d in folder.iterdir() if d.is_dir()))
+    if classes is None and len(found) < 2:
+        raise DataNotFoundError(f"{folder} holds {len(found)} class folder(s) {list(found)}: a classifier needs "
+                                f"two or more ({folder}/<class>/<image>), or every accuracy would be 1.000")
     classes = classes or found
     unknown, lacking = sorted(set(found) - set(classes)), sorted(set(classes) - set(found))
     if unknown:
