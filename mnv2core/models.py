@@ -261,13 +261,31 @@ def from_pretrained(model: str | ModelSpec, net_state: dict[str, torch.Tensor], 
     model = ImageClassifier(spec, build_network(spec, classes))
     try:
         model.net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in net_state.items()})
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise ConfigError(f"weights do not fit {spec.source} {spec.arch}: {first}") from None
+    except RuntimeError as exc:  # torch lists every difference over many lines: name the first
+        mismatch = state_mismatch(model.net.state_dict(), net_state) or str(exc).strip().splitlines()[0]
+        raise ConfigError(f"weights for {spec.name} do not fit {spec.source} {spec.arch}: {mismatch} "
+                          f"(are they a state dict of that network?)") from None
     if not keep_head:
         head = model.head
         model.set_head(nn.Linear(head.in_features, num_classes))
     return model
+
+
+def state_mismatch(expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor]) -> str | None:
+    """The first difference between a network's state dict and ``given``, in words (None: they fit)."""
+    missing = [key for key in expected if key not in given and not key.endswith("num_batches_tracked")]
+    unexpected = [key for key in given if key not in expected]
+    shapes = [key for key in expected if key in given and tuple(expected[key].shape) != tuple(given[key].shape)]
+    if shapes:
+        key = shapes[0]
+        return (f"{key} is {tuple(given[key].shape)} in the file, {tuple(expected[key].shape)} in the network"
+                f"{f' ({len(shapes) - 1} more shapes differ)' if len(shapes) > 1 else ''}")
+    if missing:
+        return f"the file lacks {missing[0]!r}{f' and {len(missing) - 1} more key(s)' if len(missing) > 1 else ''}"
+    if unexpected:
+        return (f"the file has {unexpected[0]!r}, which the network lacks"
+                f"{f', and {len(unexpected) - 1} more' if len(unexpected) > 1 else ''}")
+    return None
 
 
 def count_parameters(model: nn.Module) -> int:

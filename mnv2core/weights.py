@@ -97,10 +97,10 @@ def _load_file(model: str, path: Path) -> tuple[dict, dict]:
     sha = file_sha256(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [""])[0][:120]
-        raise WeightsUnavailableError(f"weights file {path.name} for {model} is not a state dict (save "
-                                      f"model.state_dict() with torch.save): {type(exc).__name__}: {first}") from None
+    except Exception as exc:  # torch's weights-only message runs to a page: the kind of failure says enough
+        raise WeightsUnavailableError(f"weights file {path} for {model} cannot be read as a tensor state dict "
+                                      f"({type(exc).__name__}); save one with torch.save(model.state_dict(), PATH) "
+                                      f"(pickled objects other than tensors are refused)") from None
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsUnavailableError(f"{path} does not hold a state dict of tensors")
