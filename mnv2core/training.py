@@ -198,7 +198,7 @@ def fit(model: nn.Module, data: DatasetSplits, cfg: TrainConfig, *, params: list
         if not math.isfinite(train_loss):
             raise TrainingDivergedError(
                 f"{label}: the training loss became {train_loss} in epoch {epoch}. Lower the learning "
-                f"rate (now {cfg.lr}) or change the optimizer in the profile, then rerun with --refresh."
+                f"rate (now {cfg.lr}) or change the optimizer in the profile, then rerun (nothing of it was cached)."
             )
         if epoch == 1 and train_loss > FIRST_EPOCH_FACTOR * start_loss:
             raise TrainingDivergedError(
