@@ -12,7 +12,8 @@ from typing import Any
 
 HIGHER, LOWER = "higher", "lower"
 TOLERANCES = ("accuracy", "ratio", "time")  # accuracy points; relative change; relative, machine-bound
-RUNTIMES = {"eager fp32": 4, "FX int8": 1, "ORT fp32": 4, "ORT int8": 1}  # runtime -> bytes per weight
+# runtime -> bytes per weight
+RUNTIMES = {"eager fp32": 4, "FX int8": 1, "ORT fp32": 4, "ORT int8": 1, "compiled fp32": 4, "PT2E int8": 1}
 
 
 @dataclass(frozen=True)

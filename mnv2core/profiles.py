@@ -157,7 +157,7 @@ class Profile:
 
     def deployment_cases(self) -> list[tuple[str, str, str, dict[str, Any]]]:
         """(technique, base, deployment, params) for every deployment of every base (a
-        technique's own ``bases`` narrow the table's)."""
+        technique's own ``bases`` narrow the table's; its ``models`` and ``datasets``, where it runs)."""
         return [(derived_technique(base, name), base, name, params) for name, params in self.deployments.items()
                 for base in params.get("bases", self.deployment_bases)]
 
@@ -180,8 +180,10 @@ class Profile:
         compressed = [(model, technique, c.name, base) for technique, base, c in self.compressed_cases()
                       for model, tech, _, _ in trained if tech == base] if config.compress else []
         built = trained + compressed
-        deployed = [(model, tech, name, base) for tech, base, name, _ in self.deployment_cases()
-                    for model, built_tech, _, _ in built if built_tech == base]
+        deployed = [(model, tech, name, base) for tech, base, name, params in self.deployment_cases()
+                    if dataset in params.get("datasets", (dataset,))
+                    for model, built_tech, _, _ in built
+                    if built_tech == base and model in params.get("models", (model,))]
         return built + deployed
 
     def models_of(self, technique: Any, dataset: str) -> list[str]:
@@ -313,8 +315,9 @@ def table_problems(raw: dict, where: str, catalogue: KnownTechniques) -> list[st
         for name, table in raw.get(section, {}).items():
             if name in known and isinstance(table, dict):
                 technique = known[name]
-                train = {k: Any for k in TRAIN_KEYS} if role.retrains else {}
-                schema = technique.params.with_keys(f"{section}.{name}", {**bases, **train})
+                own = {k: Any for k in TRAIN_KEYS} if role.retrains else {"models": Names | None,
+                                                                            "datasets": Names | None}
+                schema = technique.params.with_keys(f"{section}.{name}", {**bases, **own})
                 found += problems(schema, table, f"{where}: {section}.{name}.")
     for name, table in raw.get("studies", {}).items():
         if name in catalogue.studies:
@@ -398,6 +401,12 @@ def _complete(profile: Profile, catalogue: KnownTechniques, where: str) -> None:
         if missing:
             raise ConfigError(f"{where}: floors.{dataset} has no accuracy floor for {sorted(missing)} "
                               f"(one for every model, or [floors.{dataset}.MODEL] for one)")
+    for name, params in profile.deployments.items():
+        for key, known in (("models", used), ("datasets", set(profile.datasets))):
+            unknown = sorted(set(params.get(key, ())) - known)
+            if unknown:
+                raise ConfigError(f"{where}: deployment.{name}.{key} names {unknown}, not one of this profile's "
+                                  f"{key}: {sorted(known)}")
     for name in sorted(used - set(profile.models)):
         try:
             check_spec(profile.model(name))

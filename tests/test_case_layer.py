@@ -176,6 +176,33 @@ def test_ort_int8_accuracy_is_reused_only_on_a_cpu_with_the_same_int8_kernels(st
     assert elsewhere["metrics"]["ort_int8"]["session_options"] == ({onnx_runtime.EXACT_INT8: "1"} if fast_here else {})
 
 
+def test_compiled_runtimes_are_measured_and_timed_beside_the_others_and_one_that_fails_is_skipped(study,
+                                                                                                  monkeypatch):
+    from mnv2core.deploy import twins
+    from mnv2core.deploy.compiled import CompileError
+    compiled = {**catalogue().get("compiled").params.defaults(), "max_drop": 1.0}
+    profile = dataclasses.replace(study.profile, deployments={**study.profile.deployments, "compiled": compiled})
+    with_compiled = Study(profile, study.settings)
+    case = with_compiled.case("tiny", "full_ft_compiled")
+    record = with_compiled.run_case(case)
+    with_compiled.check(case, record)
+    m = record["metrics"]
+    assert set(m["compile_seconds"]) == {"compiled_fp32", "pt2e_int8"} and not m["skipped"]
+    assert m["top1_agreement"] >= 0.99 and 0 <= m["pt2e_int8_accuracy"] <= 1
+    assert m["versions"]["torchao"].startswith("0.18")
+    latency = with_compiled.run_case(with_compiled.case("tiny", "full_ft_latency"))["metrics"]
+    assert {"compiled_fp32", "pt2e_int8"} <= set(latency["runtimes"])
+    assert latency["latency"]["pt2e_int8_b1_ms"] > 0 and "pt2e_int8_b1_speedup" in latency["speedup"]
+
+    def failing(*args):
+        raise CompileError("PT2E int8 failed: Unsupported: data-dependent control flow")
+    monkeypatch.setattr(twins, "compile_pt2e_int8", failing)
+    fresh = Study(profile, study.settings)  # twins are made once per process and study
+    latency = fresh.run_case(fresh.case("tiny", "full_ft_latency"))["metrics"]
+    assert "pt2e_int8" not in latency["runtimes"] and "compiled_fp32" in latency["runtimes"]
+    assert latency["runtimes_skipped"]["pt2e_int8"] == "PT2E int8 failed: Unsupported: data-dependent control flow"
+
+
 def test_pgd_is_at_least_as_strong_as_fgsm_at_the_same_epsilon(study):
     fgsm, pgd = run(study, "full_ft_fgsm"), run(study, "full_ft_pgd")
     assert fgsm["clean_accuracy"] == pgd["clean_accuracy"]

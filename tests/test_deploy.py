@@ -227,3 +227,48 @@ def test_ort_int8_ranges_ignore_a_rare_calibration_extreme(tmp_path):
         return float((ort_logits(ort_session(path), images) - reference).abs().mean() / reference.abs().mean())
 
     assert error(ours) < 0.15 < 0.5 < error(min_max)  # measured 0.09 and 0.92
+
+
+class Branchy(nn.Module):
+    """Control flow on a tensor's value: torch.export cannot capture it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return self.conv(x) if x.sum() > 0 else -self.conv(x)
+
+
+def small_convnet():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1),
+                         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10)).eval()
+
+
+def test_compiled_fp32_and_pt2e_int8_track_eager_at_every_batch_size():
+    """Inductor fp32 matches eager; PT2E int8 (torchao, calibrated, compiled with freezing)
+    tracks it; both serve batch 1 (compiled first) and other batch sizes after."""
+    import torchao
+
+    from mnv2core.deploy.compiled import compile_fp32, compile_pt2e_int8
+    assert torchao.__version__.startswith("0.18")  # the pinned release that imports with torch 2.14
+    model, example = small_convnet(), torch.rand(1, 3, 16, 16)
+    fp32, fp32_seconds = compile_fp32(model, example)
+    int8, int8_seconds = compile_pt2e_int8(model, example, [torch.rand(8, 3, 16, 16) for _ in range(4)])
+    assert fp32_seconds > 0 and int8_seconds > 0
+    for batch in (1, 5):
+        images = torch.rand(batch, 3, 16, 16)
+        with torch.no_grad():
+            reference = model(images)
+        assert torch.allclose(fp32(images), reference, atol=1e-4)
+        quantized = int8(images)
+        assert quantized.shape == reference.shape
+        assert torch.corrcoef(torch.stack([reference.flatten(), quantized.flatten()]))[0, 1] > 0.95
+
+
+def test_a_model_export_cannot_capture_is_one_line_naming_the_runtime():
+    from mnv2core.deploy.compiled import CompileError, compile_pt2e_int8
+    with pytest.raises(CompileError, match=r"^PT2E int8 failed: \w+") as error:
+        compile_pt2e_int8(Branchy().eval(), torch.rand(1, 3, 8, 8), [torch.rand(2, 3, 8, 8)])
+    assert "\n" not in str(error.value)

@@ -46,6 +46,9 @@ def test_builtin_profiles_load_and_cover_the_grid(name):
         compressed -= {f"kd_{c}" for c in ("structured", "lottery", "svd", "spectra")}
     deployed = {f"{base}_{d}" for base in ("partial_ft", "full_ft", "kd", "full_ft_prune")
                 for d in ("int8", "onnx", "latency", "fgsm", "robustness")} | {f"{base}_{d}" for base in ("full_ft", "kd") for d in ("gradcam", "pgd")}
+    # PyTorch's compiled runtimes: every base in full, one in smoke (compiling takes seconds)
+    deployed |= {"full_ft_compiled"} if name == "smoke" else {f"{base}_compiled" for base in
+                                                               ("partial_ft", "full_ft", "kd", "full_ft_prune")}
     companions = {t for study in ("vgg_si", "light", "lowrank", "speed") for t in catalogue().study_techniques(study)}
     assert {c.technique for c in cases} == trained | compressed | deployed | companions
     measured_only = deployed | {"full_ft_spectra", "kd_spectra", "train_speed"}
@@ -174,6 +177,25 @@ def test_a_deployment_technique_can_narrow_the_bases(tmp_path):
     assert [t for t, _, _, _ in profile.deployment_cases()] == ["scratch_fgsm"]
     with pytest.raises(ConfigError, match=r"deployment.gradcam.bases \['kd'\] are not in deployment.bases"):
         load_profile(write(tmp_path, text=text.replace("bases = []", 'bases = ["kd"]')), catalogue())
+
+
+def test_a_deployment_technique_can_narrow_the_models_and_datasets_it_runs_on(tmp_path):
+    text = MINIMAL.format(dataset_extra='models = ["mobilenet_v2", "resnet18"]', technique_extra="") + (
+        '\n[datasets.other]\nsource = "synthetic"\nnative_size = 32\ninput_size = 32\ntrain_size = 64\ntest_size = 32\n'
+        '[floors.other]\nscratch = 0.0\n'
+        '[techniques.partial_ft]\nepochs = 1\nbatch_size = 16\n[floors.tiny.resnet18]\npartial_ft = 0.0\n'
+        '[floors.tiny.mobilenet_v2]\npartial_ft = 0.0\n[floors.other.mobilenet_v2]\npartial_ft = 0.0\n'
+        '[deployment]\nbases = ["partial_ft"]\n[deployment.fgsm]\n'
+        '[deployment.compiled]\nmodels = ["resnet18"]\ndatasets = ["tiny"]\n')
+    profile = load_profile(write(tmp_path, text=text), catalogue())
+    deployed = {c.id for c in build_grid(profile, catalogue()) if c.base}
+    assert deployed == {"tiny-mobilenet_v2-partial_ft_fgsm", "tiny-resnet18-partial_ft_fgsm",
+                        "other-mobilenet_v2-partial_ft_fgsm", "tiny-resnet18-partial_ft_compiled"}
+    with pytest.raises(ConfigError, match=r"deployment.compiled.models names \['resnet19'\], not one of"):
+        load_profile(write(tmp_path, text=text.replace('models = ["resnet18"]\n', 'models = ["resnet19"]\n')),
+                     catalogue())
+    with pytest.raises(ConfigError, match=r"deployment.compiled.datasets names \['tiny2'\]"):
+        load_profile(write(tmp_path, text=text.replace('datasets = ["tiny"]', 'datasets = ["tiny2"]')), catalogue())
 
 
 def test_threads_is_a_positive_whole_number(tmp_path):

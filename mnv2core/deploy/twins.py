@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from filelock import FileLock
@@ -14,11 +15,15 @@ from ..datasets import ImageSet, eval_batches
 from ..fingerprint import code_fingerprint
 from ..keys import ArtifactKey
 from ..schema import Fraction, Parameters, Positive
+from .compiled import CompileError, compile_fp32, compile_pt2e_int8
 from .int8_fx import QuantizationError, quantize_fx
 from .latency import cpu_copy
 from .onnx_runtime import export_onnx, quantize_onnx_static
 
-CALIBRATION_BATCH = 32  # images per int8 calibration batch (FX and ONNX Runtime alike)
+CALIBRATION_BATCH = 32  # images per int8 calibration batch (FX, ONNX Runtime and PT2E alike)
+COMPILED = ("compiled_fp32", "pt2e_int8")  # PyTorch's compiled runtimes
+
+
 class Int8Parameters(Parameters):
     calibration_batches: Positive = 8
     max_drop: Fraction = 0.05  # the check's: the most accuracy int8 may lose
@@ -76,6 +81,26 @@ def int8_model_or_reason(ctx: Context, case: Case, base: Artifact) -> tuple[torc
             return None, str(exc)
 
     return ctx.memo(("fx-int8", base.key), attempt)
+
+
+def compiled_twins(ctx: Context, case: Case, base: Artifact) -> dict[str, tuple[Any, float] | str]:
+    """The base compiled by Inductor (fp32) and quantized by PT2E then compiled (int8): runtime
+    -> (callable, seconds compiling took), or why it could not be made (one line). Made once
+    per process and base; the first call (compiling) is made at batch 1, latency's first."""
+    def attempt() -> dict[str, tuple[Any, float] | str]:
+        model, size = cpu_copy(base.model).eval(), base.meta["input_size"]
+        example = torch.rand(1, 3, size, size)
+        makers = {"compiled_fp32": lambda: compile_fp32(model, example),
+                  "pt2e_int8": lambda: compile_pt2e_int8(model, example, calibration(ctx, case, base))}
+        twins: dict[str, tuple[Any, float] | str] = {}
+        for runtime, make in makers.items():
+            try:
+                twins[runtime] = make()
+            except CompileError as exc:
+                twins[runtime] = str(exc)
+        return twins
+
+    return ctx.memo(("compiled", base.key), attempt)
 
 
 def onnx_files(ctx: Context, case: Case, base: Artifact) -> tuple[Path, Path]:

@@ -7,7 +7,7 @@ from typing import Any
 from ..context import Artifact, Case, Context
 from ..deploy.latency import cpu_copy, time_runners
 from ..deploy.onnx_runtime import int8_kernels, ort_session
-from ..deploy.twins import int8_model_or_reason, onnx_files
+from ..deploy.twins import compiled_twins, int8_model_or_reason, onnx_files
 from ..metrics import info, ms, speedup
 from ..registry import DEPLOYMENT, Technique, present, register, require
 from ..schema import NonNegative, Parameters, Positive
@@ -17,6 +17,8 @@ METRICS = (
     ms("latency.fx_int8_b*_ms", "median ms per batch, FX int8", "FX int8"),
     ms("latency.ort_fp32_b*_ms", "median ms per batch, ONNX Runtime fp32", "ORT fp32"),
     ms("latency.ort_int8_b*_ms", "median ms per batch, ONNX Runtime static int8", "ORT int8"),
+    ms("latency.compiled_fp32_b*_ms", "median ms per batch, Inductor-compiled fp32", "compiled fp32"),
+    ms("latency.pt2e_int8_b*_ms", "median ms per batch, PT2E int8 compiled by Inductor", "PT2E int8"),
     info("latency_iqr.*", "ms", "interquartile range of the rounds"),
     speedup("speedup.*", "eager fp32 time over the runtime's, same batch, alternating rounds"),
     info("fastest", "text", "the fastest runtime per batch size"), info("runtimes", "list"),
@@ -37,6 +39,11 @@ def measure(ctx: Context, case: Case, base: Artifact) -> dict[str, Any]:
     runners = {"eager_fp32": cpu_copy(base.model).eval(), "fx_int8": fx_int8,
                "ort_fp32": lambda images: session.run(None, {"images": images.numpy()}),
                "ort_int8": lambda images: int8_session.run(None, {"images": images.numpy()})}
+    skipped = {"fx_int8": fx_skipped} if fx_skipped else {}
+    if _compiled_here(ctx, case):  # the profile asks for the compiled runtimes on this base and model
+        for runtime, twin in compiled_twins(ctx, case, base).items():
+            runners[runtime] = None if isinstance(twin, str) else twin[0]
+            skipped.update({runtime: twin} if isinstance(twin, str) else {})
     runners = {name: run for name, run in runners.items() if run is not None}
     timed = time_runners(runners, size, params["batch_sizes"], params["warmup"], params["rounds"],
                          params["threads"], ctx.timer)
@@ -44,10 +51,16 @@ def measure(ctx: Context, case: Case, base: Artifact) -> dict[str, Any]:
     speedup = {f"{r}_b{b}_speedup": latency[f"eager_fp32_b{b}_ms"] / latency[f"{r}_b{b}_ms"]
                for b in params["batch_sizes"] for r in list(runners)[1:]}
     fastest = {f"b{b}": min(runners, key=lambda r: latency[f"{r}_b{b}_ms"]) for b in params["batch_sizes"]}
-    skipped = {"fx_int8": fx_skipped} if fx_skipped else {}
     return {"latency": latency, "latency_iqr": spread, "speedup": speedup, "fastest": fastest, "runtimes": list(runners),
             "runtimes_skipped": skipped, "threads": params["threads"], "rounds": params["rounds"], "input_size": size,
             "ort_int8": kernels.record()}
+
+
+def _compiled_here(ctx: Context, case: Case) -> bool:
+    compiled = ctx.profile.deployments.get("compiled")
+    return (compiled is not None and case.base in compiled.get("bases", ctx.profile.deployment_bases)
+            and case.model in compiled.get("models", (case.model,))
+            and case.dataset in compiled.get("datasets", (case.dataset,)))
 
 
 def check(m: dict, case: Case) -> None:

@@ -1,0 +1,77 @@
+"""PyTorch's compiled runtimes on the CPU: ``torch.compile`` (Inductor) of the fp32 model, and
+PT2E static int8 (torchao's X86InductorQuantizer: per-channel weights, activations calibrated
+on the same images as the other runtimes) compiled by Inductor. Both are compiled with
+Inductor's freezing on, as PyTorch benchmarks them for inference: without it the int8 graph
+stays dequantize-then-fp32 and the weights are not prepacked. Compiling happens at the first
+call, which ``compile_*`` make (timed apart from latency)."""
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import Mnv2BenchError
+
+
+class CompileError(Mnv2BenchError):
+    """A model that torch.export, PT2E or Inductor could not handle (said in one line)."""
+
+
+Compiled = Callable[[torch.Tensor], torch.Tensor]
+
+
+def compile_fp32(model: nn.Module, example: torch.Tensor) -> tuple[Compiled, float]:
+    """(the compiled fp32 model, seconds compiling took) of ``model`` on the CPU."""
+    model = copy.deepcopy(model).cpu().eval()
+    return _compiled(lambda: torch.compile(model), example, "torch.compile")
+
+
+def compile_pt2e_int8(model: nn.Module, example: torch.Tensor,
+                      calibration: list[torch.Tensor]) -> tuple[Compiled, float]:
+    """(PT2E int8 of ``model`` compiled by Inductor, seconds quantizing and compiling took)."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as x86
+
+    model = copy.deepcopy(model).cpu().eval()
+
+    def quantized() -> Compiled:
+        batch = torch.export.Dim("batch", min=1, max=4096)  # exported at 2 images: 1 would be specialised
+        exported = torch.export.export(model, (example.expand(2, -1, -1, -1).clone(),),
+                                       dynamic_shapes=({0: batch},)).module()
+        quantizer = x86.X86InductorQuantizer().set_global(x86.get_default_x86_inductor_quantization_config())
+        prepared = prepare_pt2e(exported, quantizer)
+        for batch in calibration:
+            prepared(batch.cpu())
+        return torch.compile(convert_pt2e(prepared))
+
+    return _compiled(quantized, example, "PT2E int8")
+
+
+def _compiled(make: Callable[[], Compiled], example: torch.Tensor, what: str) -> tuple[Compiled, float]:
+    started = time.perf_counter()
+    try:
+        with torch.no_grad(), torch._inductor.config.patch(freezing=True):
+            compiled = make()
+            compiled(example)  # Inductor compiles at the first call
+    except Exception as exc:  # export, quantization and Inductor raise many kinds; each is one line here
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CompileError(f"{what} failed: {type(exc).__name__}: {first[:300]}") from exc
+    seconds = time.perf_counter() - started
+
+    def run(images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), torch._inductor.config.patch(freezing=True):
+            return compiled(images)
+
+    return run, seconds
+
+
+def versions() -> dict[str, Any]:
+    """The versions the compiled runtimes' results depend on."""
+    import torchao
+
+    return {"torch": torch.__version__, "torchao": torchao.__version__,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
