@@ -69,10 +69,11 @@ def test_grad_cam_overlays_of_two_datasets_sit_side_by_side(tmp_path):
         plt.imsave(overlay, [[0.0, 1.0], [1.0, 0.0]])
         documents.append(document([entry(f"{dataset}-mobilenet_v2-full_ft_gradcam", base="full_ft", derived="gradcam",
                                          metrics={"plot": str(overlay)})]))
-    text = write_results_page(documents, tmp_path / "docs", ["a.json", "b.json"]).read_text()
+    sources = [str(tmp_path / "a.json"), str(tmp_path / "b.json")]  # the figures sit beside them
+    text = write_results_page(documents, tmp_path / "docs", sources).read_text()
     assert "## Grad-CAM side by side" in text and "](gradcam-datasets.png)" in text
     assert (tmp_path / "docs" / "gradcam-datasets.png").read_bytes()[:4] == b"\x89PNG"
-    one = write_results_page(documents[:1], tmp_path / "one", ["a.json"]).read_text()
+    one = write_results_page(documents[:1], tmp_path / "one", sources[:1]).read_text()
     assert "side by side" not in one  # one dataset: nothing to set beside it
 
 
@@ -92,13 +93,46 @@ def test_a_page_figure_found_neither_where_the_run_wrote_it_nor_beside_the_resul
     results.parent.mkdir()
     results.write_text(json.dumps(doc))
     with pytest.raises(ConfigError, match=r"puts .*real-full_ft-gradcam.png on the page, but it is neither there "
-                                          r"nor at .*baselines/plots/real-full_ft-gradcam.png: copy it"):
+                                          r"\(under .*\) nor at .*baselines/plots/real-full_ft-gradcam.png: copy it"):
         write_results_page([doc], tmp_path / "docs", [str(results)])
     (results.parent / "plots").mkdir()
     _pyplot().imsave(results.parent / "plots" / recorded.name, [[0.0, 1.0], [1.0, 0.0]])
     text = write_results_page([doc], tmp_path / "docs", [str(results)]).read_text()
     copies = list((tmp_path / "docs").glob("real-*gradcam.png"))
     assert len(copies) == 1 and f"]({copies[0].name})" in text
+
+
+def test_a_results_file_never_makes_docs_read_a_file_outside_its_folder_or_copy_one_that_is_no_png(tmp_path):
+    """A results file comes from elsewhere (a CI artifact, a colleague's run): a figure path that
+    names any other local file is not read, a plots/ link out of the folder is not followed, a
+    file that is no PNG is refused, and nothing is written before that is known."""
+    import json
+    import os
+
+    import pytest
+
+    from mnv2core.errors import ConfigError
+    secret = tmp_path / "credentials"
+    secret.write_text("token=hunter2")
+    results = tmp_path / "baselines" / "cpu-real.json"
+    (results.parent / "plots").mkdir(parents=True)
+
+    def page_with(path):
+        doc = document([entry("real-mobilenet_v2-full_ft_gradcam", base="full_ft", derived="gradcam",
+                              metrics={"plot": str(path)})])
+        results.write_text(json.dumps(doc))
+        return lambda: write_results_page([doc], tmp_path / "docs", [str(results)])
+
+    with pytest.raises(ConfigError, match=r"puts .*credentials on the page, but it is neither there \(under "):
+        page_with(secret)()
+    os.symlink(secret, results.parent / "plots" / "escape.png")
+    with pytest.raises(ConfigError, match=r"puts .*escape.png on the page, but it is neither there"):
+        page_with(tmp_path / "escape.png")()
+    (results.parent / "plots" / "text.png").write_text("not an image")
+    with pytest.raises(ConfigError, match=r"puts .*plots/text.png on the page, but it is not a PNG: nothing was "
+                                          r"written"):
+        page_with(results.parent / "plots" / "text.png")()
+    assert not (tmp_path / "docs").exists()
 
 
 def test_the_full_report_on_the_page_links_committed_figures_and_names_no_path_of_the_machine_that_ran(tmp_path):
