@@ -250,3 +250,29 @@ def test_a_dataset_name_that_is_not_a_plain_identifier_is_refused(name):
     from mnv2core.datasets import parse_source_override
     with pytest.raises(ConfigError, match="must be a plain identifier"):
         parse_source_override(f"{name}=imagefolder:/tmp/x")
+
+
+def folder_of_sizes(root, sizes):
+    """A two-class image folder whose training images have the given sides, in file order."""
+    from PIL import Image
+    for split in ("train", "test"):
+        for label in ("a", "b"):
+            (root / split / label).mkdir(parents=True, exist_ok=True)
+    for index, side in enumerate(sizes):
+        Image.new("RGB", (side, side)).save(root / "train" / ("a" if index % 2 else "b") / f"{index:03d}.png")
+    for label in ("a", "b"):
+        Image.new("RGB", (8, 8)).save(root / "test" / label / "0.png")
+    return root
+
+
+@pytest.mark.parametrize("sizes, size, note", [
+    ([32] * 6, 32, ""),
+    ([1] + [32] * 5, 32, "5 of 6 images sampled are 32 px, the size used; the others (1-32 px) are resized to it"),
+    ([1500] + [32] * 5, 32, "5 of 6 images sampled are 32 px"),
+    ([24, 32, 48, 64, 96, 128], 64, "no size is shared by most images (24-128 px over 6 sampled): all are "
+                                    "resized to the median, 64 px"),
+])
+def test_an_undeclared_folders_size_is_most_images_size_not_the_first_ones(tmp_path, sizes, size, note):
+    from mnv2core.datasets.sources import native_size_of
+    found, said = native_size_of(folder_of_sizes(tmp_path, sizes))
+    assert found == size and said.startswith(note) and (said == "") == (note == "")

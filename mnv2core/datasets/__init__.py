@@ -70,13 +70,14 @@ def add_image_folder(profile: Profile, text: str) -> Profile:
     if name in profile.datasets:
         raise ConfigError(f"--dataset {text!r}: profile {profile.name!r} has a dataset {name!r} already; "
                           f"replace its source with --data-source {text}")
-    size = sources.native_size_of(Path(path))
+    size, sizing = sources.native_size_of(Path(path))
     studied = [d for d in profile.datasets.values() if set(DEFAULT_STUDIES) & set(d.studies)]
     if not studied:
         raise ConfigError(f"profile {profile.name!r} has no dataset running {list(DEFAULT_STUDIES)} to take a recipe from")
     template = min(studied, key=lambda d: abs(d.native_size - size))
-    note = (f"your image folder {Path(path).name} ({size} px); recipe of the profile's '{template.name}' "
-            f"(nearest native size, {template.native_size} px); floors reported, not asserted")
+    note = (f"your image folder {Path(path).name} ({size} px{f'; {sizing}' if sizing else ''}); recipe of the "
+            f"profile's '{template.name}' (nearest native size, {template.native_size} px); floors reported, "
+            f"not asserted")
     config = dataclasses.replace(template, name=name, source="imagefolder", path=path, native_size=size,
                                  train_size=None, test_size=None, stand_in=False, note=note,
                                  studies=tuple(s for s in template.studies if s in DEFAULT_STUDIES))

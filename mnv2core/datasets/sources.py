@@ -5,6 +5,7 @@ are missing and the ways to provide them.
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import logging
 import os
@@ -104,14 +105,33 @@ def read_image_folder(path: Path, native_size: int) -> RawSplits:
                      classes, str(path))
 
 
-def native_size_of(path: Path) -> int:
-    """The side of the first training image (images of other sizes are resized to it)."""
+SIZE_SAMPLE = 1000  # training images whose headers decide an undeclared folder's size
+
+
+def native_size_of(path: Path) -> tuple[int, str]:
+    """(the side every image of the folder is brought to, a note saying how it was decided):
+    the size most training images have (of up to SIZE_SAMPLE spread over the folder, read from
+    their headers), where more than half have it; else the median size, every image resized.
+    Mixed sizes are never refused; the note says what was resized."""
     files, _ = _list_split(path, "train", None)
-    try:
-        with Image.open(files[0][0]) as handle:
-            return max(handle.size)
-    except (OSError, UnidentifiedImageError) as exc:
-        raise DataNotFoundError(f"cannot decode image {files[0][0]}: {exc}") from None
+    step = max(1, len(files) // SIZE_SAMPLE)
+    sample = [file for file, _ in files[::step]]
+    sizes = []
+    for file in sample:
+        try:
+            with Image.open(file) as handle:  # the header only
+                sizes.append(max(handle.size))
+        except (OSError, UnidentifiedImageError) as exc:
+            raise DataNotFoundError(f"cannot decode image {file}: {exc}") from None
+    size, count = collections.Counter(sizes).most_common(1)[0]
+    if count == len(sizes):
+        return size, ""
+    if 2 * count > len(sizes):
+        return size, (f"{count} of {len(sizes)} images sampled are {size} px, the size used; "
+                      f"the others ({min(sizes)}-{max(sizes)} px) are resized to it")
+    median = sorted(sizes)[len(sizes) // 2]
+    return median, (f"no size is shared by most images ({min(sizes)}-{max(sizes)} px over {len(sizes)} "
+                    f"sampled): all are resized to the median, {median} px")
 
 
 def image_folder_fingerprint(path: Path) -> str:
