@@ -44,6 +44,7 @@ BENCH = "BENCH"  # the resource timed cases ask for: give it to one worker per h
 GPU = "GPU"  # asked for by every task when the device is CUDA
 CONNECT_TIMEOUT = "20s"
 RESOURCE_WAIT_S = 60.0  # how long a run waits for a worker offering a resource its tasks ask for
+SCHEDULER_FILE_WAIT_S = 60.0  # how long a run waits for a scheduler file to appear
 
 
 @dataclass(frozen=True)
@@ -82,12 +83,18 @@ def absolute_settings(settings: Settings) -> Settings:
         weights={model: path_of(value) for model, value in settings.weights.items()})
 
 
-def connect(address: str):
-    """A Dask client of the scheduler at ``address`` (tcp://host:port, or a scheduler file)."""
+def connect(address: str, file_wait_s: float = SCHEDULER_FILE_WAIT_S):
+    """A Dask client of the scheduler at ``address`` (tcp://host:port, or a scheduler file,
+    waited for up to ``file_wait_s``: a scheduler starting beside the run writes it late)."""
     from distributed import Client
 
+    is_file = address.endswith(".json") or Path(address).is_file()
+    if is_file:
+        _wait_for_file(Path(address), file_wait_s)
+    else:
+        _check_address(address)
     try:
-        if address.endswith(".json") or Path(address).is_file():
+        if is_file:
             return Client(scheduler_file=address, timeout=CONNECT_TIMEOUT)
         return Client(address, timeout=CONNECT_TIMEOUT)
     except (OSError, TimeoutError) as exc:
@@ -204,6 +211,32 @@ class ClusterRun:
             return (f"no worker of the cluster offers the {BENCH} resource timed cases run on: start one worker per "
                     f"host with `dask worker ADDRESS --resources {BENCH}=1`")
         return None
+
+
+def _wait_for_file(path: Path, wait_s: float) -> None:
+    deadline = time.monotonic() + wait_s
+    if not path.is_file():
+        log.warning("waiting up to %.0f s for the Dask scheduler file %s", wait_s, path)
+    while not path.is_file():
+        if time.monotonic() > deadline:
+            raise ConfigError(f"--cluster {path}: no scheduler file appeared there in {wait_s:.0f} s; start the "
+                              f"scheduler with `dask scheduler --scheduler-file {path}`, or give its tcp:// address")
+        time.sleep(0.5)
+
+
+def _check_address(address: str) -> None:
+    """A malformed address in one line (Dask's own error comes with a page of traceback)."""
+    from distributed.comm import parse_address, parse_host_port
+    from distributed.comm.registry import get_backend
+
+    try:
+        scheme, location = parse_address(address)
+        get_backend(scheme)  # an unknown scheme
+        if scheme in ("tcp", "tls", "ws", "wss"):
+            parse_host_port(location)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"--cluster {address}: not a scheduler address ({exc}); give tcp://HOST:PORT or the "
+                          f"path of a scheduler file (.json)") from None
 
 
 def offered_resources(client) -> list[set[str]]:

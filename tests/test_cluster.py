@@ -174,3 +174,22 @@ def test_an_address_where_no_scheduler_answers_is_one_line(monkeypatch):
     monkeypatch.setattr(cluster_module, "CONNECT_TIMEOUT", "1s")
     with pytest.raises(ConfigError, match="no Dask scheduler answers there.*dask scheduler"):
         cluster_module.connect("tcp://127.0.0.1:9")
+
+
+@pytest.mark.parametrize("address, message", [
+    ("nonsense://x", r"--cluster nonsense://x: not a scheduler address \(unknown address scheme 'nonsense'"),
+    ("127.0.0.1:8799x", r"--cluster 127.0.0.1:8799x: not a scheduler address \(invalid literal"),
+])
+def test_a_malformed_scheduler_address_is_one_line(address, message):
+    with pytest.raises(ConfigError, match=message):
+        cluster_module.connect(address)
+
+
+def test_a_scheduler_file_that_never_appears_is_waited_for_then_one_line(tmp_path, caplog):
+    missing = tmp_path / "scheduler.json"
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=rf"--cluster {missing}: no scheduler file appeared there in 1 s; start "
+                                          rf"the scheduler with `dask scheduler --scheduler-file {missing}`"):
+        cluster_module.connect(str(missing), file_wait_s=1.0)
+    assert 1.0 <= time.monotonic() - started < 10
+    assert f"waiting up to 1 s for the Dask scheduler file {missing}" in caplog.text
