@@ -105,9 +105,51 @@ def _wait_for(ready, processes: list[subprocess.Popen], what: str) -> None:
         time.sleep(0.2)
 
 
+class Stopped(Exception):
+    """A signal asked the run to stop."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # SIGINT is Python's KeyboardInterrupt already
+
+
 def run_with_cluster(command: list[str], workers: int, threads: int) -> int:
-    """Run ``command`` with MNV2BENCH_CLUSTER pointing at a local cluster started for it."""
-    with local_cluster(workers, threads) as cluster:
-        print(f"local Dask cluster at {cluster.address}: {workers} worker(s) of {threads} thread(s), "
-              f"the first offering {BENCH}; logs in {cluster.folder}", flush=True)
-        return subprocess.call(command, env={**os.environ, "MNV2BENCH_CLUSTER": cluster.address})
+    """Run ``command`` with MNV2BENCH_CLUSTER pointing at a local cluster started for it. SIGTERM,
+    SIGHUP and SIGINT stop the command, then the cluster, and return 128 + the signal's number
+    with one line: the cluster's processes run in sessions of their own, and nothing else
+    would stop them."""
+    def stop(signum, frame):
+        raise Stopped(signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in STOPPING_SIGNALS}
+    try:
+        with local_cluster(workers, threads) as cluster:
+            print(f"local Dask cluster at {cluster.address}: {workers} worker(s) of {threads} thread(s), "
+                  f"the first offering {BENCH}; logs in {cluster.folder}", flush=True)
+            child = subprocess.Popen(command, env={**os.environ, "MNV2BENCH_CLUSTER": cluster.address})
+            try:
+                return child.wait()
+            finally:
+                _stop_child(child)
+    except (Stopped, KeyboardInterrupt) as exc:
+        signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
+        print(f"local-cluster: stopped by {signal.Signals(signum).name}; the command and the cluster are stopped",
+              file=sys.stderr, flush=True)
+        return 128 + signum
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _stop_child(child: subprocess.Popen) -> None:
+    if child.poll() is not None:
+        return
+    child.terminate()
+    try:
+        child.wait(STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()

@@ -193,3 +193,30 @@ def test_a_scheduler_file_that_never_appears_is_waited_for_then_one_line(tmp_pat
         cluster_module.connect(str(missing), file_wait_s=1.0)
     assert 1.0 <= time.monotonic() - started < 10
     assert f"waiting up to 1 s for the Dask scheduler file {missing}" in caplog.text
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_local_cluster_stopped_by_a_signal_stops_its_command_and_every_cluster_process(tmp_path, signum):
+    pid_file = tmp_path / "command.pid"
+    command = [sys.executable, "-m", "mnv2core", "local-cluster", "--workers", "1", "--", sys.executable, "-c",
+               f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(300)"]
+    running = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        started = running.stdout.readline()
+        assert "local Dask cluster at" in started, started + running.stderr.read()
+        folder = started.rsplit("logs in ", 1)[1].strip()
+        deadline = time.monotonic() + 60
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        running.send_signal(signum)
+        _, err = running.communicate(timeout=60)
+    finally:
+        running.kill()
+    assert running.returncode == 128 + signum
+    assert err.strip().splitlines() == [f"local-cluster: stopped by {signal.Signals(signum).name}; the command and "
+                                        f"the cluster are stopped"]
+    survivors = subprocess.run(["pgrep", "-f", folder], capture_output=True, text=True).stdout.split()
+    assert not survivors, f"cluster processes left running: {survivors}"
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid_file.read_text()), 0)
