@@ -33,6 +33,8 @@ class KnownTechniques(Protocol):
     def of_role(self, role: Role) -> Mapping[str, Any]: ...
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
+MAX_SIDE = 1024  # px: an image side the harness takes (a batch of 1024 px images already fills GBs)
+Side = Annotated[int, Field(gt=0, le=MAX_SIDE)]
 DEFAULT_MODELS = ("mobilenet_v2",)  # what a dataset's study fine-tunes when it lists no models
 DEFAULT_STUDIES = ("mobilenet", "distillation")  # fine-tuning and distillation, the study's first phase
 DATA_SOURCES = ("synthetic", "digits", "cifar10", "stl10", "mnist", "imagefolder")
@@ -72,7 +74,7 @@ class TrainConfig:
     temperature: Annotated[float, Field(gt=0)] = 4.0
     alpha: Fraction = 0.9
     bn_recalibration_images: NonNegative = 0
-    size: NonNegative = 0
+    size: Annotated[int, Field(ge=0, le=MAX_SIDE)] = 0
     step_epochs: Positive = 1
     gamma: Annotated[float, Field(gt=0, le=1)] = 0.1
     train_images: NonNegative = 0
@@ -90,8 +92,8 @@ class DatasetConfig:
 
     name: str
     source: Literal[DATA_SOURCES]
-    native_size: Positive
-    input_size: Positive
+    native_size: Side
+    input_size: Side
     path: str | None = None
     train_size: Positive | None = None
     test_size: Positive | None = None

@@ -334,3 +334,9 @@ def test_a_missing_required_key_and_an_unknown_one_are_named(tmp_path):
     lines = str(error.value).splitlines()
     assert f"{path}: datasets.tiny: missing 'native_size'" in lines
     assert any(line.startswith(f"{path}: datasets.tiny: unknown key(s) ['colour']; allowed: [") for line in lines)
+
+
+def test_an_image_side_beyond_what_the_harness_takes_is_one_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"datasets.tiny.input_size is 100000; expected values <= 1024$"):
+        load_profile(write(tmp_path, text=MINIMAL.format(dataset_extra="", technique_extra="").replace(
+            "input_size = 32", "input_size = 100000")), catalogue())

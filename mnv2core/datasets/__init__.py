@@ -13,7 +13,7 @@ from ..cache import ArtifactCache
 from ..errors import ConfigError
 from ..fingerprint import code_fingerprint
 from ..keys import ArtifactKey
-from ..profiles import DATA_SOURCES, DEFAULT_STUDIES, DatasetConfig, Profile
+from ..profiles import DATA_SOURCES, DEFAULT_STUDIES, MAX_SIDE, DatasetConfig, Profile
 from . import sources, synthetic
 from .tensors import FeatureSet, ImageSet, eval_batches, random_crop_flip, to_float, train_batches
 
@@ -71,6 +71,8 @@ def add_image_folder(profile: Profile, text: str) -> Profile:
         raise ConfigError(f"--dataset {text!r}: profile {profile.name!r} has a dataset {name!r} already; "
                           f"replace its source with --data-source {text}")
     size, sizing = sources.native_size_of(Path(path))
+    if size > MAX_SIDE:
+        size, sizing = MAX_SIDE, f"{sizing + '; ' if sizing else ''}stored at {MAX_SIDE} px, the largest side kept"
     studied = [d for d in profile.datasets.values() if set(DEFAULT_STUDIES) & set(d.studies)]
     if not studied:
         raise ConfigError(f"profile {profile.name!r} has no dataset running {list(DEFAULT_STUDIES)} to take a recipe from")
