@@ -198,6 +198,7 @@ def test_compiled_runtimes_are_measured_and_timed_beside_the_others_and_one_that
         raise CompileError("PT2E int8 failed: Unsupported: data-dependent control flow")
     monkeypatch.setattr(twins, "compile_pt2e_int8", failing)
     fresh = Study(profile, study.settings)  # twins are made once per process and study
+    assert fresh.run_case(case)["cache"]["status"] == "reused"  # the cached entry loads (weights-only)
     latency = fresh.run_case(fresh.case("tiny", "full_ft_latency"))["metrics"]
     assert "pt2e_int8" not in latency["runtimes"] and "compiled_fp32" in latency["runtimes"]
     assert latency["runtimes_skipped"]["pt2e_int8"] == "PT2E int8 failed: Unsupported: data-dependent control flow"

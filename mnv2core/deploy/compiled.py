@@ -73,5 +73,5 @@ def versions() -> dict[str, Any]:
     """The versions the compiled runtimes' results depend on."""
     import torchao
 
-    return {"torch": torch.__version__, "torchao": torchao.__version__,
-            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    return {"torch": str(torch.__version__), "torchao": str(torchao.__version__),  # plain str: a cache
+            "cpu_capability": str(torch.backends.cpu.get_cpu_capability())}  # entry loads weights-only
