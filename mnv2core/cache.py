@@ -154,6 +154,7 @@ class ArtifactCache:
             problem = f"unreadable ({type(exc).__name__}: {str(exc)[:200]})"
         if problem:
             log.warning("cache entry %s is corrupt (%s); rebuilding it", entry_name, problem)
+            self.events.append((entry_name.rsplit("-", 1)[0], "corrupt"))  # the run's summary says so too
             return None
         return entry
 

@@ -165,11 +165,20 @@ def test_grid_runs_records_and_reuses_the_cache(grid, tmp_path):
     assert set(statuses.values()) == {"loaded"}
     grid("--plan").stdout.fnmatch_lines(["*artifacts: * cached, 0 to build"])
 
+    (entry,) = (p for p in (tmp_path / "cache").glob("tiny-mobilenet_v2-partial_ft-*.pt")
+                if len(p.stem.rsplit("-", 1)[1]) == 24 and p.stem.count("-") == 3)  # the model, not its metrics
+    entry.write_bytes(entry.read_bytes()[:100])  # a truncated entry: rebuilt, and the summary says so
+    third = grid("-k", "partial_ft and not full")
+    third.stdout.fnmatch_lines(["*artifacts built: 1, loaded from cache: *",
+                                "cache entries found corrupt and rebuilt: 1 (tiny-mobilenet_v2-partial_ft); why: "
+                                "*progress.log"])
+
 
 def test_grid_under_xdist_writes_results_and_a_worse_run_fails_the_gate(grid, tmp_path):
     bench = tmp_path / "bench.json"
     result = grid("-n", "2", "--benchmark-json", str(bench))
     result.assert_outcomes(passed=7, skipped=2)
+    assert "Not saving anything" not in result.stdout.str() + result.stderr.str() and bench.is_file()
     result.stdout.fnmatch_lines(["*Study summary*", "*Full Fine-Tuning*"])
     assert {e["case"] for e in latest_records(tmp_path)} == CASES
     # xdist switches pytest-benchmark off: the harness's own timer gives the same figures
