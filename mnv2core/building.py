@@ -34,8 +34,8 @@ class Trained:
         if self.precondition is not None:
             self.precondition(ctx, case)
         size = ctx.input_size(case.dataset, case.technique)
-        recipe = {"input_size": size, "train": dataclasses.asdict(ctx.profile.train_config(case.technique, case.dataset)),
-                  "payload": "with-start-state", "weights": None}
+        cfg = ctx.profile.train_config(case.technique, case.dataset)
+        recipe = {"input_size": size, "train": dataclasses.asdict(cfg), "payload": "with-start-state", "weights": None}
         if self.start is None:
             weights = ctx.start_fingerprint(case.model, size, self.pretrained)
             if isinstance(weights, ArtifactKey):

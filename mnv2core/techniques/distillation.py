@@ -43,6 +43,7 @@ register(Technique("teacher", TRAINED, "Teacher", study=STUDY, model=teacher_mod
 register(Technique("scratch", TRAINED, "From scratch (no KD)", study=STUDY, model=student_model,
                    builder=Trained(plain(strategies.train_from_scratch))))
 register(Technique("kd", TRAINED, "Distillation", study=STUDY, model=student_model,
-                   builder=Trained(lambda ctx, case: distilling(ctx, case.dataset), precondition=same_size_as_the_teacher),
+                   builder=Trained(lambda ctx, case: distilling(ctx, case.dataset),
+                                   precondition=same_size_as_the_teacher),
                    needs=("teacher",), retrain=distilling))
 present("kd", summary_row="Distillation")
