@@ -10,7 +10,9 @@ kernels: avx512*, amx*, avx_vnni; the brand string "AMD EPYC" names Zen 3, 4 and
 their math kernels round differently, and a short training on little data amplifies that
 (seen: 10-25 points between an Intel and an AMD run of the smoke grid; ORT static int8 of one
 model 2 points apart between a Zen 4 with AVX-512 VNNI and a Zen 3 without).
-Improvements never fail; a baseline case missing from the results does, unless the run
+Speed-up ratios only warn between a CPU with an int8 dot product (VNNI, AMX) and one without:
+int8 runtimes run other kernels on each. Improvements never fail; a baseline case missing from
+the results does, unless the run
 did not select it (``-k``, ``--dataset``: the results list the cases a run selected).
 A comparison of nothing fails too (a gate that passes on nothing cannot fail): zero metrics
 compared, a baseline of another profile, or a run whose cases share none with the baseline;
@@ -125,6 +127,10 @@ def _compare(baseline: dict[str, Any], results: dict[str, Any], tolerances: Tole
              declared: Declared) -> GateReport:
     report = GateReport()
     same_machine = _machine(baseline) == _machine(results)
+    same_int8 = _int8_dot_product(baseline) == _int8_dot_product(results)
+    if not same_int8:
+        report.notes.append("one of the two CPUs has an int8 dot product (VNNI, AMX) and the other not: int8 "
+                            "runtimes run other kernels there, so speed-up ratios only warn")
     theirs, ours = cpu_identity(baseline), cpu_identity(results)
     same_cpu = theirs == ours
     if not same_cpu:
@@ -151,14 +157,15 @@ def _compare(baseline: dict[str, Any], results: dict[str, Any], tolerances: Tole
             report.failures.append(f"{case}: missing ({why}); the baseline has {sorted(expected)}")
             continue
         for name, (old, metric) in expected.items():
-            _check(report, case, name, metric, old, measured.get(name), tolerances, same_machine, same_cpu)
+            _check(report, case, name, metric, old, measured.get(name), tolerances, same_machine, same_cpu,
+                   same_int8)
     if unselected:
         report.notes.append(f"{unselected} baseline case(s) not selected in this run (-k, --dataset): not gated")
     return report
 
 
 def _check(report: GateReport, case: str, name: str, metric: Metric, old: float, new: float | None,
-           tolerances: Tolerances, same_machine: bool, same_cpu: bool) -> None:
+           tolerances: Tolerances, same_machine: bool, same_cpu: bool, same_int8: bool = True) -> None:
     if new is None:
         report.failures.append(f"{case}: metric {name} is missing from the results")
         return
@@ -184,6 +191,8 @@ def _check(report: GateReport, case: str, name: str, metric: Metric, old: float,
     line = f"{case}: {name} {change}"
     if metric.tolerance == "time" and not same_machine:
         report.warnings.append(line + " [different machine: absolute times are not gated]")
+    elif metric.tolerance == "ratio" and not same_int8:
+        report.warnings.append(line + " [one CPU has an int8 dot product, the other not: speed-ups are not gated]")
     elif metric.tolerance == "time" and not tolerances.gate_times:
         report.warnings.append(line + " [the profile does not gate absolute times]")
     else:
@@ -191,6 +200,13 @@ def _check(report: GateReport, case: str, name: str, metric: Metric, old: float,
 
 
 KERNEL_FLAGS = ("avx512", "amx", "avx_vnni")  # ISA extensions that change which math kernels run
+INT8_DOT_PRODUCT = {"avx512_vnni", "avx512vnni", "avx_vnni", "amx_int8"}  # fast int8 kernels (ORT, oneDNN)
+
+
+def _int8_dot_product(document: dict[str, Any]) -> bool | None:
+    """Whether the run's CPU has an int8 dot product (None: its flags are not recorded)."""
+    flags = ((document.get("machine_info") or {}).get("cpu") or {}).get("flags")
+    return None if flags is None else bool(INT8_DOT_PRODUCT & set(flags))
 
 
 def cpu_identity(document: dict[str, Any]) -> str:

@@ -95,6 +95,19 @@ def test_a_speedup_ratio_is_gated_on_any_machine():
     assert not report.passed and "speedup.fx_int8_b1_speedup" in report.failures[0]
 
 
+def test_a_speedup_ratio_only_warns_between_cpus_with_and_without_an_int8_dot_product():
+    """ORT int8 runs fast kernels where the CPU has VNNI or AMX and exact ones elsewhere: its
+    speed-up on one says nothing of the other; between two CPUs of one kind it is gated."""
+    def cpu(*flags):
+        return {**MACHINE, "cpu": {**MACHINE["cpu"], "family": 25, "model": 1, "flags": ["avx2", *flags]}}
+    across = gate([timed(2.0, 2.0)], [timed(2.0, 1.5)], baseline_machine=cpu("avx512_vnni"), run_machine=cpu())
+    assert across.passed and "speed-ups are not gated" in across.warnings[0]
+    assert "int8 dot product" in " ".join(across.notes)
+    alike = gate([timed(2.0, 2.0)], [timed(2.0, 1.5)], baseline_machine=cpu("avx512_vnni"),
+                 run_machine=cpu("avx512_vnni", "amx_int8"))
+    assert not alike.passed and "speedup.fx_int8_b1_speedup" in alike.failures[0]
+
+
 def test_what_is_gated_and_which_way_comes_from_the_declarations_not_the_names():
     assert set(gated_metrics(int8(0.7, 0.05)["records"][0])) == {"accuracy", "int8_drop"}  # not fp32_accuracy
     structured = {"method": "structured", "metrics": {"accuracy": 0.7, "dense_accuracy": 0.8,
