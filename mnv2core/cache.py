@@ -1,6 +1,6 @@
 """On-disk cache of built artifacts (trained models, decoded datasets).
 
-An entry is keyed by an ``keys.ArtifactKey`` (everything that determines it), and by nothing
+An entry is keyed by a ``keys.ArtifactKey`` (everything that determines it), and by nothing
 else: ``fetch`` refuses any other key. Under
 ``pytest -n 2`` one process builds an entry while the others wait on a file lock and then
 load it. Writes go to a temporary file that is renamed into place, so a crash never
