@@ -19,6 +19,9 @@ GLIBC_SETTLED_MMAP = 32 << 20  # glibc's dynamic mmap threshold stops rising her
 # Input pixels per CPU inference batch: above it activations leave the caches (MobileNetV2 at
 # 96 px: 64 images ran 2x faster than 256; at 32 px 256 stays fastest)
 CPU_BATCH_PIXELS = 64 * 96 * 96
+# the x86 flags of an int8 dot product (py-cpuinfo's names): with one, int8 runtimes run their
+# fast kernels (ORT: u8 activations x s8 weights); without, other ones
+INT8_DOT_PRODUCT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 BF16_FALLBACK_NOTE = "bf16 autocast asked for, but this CPU has no native bf16 (AVX512-BF16/AMX): ran fp32"
 
 

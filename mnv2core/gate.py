@@ -29,6 +29,7 @@ from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass as schema_dataclass
 
 from .errors import ConfigError
+from .execution import INT8_DOT_PRODUCT_FLAGS
 from .metrics import HIGHER, Declarations, Metric
 from .results import case_items, method_of
 
@@ -200,13 +201,12 @@ def _check(report: GateReport, case: str, name: str, metric: Metric, old: float,
 
 
 KERNEL_FLAGS = ("avx512", "amx", "avx_vnni")  # ISA extensions that change which math kernels run
-INT8_DOT_PRODUCT = {"avx512_vnni", "avx512vnni", "avx_vnni", "amx_int8"}  # fast int8 kernels (ORT, oneDNN)
 
 
 def _int8_dot_product(document: dict[str, Any]) -> bool | None:
     """Whether the run's CPU has an int8 dot product (None: its flags are not recorded)."""
     flags = ((document.get("machine_info") or {}).get("cpu") or {}).get("flags")
-    return None if flags is None else bool(INT8_DOT_PRODUCT & set(flags))
+    return None if flags is None else bool(set(INT8_DOT_PRODUCT_FLAGS) & set(flags))
 
 
 def cpu_identity(document: dict[str, Any]) -> str:

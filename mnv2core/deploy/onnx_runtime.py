@@ -16,7 +16,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from ..errors import Mnv2BenchError
-from ..execution import to_contiguous
+from ..execution import INT8_DOT_PRODUCT_FLAGS, to_contiguous
 from .bias_correction import output_shift
 
 
@@ -43,10 +43,8 @@ def export_onnx(model: nn.Module, input_size: int, path: Path) -> Path:
     return path
 
 
-# the x86 flags of int8 dot products: with one of them ORT's int8 convolutions run on their
-# fast kernels (u8 activations x s8 weights); without, u8 x s8 products are added in int16
-# pairs (vpmaddubsw), which saturates, unless the session asks for exact (U8U8) kernels
-INT8_DOT_PRODUCT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+# without an int8 dot product (execution.INT8_DOT_PRODUCT_FLAGS) ORT adds u8 x s8 products in
+# int16 pairs (vpmaddubsw), which saturates, unless the session asks for exact (U8U8) kernels
 EXACT_INT8 = "session.x64quantprecision"  # onnxruntime_session_options_config_keys.h
 
 
