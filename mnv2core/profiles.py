@@ -163,6 +163,13 @@ class Profile:
         return [(derived_technique(base, name), base, name, params) for name, params in self.deployments.items()
                 for base in params.get("bases", self.deployment_bases)]
 
+    def deploys(self, name: str, dataset: str, model: str, base: str) -> bool:
+        """Whether deployment ``name`` runs on ``model``'s ``base`` on ``dataset`` (its table's
+        ``bases``, ``models`` and ``datasets``), given that base is in the grid."""
+        params = self.deployments.get(name)
+        return (params is not None and base in params.get("bases", self.deployment_bases)
+                and dataset in params.get("datasets", (dataset,)) and model in params.get("models", (model,)))
+
     def compressed_cases(self) -> list[tuple[str, str, Compression]]:
         """(technique, base, compression) for every compression of every base."""
         return [(c.technique(base), base, c) for base in self.compression_bases for c in self.compressions.values()
@@ -182,10 +189,9 @@ class Profile:
         compressed = [(model, technique, c.name, base) for technique, base, c in self.compressed_cases()
                       for model, tech, _, _ in trained if tech == base] if config.compress else []
         built = trained + compressed
-        deployed = [(model, tech, name, base) for tech, base, name, params in self.deployment_cases()
-                    if dataset in params.get("datasets", (dataset,))
+        deployed = [(model, tech, name, base) for tech, base, name, _ in self.deployment_cases()
                     for model, built_tech, _, _ in built
-                    if built_tech == base and model in params.get("models", (model,))]
+                    if built_tech == base and self.deploys(name, dataset, model, base)]
         return built + deployed
 
     def models_of(self, technique: Any, dataset: str) -> list[str]:

@@ -40,7 +40,7 @@ def measure(ctx: Context, case: Case, base: Artifact) -> dict[str, Any]:
                "ort_fp32": lambda images: session.run(None, {"images": images.numpy()}),
                "ort_int8": lambda images: int8_session.run(None, {"images": images.numpy()})}
     skipped = {"fx_int8": fx_skipped} if fx_skipped else {}
-    if _compiled_here(ctx, case):  # the profile asks for the compiled runtimes on this base and model
+    if ctx.profile.deploys("compiled", case.dataset, case.model, case.base):  # the compiled runtimes run here
         for runtime, twin in compiled_twins(ctx, case, base).items():
             runners[runtime] = None if isinstance(twin, str) else twin[0]
             skipped.update({runtime: twin} if isinstance(twin, str) else {})
@@ -54,13 +54,6 @@ def measure(ctx: Context, case: Case, base: Artifact) -> dict[str, Any]:
     return {"latency": latency, "latency_iqr": spread, "speedup": speedup, "fastest": fastest, "runtimes": list(runners),
             "runtimes_skipped": skipped, "threads": params["threads"], "rounds": params["rounds"], "input_size": size,
             "ort_int8": kernels.record()}
-
-
-def _compiled_here(ctx: Context, case: Case) -> bool:
-    compiled = ctx.profile.deployments.get("compiled")
-    return (compiled is not None and case.base in compiled.get("bases", ctx.profile.deployment_bases)
-            and case.model in compiled.get("models", (case.model,))
-            and case.dataset in compiled.get("datasets", (case.dataset,)))
 
 
 def check(m: dict, case: Case) -> None:
