@@ -201,10 +201,10 @@ class Study:
             def measure() -> dict[str, Any]:
                 return technique.measure(self, case, artifact)
             if technique.reusable:
-                params = self._measurement_params(case.method)
+                keyed = self._measurement_params(case.method)
                 if technique.machine is not None:
-                    params = {**params, "machine": technique.machine()}
-                metrics, reused = self._reused(case, case.method, artifact, params, measure)
+                    keyed = {**keyed, "machine": technique.machine()}
+                metrics, reused = self._reused(case, case.method, artifact, keyed, measure)
                 params = self.profile.deployments.get(case.method, {})  # checked as the profile says now
                 measured.update(metrics, **{k: v for k, v in params.items() if k in technique.thresholds})
             else:
@@ -331,16 +331,16 @@ class Study:
         """The model of ``key`` from the cache, or built now (its upstream models first, then
         seeded, so the build does not depend on what ran before it in this process), restored
         on the device."""
+        upstream = {name: up for name, up in key.upstream.items() if up.target[:1] == ("artifact",)}
+
         def build() -> dict[str, Any]:
-            for up in key.upstream.values():
-                if up.target[:1] == ("artifact",):
-                    self.artifact(*up.target[1:])
+            for up in upstream.values():
+                self.artifact(*up.target[1:])
             seed_everything(key.seed)
             started = time.perf_counter()
             payload = self.catalogue.get(case.method).builder.build(self, case, key)
             payload["meta"].setdefault("train_seconds", time.perf_counter() - started)
-            payload["meta"]["upstream"] = {name: up.digest for name, up in key.upstream.items()
-                                           if up.target[:1] == ("artifact",)}
+            payload["meta"]["upstream"] = {name: up.digest for name, up in upstream.items()}
             return payload
 
         result = self.cache.fetch(key, build)
