@@ -150,7 +150,7 @@ def _pyplot():
 def plot_pareto(rows: list[dict], front: set[str], path: Path, dataset: str) -> Path:
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
-    markers = {"eager fp32": "o", "FX int8": "s", "ORT fp32": "^", "ORT int8": "D"}
+    markers = dict(zip(RUNTIMES, "osD^vP*XhpH<", strict=False))
     models = list(dict.fromkeys(row["model"] for row in rows))
     colours = plt.get_cmap("tab10")
     for row in rows:

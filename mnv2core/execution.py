@@ -25,6 +25,20 @@ INT8_DOT_PRODUCT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 BF16_FALLBACK_NOTE = "bf16 autocast asked for, but this CPU has no native bf16 (AVX512-BF16/AMX): ran fp32"
 
 
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """This CPU's flags, by py-cpuinfo's names (pytest-benchmark's machine_info records them)."""
+    import cpuinfo
+
+    return frozenset(cpuinfo.get_cpu_info().get("flags", []))
+
+
+def int8_dot_product(flags: frozenset[str] | None = None) -> list[str]:
+    """The int8 dot-product flags of a CPU with ``flags`` (default: this one)."""
+    flags = cpu_flags() if flags is None else flags
+    return [flag for flag in INT8_DOT_PRODUCT_FLAGS if flag in flags]
+
+
 def cpu_has_native_bf16() -> bool:
     """AVX512-BF16 or AMX: the CPUs where bf16 autocast can pay off."""
     cpu = getattr(torch, "cpu", None)

@@ -13,7 +13,8 @@ from typing import Any
 HIGHER, LOWER = "higher", "lower"
 TOLERANCES = ("accuracy", "ratio", "time")  # accuracy points; relative change; relative, machine-bound
 # runtime -> bytes per weight
-RUNTIMES = {"eager fp32": 4, "FX int8": 1, "ORT fp32": 4, "ORT int8": 1, "compiled fp32": 4, "PT2E int8": 1}
+RUNTIMES = {"eager fp32": 4, "FX int8": 1, "ORT fp32": 4, "ORT int8": 1, "compiled fp32": 4, "PT2E int8": 1,
+            "eager bf16": 2, "compiled bf16": 2, "OpenVINO fp32": 4, "OpenVINO int8": 1}
 
 
 @dataclass(frozen=True)

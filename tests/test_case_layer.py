@@ -3,6 +3,7 @@ cases in-process; measurements leave cached models untouched; the checks that gu
 compression techniques fail on metrics that break them."""
 import copy
 import dataclasses
+import sys
 from pathlib import Path
 
 import pytest
@@ -163,13 +164,14 @@ def test_a_rerun_reuses_measured_metrics_and_plots_but_times_latency_again(study
 def test_ort_int8_accuracy_is_reused_only_on_a_cpu_with_the_same_int8_kernels(study, monkeypatch):
     """The cached ONNX measurement is keyed by ORT int8's kernel choice: a CPU without an int8
     dot product (exact kernels) measures again, and says which kernels ran."""
+    from mnv2core import execution
     from mnv2core.deploy import onnx_runtime
     first = study.run_case(study.case("tiny", "full_ft_onnx"))
     assert first["metrics"]["ort_int8"]["session_options"] == onnx_runtime.int8_kernels().session_options
     assert study.run_case(study.case("tiny", "full_ft_onnx"))["cache"]["status"] == "reused"
     fast_here = bool(onnx_runtime.int8_kernels().flags)
     other = {"avx2"} if fast_here else {"avx2", "avx512_vnni"}  # a CPU with the other kernels
-    monkeypatch.setattr(onnx_runtime, "_cpu_flags", lambda: frozenset(other))
+    monkeypatch.setattr(execution, "cpu_flags", lambda: frozenset(other))
     elsewhere = study.run_case(study.case("tiny", "full_ft_onnx"))
     assert elsewhere["cache"]["status"] == "measured"
     assert elsewhere["metrics"]["ort_int8"]["kernels"].startswith("exact" if fast_here else "fast")
@@ -187,7 +189,11 @@ def test_compiled_runtimes_are_measured_and_timed_beside_the_others_and_one_that
     record = with_compiled.run_case(case)
     with_compiled.check(case, record)
     m = record["metrics"]
-    assert set(m["compile_seconds"]) == {"compiled_fp32", "pt2e_int8"} and not m["skipped"]
+    assert {"compiled_fp32", "pt2e_int8"} <= set(m["compile_seconds"])
+    native_bf16 = twins.cpu_has_native_bf16()  # bf16 runs only there, and never fp32 under its name
+    assert set(m["skipped"]) == (set() if native_bf16 else {"eager_bf16", "compiled_bf16"})
+    assert all(reason == twins.NO_BF16 for reason in m["skipped"].values())
+    assert ("eager_bf16_accuracy" in m) == ("compiled_bf16_accuracy" in m) == native_bf16
     assert m["top1_agreement"] >= 0.99 and 0 <= m["pt2e_int8_accuracy"] <= 1
     assert m["versions"]["torchao"].startswith("0.18")
     latency = with_compiled.run_case(with_compiled.case("tiny", "full_ft_latency"))["metrics"]
@@ -202,6 +208,32 @@ def test_compiled_runtimes_are_measured_and_timed_beside_the_others_and_one_that
     latency = fresh.run_case(fresh.case("tiny", "full_ft_latency"))["metrics"]
     assert "pt2e_int8" not in latency["runtimes"] and "compiled_fp32" in latency["runtimes"]
     assert latency["runtimes_skipped"]["pt2e_int8"] == "PT2E int8 failed: Unsupported: data-dependent control flow"
+
+
+def test_openvino_is_measured_and_timed_beside_the_others_and_skipped_without_its_extra(study, monkeypatch):
+    from mnv2core.errors import NotApplicable
+    openvino = {**catalogue().get("openvino").params.defaults(), "max_drop": 1.0}
+    profile = dataclasses.replace(study.profile, deployments={**study.profile.deployments, "openvino": openvino})
+    with_openvino = Study(profile, study.settings)
+    case = with_openvino.case("tiny", "full_ft_openvino")
+    record = with_openvino.run_case(case)
+    with_openvino.check(case, record)
+    m = record["metrics"]
+    assert set(m["prepare_seconds"]) == {"openvino_fp32", "openvino_int8"} and not m["skipped"]
+    assert m["configuration"]["openvino_fp32"]["INFERENCE_PRECISION_HINT"] == "f32"
+    assert m["top1_agreement"] >= 0.99 and 0 <= m["openvino_int8_accuracy"] <= 1
+    assert m["versions"]["openvino"].startswith("2026.4") and m["versions"]["nncf"].startswith("3.4")
+    latency = with_openvino.run_case(with_openvino.case("tiny", "full_ft_latency"))["metrics"]
+    assert {"openvino_fp32", "openvino_int8"} <= set(latency["runtimes"])
+    assert latency["latency"]["openvino_int8_b1_ms"] > 0 and "openvino_int8_b1_speedup" in latency["speedup"]
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # the extra not installed
+    bare = Study(profile, study.settings)
+    with pytest.raises(NotApplicable, match=r"OpenVINO runtime not installed \(the optional extra: pip install"):
+        bare.run_case(case)
+    latency = bare.run_case(bare.case("tiny", "full_ft_latency"))["metrics"]
+    assert "openvino_int8" not in latency["runtimes"] and "ort_int8" in latency["runtimes"]
+    assert latency["runtimes_skipped"]["openvino_fp32"].startswith("OpenVINO runtime not installed")
 
 
 def test_pgd_is_at_least_as_strong_as_fgsm_at_the_same_epsilon(study):

@@ -272,3 +272,47 @@ def test_a_model_export_cannot_capture_is_one_line_naming_the_runtime():
     with pytest.raises(CompileError, match=r"^PT2E int8 failed: \w+") as error:
         compile_pt2e_int8(Branchy().eval(), torch.rand(1, 3, 8, 8), [torch.rand(2, 3, 8, 8)])
     assert "\n" not in str(error.value)
+
+
+def test_bf16_runtimes_track_eager_in_bf16_and_keep_float32_in_and_out():
+    """Eager and compiled bf16 run the model in bf16 (on a CPU without native bf16 emulated,
+    which is why the harness times them only where the CPU has it)."""
+    from mnv2core.deploy.compiled import compile_bf16, eager_bf16
+    model, example = small_convnet(), torch.rand(1, 3, 16, 16)
+    images = torch.rand(5, 3, 16, 16)
+    with torch.no_grad():
+        reference = model(images)
+        in_bf16 = model.to(torch.bfloat16)(images.to(torch.bfloat16)).float()
+    model.float()
+    for make in (eager_bf16, compile_bf16):
+        run, seconds = make(model, example)
+        logits = run(images)
+        assert seconds > 0 and logits.dtype == torch.float32
+        assert torch.allclose(logits, in_bf16, atol=0.05) and not torch.equal(logits, reference)
+
+
+def test_openvino_runs_the_onnx_export_at_f32_and_nncf_int8_tracks_it(tmp_path):
+    from mnv2core.deploy import openvino_runtime
+    model = small_convnet()
+    path = export_onnx(model, 16, tmp_path / "m.onnx")
+    fp32, seconds, reported = openvino_runtime.compiled(lambda: str(path), threads=1)
+    assert seconds > 0 and reported == {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": "1",
+                                        "PERFORMANCE_HINT": "LATENCY"}
+    calibration = [torch.rand(8, 3, 16, 16) for _ in range(4)]
+    int8, _, _ = openvino_runtime.compiled(lambda: openvino_runtime.quantize_int8(path, calibration))
+    images = torch.rand(5, 3, 16, 16)
+    with torch.no_grad():
+        reference = model(images)
+    assert torch.allclose(fp32(images), reference, atol=1e-4)
+    quantized = int8(images)
+    assert quantized.shape == reference.shape and not torch.allclose(quantized, reference, atol=1e-6)
+    assert torch.corrcoef(torch.stack([reference.flatten(), quantized.flatten()]))[0, 1] > 0.95
+
+
+def test_without_the_openvino_extra_its_runtime_is_not_applicable_naming_the_extra(monkeypatch):
+    from mnv2core.deploy import openvino_runtime
+    from mnv2core.errors import NotApplicable
+    monkeypatch.setitem(__import__("sys").modules, "openvino", None)  # import openvino raises ImportError
+    assert openvino_runtime.missing() == openvino_runtime.MISSING
+    with pytest.raises(NotApplicable, match=r'pip install -e "\.\[openvino\]"'):
+        openvino_runtime.require()

@@ -46,9 +46,10 @@ def test_builtin_profiles_load_and_cover_the_grid(name):
         compressed -= {f"kd_{c}" for c in ("structured", "lottery", "svd", "spectra")}
     deployed = {f"{base}_{d}" for base in ("partial_ft", "full_ft", "kd", "full_ft_prune")
                 for d in ("int8", "onnx", "latency", "fgsm", "robustness")} | {f"{base}_{d}" for base in ("full_ft", "kd") for d in ("gradcam", "pgd")}
-    # PyTorch's compiled runtimes: every base in full, one in smoke (compiling takes seconds)
-    deployed |= {"full_ft_compiled"} if name == "smoke" else {f"{base}_compiled" for base in
-                                                               ("partial_ft", "full_ft", "kd", "full_ft_prune")}
+    # PyTorch's compiled runtimes and OpenVINO: every base in full, one in smoke (compiling takes seconds)
+    for runtime in ("compiled", "openvino"):
+        deployed |= {f"full_ft_{runtime}"} if name == "smoke" else {f"{base}_{runtime}" for base in
+                                                                     ("partial_ft", "full_ft", "kd", "full_ft_prune")}
     companions = {t for study in ("vgg_si", "light", "lowrank", "speed") for t in catalogue().study_techniques(study)}
     assert {c.technique for c in cases} == trained | compressed | deployed | companions
     measured_only = deployed | {"full_ft_spectra", "kd_spectra", "train_speed"}

@@ -1,5 +1,5 @@
-"""PyTorch's compiled runtimes on the CPU: ``torch.compile`` (Inductor) of the fp32 model, and
-PT2E static int8 (torchao's X86InductorQuantizer: per-channel weights, activations calibrated
+"""PyTorch's compiled runtimes on the CPU: ``torch.compile`` (Inductor) of the fp32 model, its
+bf16 variants (eager and compiled, where the CPU computes bf16 natively), and PT2E static int8 (torchao's X86InductorQuantizer: per-channel weights, activations calibrated
 on the same images as the other runtimes) compiled by Inductor. Both are compiled with
 Inductor's freezing on, as PyTorch benchmarks them for inference: without it the int8 graph
 stays dequantize-then-fp32 and the weights are not prepacked. Compiling happens at the first
@@ -28,6 +28,31 @@ def compile_fp32(model: nn.Module, example: torch.Tensor) -> tuple[Compiled, flo
     """(the compiled fp32 model, seconds compiling took) of ``model`` on the CPU."""
     model = copy.deepcopy(model).cpu().eval()
     return _compiled(lambda: torch.compile(model), example, "torch.compile")
+
+
+def eager_bf16(model: nn.Module, example: torch.Tensor) -> tuple[Compiled, float]:
+    """(eager PyTorch with bf16 weights and activations, seconds converting took): images in
+    and logits out stay float32."""
+    started = time.perf_counter()
+    model = copy.deepcopy(model).cpu().eval().to(torch.bfloat16)
+
+    def run(images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return model(images.to(torch.bfloat16)).float()
+
+    run(example)
+    return run, time.perf_counter() - started
+
+
+def compile_bf16(model: nn.Module, example: torch.Tensor) -> tuple[Compiled, float]:
+    """(the bf16 model compiled by Inductor, seconds compiling took); float32 in and out."""
+    model = copy.deepcopy(model).cpu().eval().to(torch.bfloat16)
+
+    def make() -> Compiled:
+        compiled = torch.compile(model)
+        return lambda images: compiled(images.to(torch.bfloat16)).float()
+
+    return _compiled(make, example, "torch.compile bf16")
 
 
 def compile_pt2e_int8(model: nn.Module, example: torch.Tensor,

@@ -1,7 +1,6 @@
 """ONNX export (fp32, dynamic batch), checking, and inference with ONNX Runtime."""
 from __future__ import annotations
 
-import functools
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from ..errors import Mnv2BenchError
-from ..execution import INT8_DOT_PRODUCT_FLAGS, to_contiguous
+from ..execution import int8_dot_product, to_contiguous
 from .bias_correction import output_shift
 
 
@@ -68,15 +67,7 @@ class Int8Kernels:
 
 def int8_kernels(cpu_flags: Iterable[str] | None = None) -> Int8Kernels:
     """The int8 kernel choice for a CPU with ``cpu_flags`` (default: this machine's)."""
-    flags = set(_cpu_flags() if cpu_flags is None else cpu_flags)
-    return Int8Kernels(tuple(flag for flag in INT8_DOT_PRODUCT_FLAGS if flag in flags))
-
-
-@functools.cache
-def _cpu_flags() -> frozenset[str]:
-    import cpuinfo  # py-cpuinfo, pytest-benchmark's: the flags its machine_info records
-
-    return frozenset(cpuinfo.get_cpu_info().get("flags", []))
+    return Int8Kernels(tuple(int8_dot_product(None if cpu_flags is None else frozenset(cpu_flags))))
 
 
 def ort_session(path: Path, threads: int = 1, config: dict[str, str] | None = None) -> onnxruntime.InferenceSession:

@@ -12,16 +12,21 @@ from filelock import FileLock
 
 from ..context import Artifact, Case, Context
 from ..datasets import ImageSet, eval_batches
+from ..execution import cpu_has_native_bf16
 from ..fingerprint import code_fingerprint
 from ..keys import ArtifactKey
 from ..schema import Fraction, Parameters, Positive
-from .compiled import CompileError, compile_fp32, compile_pt2e_int8
+from . import openvino_runtime
+from .compiled import CompileError, compile_bf16, compile_fp32, compile_pt2e_int8, eager_bf16
 from .int8_fx import QuantizationError, quantize_fx
 from .latency import cpu_copy
 from .onnx_runtime import export_onnx, quantize_onnx_static
 
 CALIBRATION_BATCH = 32  # images per int8 calibration batch (FX, ONNX Runtime and PT2E alike)
-COMPILED = ("compiled_fp32", "pt2e_int8")  # PyTorch's compiled runtimes
+COMPILED = ("compiled_fp32", "pt2e_int8", "eager_bf16", "compiled_bf16")  # PyTorch's other runtimes
+BF16 = ("eager_bf16", "compiled_bf16")
+NO_BF16 = "not supported on this CPU: no native bf16 (AVX512-BF16 or AMX)"
+OPENVINO = ("openvino_fp32", "openvino_int8")
 
 
 class Int8Parameters(Parameters):
@@ -84,16 +89,22 @@ def int8_model_or_reason(ctx: Context, case: Case, base: Artifact) -> tuple[torc
 
 
 def compiled_twins(ctx: Context, case: Case, base: Artifact) -> dict[str, tuple[Any, float] | str]:
-    """The base compiled by Inductor (fp32) and quantized by PT2E then compiled (int8): runtime
-    -> (callable, seconds compiling took), or why it could not be made (one line). Made once
-    per process and base; the first call (compiling) is made at batch 1, latency's first."""
+    """The base compiled by Inductor (fp32), quantized by PT2E then compiled (int8), and in bf16
+    (eager and compiled) where the CPU computes bf16 natively: runtime -> (callable, seconds
+    compiling took), or why it could not be made (one line; bf16 elsewhere: ``NO_BF16``, never
+    fp32 under a bf16 label). Made once per process and base; the first call (compiling) is
+    made at batch 1, latency's first."""
     def attempt() -> dict[str, tuple[Any, float] | str]:
         model, size = cpu_copy(base.model).eval(), base.meta["input_size"]
         example = torch.rand(1, 3, size, size)
         makers = {"compiled_fp32": lambda: compile_fp32(model, example),
-                  "pt2e_int8": lambda: compile_pt2e_int8(model, example, calibration(ctx, case, base))}
+                  "pt2e_int8": lambda: compile_pt2e_int8(model, example, calibration(ctx, case, base)),
+                  "eager_bf16": lambda: eager_bf16(model, example), "compiled_bf16": lambda: compile_bf16(model, example)}
         twins: dict[str, tuple[Any, float] | str] = {}
         for runtime, make in makers.items():
+            if runtime in BF16 and not cpu_has_native_bf16():
+                twins[runtime] = NO_BF16
+                continue
             try:
                 twins[runtime] = make()
             except CompileError as exc:
@@ -101,6 +112,28 @@ def compiled_twins(ctx: Context, case: Case, base: Artifact) -> dict[str, tuple[
         return twins
 
     return ctx.memo(("compiled", base.key), attempt)
+
+
+def openvino_twins(ctx: Context, case: Case, base: Artifact, threads: int = 1) -> dict[str, tuple | str]:
+    """The base's ONNX export on OpenVINO (f32) and NNCF's int8 of it: runtime -> (callable,
+    seconds quantizing and compiling took, the configuration it reports), or why it could not
+    be made (one line: the extra missing, or the error). Made once per process and base."""
+    def attempt() -> dict[str, tuple | str]:
+        if (reason := openvino_runtime.missing()) is not None:
+            return dict.fromkeys(OPENVINO, reason)
+        fp32_path, _ = onnx_files(ctx, case, base)
+        makers = {"openvino_fp32": lambda: str(fp32_path),
+                  "openvino_int8": lambda: openvino_runtime.quantize_int8(fp32_path, calibration(ctx, case, base))}
+        twins: dict[str, tuple | str] = {}
+        for runtime, make in makers.items():
+            try:
+                twins[runtime] = openvino_runtime.compiled(make, threads)
+            except Exception as exc:  # OpenVINO and NNCF raise many kinds; each is one line here
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                twins[runtime] = f"{runtime} failed: {type(exc).__name__}: {first[:300]}"
+        return twins
+
+    return ctx.memo(("openvino", base.key, threads), attempt)
 
 
 def onnx_files(ctx: Context, case: Case, base: Artifact) -> tuple[Path, Path]:

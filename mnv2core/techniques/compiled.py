@@ -1,4 +1,5 @@
-"""PyTorch's compiled runtimes of a base model (``deploy.compiled``): Inductor-compiled fp32
+"""PyTorch's compiled runtimes of a base model (``deploy.compiled``): Inductor-compiled fp32,
+bf16 (eager and compiled, where the CPU has native bf16; elsewhere skipped as not supported)
 and PT2E int8 (torchao's X86InductorQuantizer, compiled), their test accuracy, agreement with
 eager PyTorch and compile time. Their latency is timed by the latency technique, beside the
 other runtimes; compiling is never part of it. A runtime that cannot be made is skipped with
@@ -13,7 +14,8 @@ from ..context import Artifact, Case, Context
 from ..datasets import eval_batches
 from ..deploy.compiled import versions
 from ..deploy.latency import cpu_copy
-from ..deploy.twins import COMPILED, compiled_twins, test_set
+from ..deploy.twins import BF16, COMPILED, compiled_twins, test_set
+from ..execution import cpu_has_native_bf16
 from ..metrics import LOWER, Metric, accuracy, info
 from ..registry import DEPLOYMENT, Technique, present, register, require
 from ..schema import Fraction, Parameters
@@ -21,6 +23,10 @@ from ..schema import Fraction, Parameters
 METRICS = (
     accuracy(doc="test accuracy of the Inductor-compiled fp32 model", runtime="compiled fp32"),
     accuracy("pt2e_int8_accuracy", "test accuracy of PT2E int8, compiled", runtime="PT2E int8"),
+    accuracy("eager_bf16_accuracy", "test accuracy of eager PyTorch in bf16 (CPUs with native bf16)",
+             runtime="eager bf16"),
+    accuracy("compiled_bf16_accuracy", "test accuracy of Inductor-compiled bf16 (CPUs with native bf16)",
+             runtime="compiled bf16"),
     accuracy("eager_accuracy", "test accuracy of the eager fp32 model on the same images", gated=False),
     accuracy("top1_agreement", "share of test images where compiled fp32 and eager pick the same class"),
     Metric("pt2e_int8_drop", "fraction", LOWER, True, "accuracy", doc="eager fp32 minus PT2E int8 accuracy"),
@@ -35,8 +41,9 @@ class CompiledParameters(Parameters):
 
 
 def machine() -> dict[str, Any]:
-    """Inductor generates kernels for this CPU's ISA: its accuracy is of that ISA."""
-    return {"cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    """Inductor generates kernels for this CPU's ISA: its accuracy is of that ISA, and bf16
+    runs only where the CPU computes it natively."""
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": cpu_has_native_bf16()}
 
 
 def measure(ctx: Context, case: Case, base: Artifact) -> dict[str, Any]:
@@ -64,6 +71,7 @@ def measure(ctx: Context, case: Case, base: Artifact) -> dict[str, Any]:
     if "pt2e_int8" in made:
         metrics.update(pt2e_int8_accuracy=scores["pt2e_int8"],
                        pt2e_int8_drop=scores["eager"] - scores["pt2e_int8"])
+    metrics.update({f"{runtime}_accuracy": scores[runtime] for runtime in BF16 if runtime in made})
     return metrics
 
 
@@ -74,18 +82,26 @@ def check(m: dict, case: Case) -> None:
     if "pt2e_int8_drop" in m:
         require(m["pt2e_int8_drop"] <= m["max_drop"],
                 f"PT2E int8 loses {100 * m['pt2e_int8_drop']:.1f} points, more than max_drop {m['max_drop']}")
+    for runtime in BF16:
+        if f"{runtime}_accuracy" in m:
+            drop = m["eager_accuracy"] - m[f"{runtime}_accuracy"]
+            require(drop <= m["max_drop"], f"{runtime} loses {100 * drop:.1f} points, more than max_drop {m['max_drop']}")
 
 
 def rows(found) -> list[dict]:
     return [{"model": base, "eager acc": f"{m['eager_accuracy']:.3f}",
              "compiled fp32 acc": f"{m['accuracy']:.3f}" if "accuracy" in m else "skipped",
              "PT2E int8 acc": f"{m['pt2e_int8_accuracy']:.3f}" if "pt2e_int8_accuracy" in m else "skipped",
-             "compile s (fp32 / int8)": " / ".join(f"{m['compile_seconds'][r]:.1f}" if r in m["compile_seconds"]
-                                                   else "-" for r in COMPILED)}
+             "bf16 acc (eager / compiled)": " / ".join(f"{m[f'{r}_accuracy']:.3f}" if f"{r}_accuracy" in m
+                                                       else "-" for r in BF16),
+             "compile s (fp32 / int8 / bf16)": " / ".join(f"{m['compile_seconds'][r]:.1f}"
+                                                          if r in m["compile_seconds"] else "-"
+                                                          for r in ("compiled_fp32", "pt2e_int8", "compiled_bf16"))}
             for base, m in found if "eager_accuracy" in m]
 
 
-register(Technique("compiled", DEPLOYMENT, "PyTorch compiled (Inductor fp32, PT2E int8)", measure=measure,
+register(Technique("compiled", DEPLOYMENT, "PyTorch compiled (Inductor fp32, PT2E int8, bf16)", measure=measure,
                    reusable=True, machine=machine, check=check, params=CompiledParameters, thresholds=("max_drop",),
                    metrics=METRICS))
-present("compiled", table=("PyTorch compiled: Inductor fp32 and PT2E int8 (torchao X86InductorQuantizer)", rows))
+present("compiled", table=("PyTorch compiled: Inductor fp32, PT2E int8 (torchao X86InductorQuantizer), bf16 "
+                           "where the CPU has it", rows))

@@ -1,5 +1,6 @@
-"""CPU latency of a base model: eager fp32, FX int8, ORT fp32 and ORT int8, timed in alternating
-rounds in one process."""
+"""CPU latency of a base model: eager fp32, FX int8, ORT fp32 and ORT int8, and where the
+profile deploys them PyTorch's compiled runtimes and OpenVINO's, timed in alternating rounds
+in one process."""
 from __future__ import annotations
 
 from typing import Any
@@ -7,7 +8,7 @@ from typing import Any
 from ..context import Artifact, Case, Context
 from ..deploy.latency import cpu_copy, time_runners
 from ..deploy.onnx_runtime import int8_kernels, ort_session
-from ..deploy.twins import compiled_twins, int8_model_or_reason, onnx_files
+from ..deploy.twins import compiled_twins, int8_model_or_reason, onnx_files, openvino_twins
 from ..metrics import info, ms, speedup
 from ..registry import DEPLOYMENT, Technique, present, register, require
 from ..schema import NonNegative, Parameters, Positive
@@ -19,6 +20,11 @@ METRICS = (
     ms("latency.ort_int8_b*_ms", "median ms per batch, ONNX Runtime static int8", "ORT int8"),
     ms("latency.compiled_fp32_b*_ms", "median ms per batch, Inductor-compiled fp32", "compiled fp32"),
     ms("latency.pt2e_int8_b*_ms", "median ms per batch, PT2E int8 compiled by Inductor", "PT2E int8"),
+    ms("latency.eager_bf16_b*_ms", "median ms per batch, eager PyTorch bf16 (CPUs with native bf16)", "eager bf16"),
+    ms("latency.compiled_bf16_b*_ms", "median ms per batch, Inductor-compiled bf16 (CPUs with native bf16)",
+       "compiled bf16"),
+    ms("latency.openvino_fp32_b*_ms", "median ms per batch, OpenVINO at f32", "OpenVINO fp32"),
+    ms("latency.openvino_int8_b*_ms", "median ms per batch, OpenVINO, NNCF int8", "OpenVINO int8"),
     info("latency_iqr.*", "ms", "interquartile range of the rounds"),
     speedup("speedup.*", "eager fp32 time over the runtime's, same batch, alternating rounds"),
     info("fastest", "text", "the fastest runtime per batch size"), info("runtimes", "list"),
@@ -40,10 +46,13 @@ def measure(ctx: Context, case: Case, base: Artifact) -> dict[str, Any]:
                "ort_fp32": lambda images: session.run(None, {"images": images.numpy()}),
                "ort_int8": lambda images: int8_session.run(None, {"images": images.numpy()})}
     skipped = {"fx_int8": fx_skipped} if fx_skipped else {}
-    if ctx.profile.deploys("compiled", case.dataset, case.model, case.base):  # the compiled runtimes run here
-        for runtime, twin in compiled_twins(ctx, case, base).items():
-            runners[runtime] = None if isinstance(twin, str) else twin[0]
-            skipped.update({runtime: twin} if isinstance(twin, str) else {})
+    optional = {"compiled": lambda: compiled_twins(ctx, case, base),
+                "openvino": lambda: openvino_twins(ctx, case, base, params["threads"])}
+    for deployment, twins in optional.items():
+        if ctx.profile.deploys(deployment, case.dataset, case.model, case.base):  # its runtimes run here
+            for runtime, twin in twins().items():
+                runners[runtime] = None if isinstance(twin, str) else twin[0]
+                skipped.update({runtime: twin} if isinstance(twin, str) else {})
     runners = {name: run for name, run in runners.items() if run is not None}
     timed = time_runners(runners, size, params["batch_sizes"], params["warmup"], params["rounds"],
                          params["threads"], ctx.timer)
