@@ -9,7 +9,10 @@ truncated file is detected on load and rebuilt. The root may also be a shared st
 (``s3://bucket/prefix``, any fsspec URL: ``store.SharedStore``), published payload first and
 manifest last; files kept beside the artifacts (ONNX exports, spectra, plots) then stay in a
 local folder, and the lock that keeps this machine's workers from building one entry twice
-lives in the local temp folder. A read-only cache folder (one that cannot
+lives in the local temp folder. When the shared store stops answering (``store``: retried for
+a bounded time), an entry built meanwhile is kept in this machine's spill folder, served from
+there, and published by the next run here; an entry that cannot be read is never rebuilt for
+that alone: the run stops in one line. A read-only cache folder (one that cannot
 take a lock file) still serves the entries it holds; building a missing one there fails in
 one line.
 """
@@ -30,7 +33,7 @@ from typing import Any
 import torch
 from filelock import FileLock, Timeout
 
-from .errors import ConfigError, StorageError
+from .errors import ConfigError, StorageError, StoreUnavailable
 from .fingerprint import code_fingerprint
 from .keys import ArtifactKey
 from .store import CorruptEntry, SharedStore, is_shared, local_path
@@ -77,6 +80,18 @@ class ArtifactCache:
             self.locks.mkdir(parents=True, exist_ok=True)
         self.files = Path(self.files or (self.root if self.shared is None else SHARED_FILES))
         self.files.mkdir(parents=True, exist_ok=True)
+        if self.shared is not None:
+            self.spill = self.files / "spill" / url_hash  # entries built while the store was down
+            self._publish_spilled()
+
+    def _publish_spilled(self) -> None:
+        """Publish the entries an earlier run here built while the store was down."""
+        for path in sorted(self.spill.glob("*.pt")) if self.spill.is_dir() else []:
+            with FileLock(str(self.locks / path.name) + ".lock"):
+                if path.exists():
+                    self.shared.write(path.stem, path.read_bytes())
+                    path.unlink()
+                    log.info("published %s, kept in %s while the store was down", path.stem, self.spill)
 
     def path_for(self, key: ArtifactKey) -> Path | str:
         return self._where(_checked(key).entry)
@@ -87,7 +102,9 @@ class ArtifactCache:
     def holds(self, key: ArtifactKey) -> bool:
         """Whether an entry of ``key`` is there (not read: a corrupt one is rebuilt when fetched)."""
         entry = _checked(key).entry
-        return self.shared.published(entry) if self.shared else (self.root / f"{entry}.pt").exists()
+        if self.shared is None:
+            return (self.root / f"{entry}.pt").exists()
+        return (self.spill / f"{entry}.pt").exists() or self.shared.published(entry)
 
     def fetch(self, key: ArtifactKey, build: Callable[[], dict[str, Any]]) -> CacheResult:
         """Load the entry of ``key``, or build, save and return it. ``build`` returns a dict
@@ -137,17 +154,21 @@ class ArtifactCache:
 
     def _load(self, path: Path | str, key: str, entry_name: str) -> dict[str, Any] | None:
         try:
-            if self.shared is not None:
+            if self.shared is not None and (self.spill / f"{entry_name}.pt").exists():
+                source: Any = self.spill / f"{entry_name}.pt"  # built here while the store was down
+            elif self.shared is not None:
                 data = self.shared.read(entry_name)
                 if data is None:
                     return None
-                source: Any = io.BytesIO(data)
+                source = io.BytesIO(data)
             elif not path.exists():
                 return None
             else:
                 source = path
             entry = torch.load(source, map_location="cpu", weights_only=True)
             problem = _entry_problem(entry, key)
+        except StoreUnavailable:
+            raise  # an outage, not a corrupt entry: nothing is rebuilt for it
         except CorruptEntry as exc:
             problem = str(exc)
         except Exception as exc:  # any unreadable file is a corrupt entry
@@ -158,11 +179,17 @@ class ArtifactCache:
             return None
         return entry
 
-    def _save(self, path: Path | str, entry_name: str, entry: dict[str, Any]) -> None:
-        if self.shared is not None:
+    def _save(self, path: Path | str, entry_name: str, entry: dict[str, Any], local: bool = False) -> None:
+        if self.shared is not None and not local:
             buffer = io.BytesIO()
             torch.save(entry, buffer)
-            self.shared.write(entry_name, buffer.getvalue())
+            try:
+                self.shared.write(entry_name, buffer.getvalue())
+            except StoreUnavailable:
+                self.spill.mkdir(parents=True, exist_ok=True)
+                self._save(self.spill / f"{entry_name}.pt", entry_name, entry, local=True)
+                log.warning("artifact store %s is down: %s is kept in %s until a run here publishes it",
+                            self.shared.url, entry_name, self.spill)
             return
         handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
         try:

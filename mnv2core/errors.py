@@ -28,3 +28,12 @@ class NotApplicable(Mnv2BenchError):
 
 class StorageError(Mnv2BenchError):
     """A cache or results folder cannot take a write (a full disk)."""
+
+
+class StoreUnavailable(StorageError):
+    """A shared artifact store that did not answer within its retry time: the run stops (an
+    unreachable store is never taken for a missing or corrupt entry)."""
+
+
+class InconsistentEntry(Mnv2BenchError):
+    """A cached model whose record contradicts itself: changed after it was written."""

@@ -20,7 +20,7 @@ from .compression.architecture import restore_model
 from .context import Artifact, Case
 from .datasets import DatasetSplits, apply_source_overrides, load_dataset
 from .deploy.latency import Timer, measure_latencies
-from .errors import ConfigError
+from .errors import ConfigError, InconsistentEntry
 from .execution import Execution, keep_freed_memory
 from .fingerprint import code_fingerprint
 from .frozen_features import FeatureStore
@@ -32,7 +32,7 @@ from .registry import Catalogue, Technique, require
 from .seeding import derive_seed, seed_everything
 from .start_weights import StartWeights
 from .techniques import catalogue
-from .training import evaluate
+from .training import evaluate, history_disagreement
 
 log = logging.getLogger("mnv2bench.study")
 
@@ -197,6 +197,11 @@ class Study:
             test_accuracy, _ = self._reused(case, "accuracy", artifact, {}, evaluated)
             measured = {**test_accuracy, **artifact.meta.get("metrics", {})}
             history, train_seconds = artifact.meta["history"], artifact.meta["train_seconds"]
+            problem = history_disagreement(test_accuracy["accuracy"], history)
+            if problem is not None:  # the digests catch corruption; this, entries edited with their digests
+                raise InconsistentEntry(f"{case.id}: {problem}: its cache entries were changed after they were "
+                                        f"written. Rebuild them with --refresh, and check who can write to "
+                                        f"{self.settings.cache_dir}")
         if technique.measure is not None:
             def measure() -> dict[str, Any]:
                 return technique.measure(self, case, artifact)

@@ -40,6 +40,24 @@ class EpochStats:
         return {k: v for k, v in stats.items() if (k, v) not in (("val_accuracy", None), ("kept", False))}
 
 
+HISTORY_TOLERANCE = 0.005  # a model's test accuracy against its own history's: another CPU's kernels may flip an image
+
+
+def history_disagreement(accuracy: float, epochs: list[dict]) -> str | None:
+    """Why a model's test ``accuracy`` cannot be the one its training history ended with
+    (its last training, where a build trained several times: pruning's rounds), or None.
+    Undecided (None) where the history does not say: no epochs, or a validation split that
+    kept the starting weights."""
+    starts = [i for i, epoch in enumerate(epochs) if epoch.get("epoch") == 1]
+    last = epochs[starts[-1]:] if starts else epochs
+    if not last or ("val_accuracy" in last[-1] and not any(e.get("kept") for e in last)):
+        return None
+    ended = ended_accuracy(last, float("nan"))
+    if abs(accuracy - ended) <= HISTORY_TOLERANCE:
+        return None
+    return f"its test accuracy is {accuracy:.4f} but its own training history ended at {ended:.4f}"
+
+
 def ended_accuracy(epochs: list[dict], start: float) -> float:
     """Test accuracy of the weights a training ends with, read from its epochs' records: the
     epoch validation kept, ``start`` (the accuracy before training) when it kept none, the last

@@ -322,3 +322,24 @@ def test_a_model_marked_trained_without_weights_fails_in_one_line_naming_the_opt
     with pytest.raises(WeightsUnavailableError, match="resnet20 is marked trained .* --weights resnet20=PATH or "
                                                       "MNV2BENCH_WEIGHTS_RESNET20=PATH"):
         trained.start_model("resnet20", 10, 32, pretrained=True)
+
+
+def test_a_cached_accuracy_edited_with_its_digest_recomputed_contradicts_its_history(study, tmp_path):
+    """The digests catch corruption, not tampering: a record whose test accuracy its own
+    training history contradicts is refused in one line naming the fix."""
+    import shutil
+
+    from mnv2core.cache import payload_digest
+    from mnv2core.errors import InconsistentEntry
+    honest = run(study, "partial_ft")
+    forged_cache = tmp_path / "cache"
+    shutil.copytree(study.settings.cache_dir, forged_cache)
+    (entry,) = forged_cache.glob("tiny-mobilenet_v2-partial_ft-accuracy-*.pt")
+    content = torch.load(entry, weights_only=True)
+    content["payload"]["metrics"]["accuracy"] = min(1.0, honest["accuracy"] + 0.25)
+    content["digest"] = payload_digest(content["payload"])
+    torch.save(content, entry)
+    forged = Study(study.profile, dataclasses.replace(study.settings, cache_dir=forged_cache))
+    with pytest.raises(InconsistentEntry, match=r"tiny-mobilenet_v2-partial_ft: its test accuracy is .* but its own "
+                                                r"training history ended at .*--refresh"):
+        forged.run_case(forged.case("tiny", "partial_ft"))

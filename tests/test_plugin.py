@@ -251,11 +251,42 @@ def test_the_grid_runs_on_a_shared_s3_cache_and_a_second_run_builds_nothing(grid
     assert "artifacts built: 0," in second.stdout.str()
 
 
-def test_missing_real_data_fails_with_a_readable_message(grid, tmp_path):
-    result = grid("--data-source", "tiny=cifar10", "--data-root", str(tmp_path / "empty"), "-k", "scratch")
-    result.assert_outcomes(failed=1, deselected=8)
-    result.stdout.fnmatch_lines(["*DataNotFoundError: CIFAR-10 not found*--download*"])
-    assert "Traceback" not in result.stdout.str()
+def test_a_store_that_does_not_answer_stops_the_run_in_one_line(grid, tmp_path, monkeypatch):
+    for name, value in {"FSSPEC_S3_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "testing",
+                        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+                        "AWS_MAX_ATTEMPTS": "1", "MNV2BENCH_STORE_RETRY_S": "1"}.items():
+        monkeypatch.setenv(name, value)  # nothing listens on port 9
+    result = grid("--cache-dir", "s3://mnv2bench-down/x", "-k", "scratch or full_ft")
+    output = result.stdout.str()
+    assert "! Interrupted: StoreUnavailable: artifact store s3://mnv2bench-down/x did not answer (open: " in output
+    assert "--cache-dir" in output and "Traceback" not in output
+    assert "1 error in" in output  # the second selected case never starts
+
+
+def test_missing_real_data_stops_the_run_at_start_up_in_one_line(grid, tmp_path):
+    result = grid("--data-source", "tiny=cifar10", "--data-root", str(tmp_path / "empty"), "-k", "scratch or kd")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    output = result.stdout.str() + result.stderr.str()
+    assert output.count("DataNotFoundError: CIFAR-10 not found") == 1 and "--download" in output
+    assert "Traceback" not in output and not list((tmp_path / "results").glob("records-*.jsonl"))
+
+
+def test_undecodable_images_stop_the_run_once_each_named_once(grid, tmp_path):
+    """Under -n 2 too: the controller reads the folder once, before any worker runs a case."""
+    from PIL import Image
+    for split in ("train", "test"):
+        for name in ("cat", "dog"):
+            (tmp_path / "woof" / split / name).mkdir(parents=True)
+            for i in range(4):
+                Image.new("RGB", (32, 32), (40 * i, 80, 120)).save(tmp_path / "woof" / split / name / f"{i}.png")
+    (tmp_path / "woof" / "train" / "cat" / "notes.png").write_text("text saved as a png")
+    (tmp_path / "woof" / "test" / "dog" / "empty.jpg").write_bytes(b"")
+    result = grid("-n", "2", "--data-source", "tiny=imagefolder:" + str(tmp_path / "woof"), "-k", "scratch or kd")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    output = result.stdout.str() + result.stderr.str()
+    assert output.count("notes.png") == 1 and output.count("empty.jpg") == 1, output
+    assert "ERROR: DataNotFoundError: 2 image(s) cannot be decoded" in output and "Traceback" not in output
+    assert not list((tmp_path / "results").glob("records-*.jsonl"))  # no case ran
 
 
 # the tiny grid with retrained compressions (MobileNetV2 has dropout) and a measurement of a

@@ -90,3 +90,65 @@ def test_file_urls_and_paths_are_local_folders(tmp_path):
     built = []
     ArtifactCache(f"file://{tmp_path}").fetch(KEY, build(built))
     assert ArtifactCache(tmp_path).fetch(KEY, build(built)).status == "loaded" and len(built) == 1
+
+
+@pytest.fixture
+def impatient(monkeypatch):
+    """A store that does not answer is given up on after one second, not a minute."""
+    monkeypatch.setenv("MNV2BENCH_STORE_RETRY_S", "1")
+
+
+def test_a_store_down_from_the_start_stops_in_one_line_naming_it(impatient, tmp_path):
+    from mnv2core.errors import StoreUnavailable
+    dead = {"key": "k", "secret": "s", "skip_instance_cache": True,
+            "client_kwargs": {"endpoint_url": "http://127.0.0.1:9", "region_name": "eu-west-1"},
+            "config_kwargs": {"connect_timeout": 1, "retries": {"max_attempts": 1}}}
+    with pytest.raises(StoreUnavailable) as error:
+        ArtifactCache("s3://mnv2bench-test/down", files=tmp_path / "files", storage_options=dead)
+    message = str(error.value)
+    assert message.startswith("artifact store s3://mnv2bench-test/down did not answer (open: ")
+    assert "--cache-dir" in message and "\n" not in message
+
+
+def outage(store):
+    """Every call to ``store``'s file system fails as a lost connection does."""
+    def refused(*args, **kwargs):
+        raise ConnectionRefusedError(111, "Connection refused")
+    for name in ("cat_file", "pipe_file", "exists", "makedirs"):
+        setattr(store.fs, name, refused)
+
+
+def test_an_outage_is_never_a_corrupt_entry_and_nothing_is_rebuilt_for_it(s3, impatient, tmp_path, caplog):
+    from mnv2core.errors import StoreUnavailable
+    built = []
+    s3(tmp_path).fetch(KEY, build(built))
+    cache = s3(tmp_path)
+    outage(cache.shared)
+    with pytest.raises(StoreUnavailable, match="did not answer \\(read: ConnectionRefusedError"):
+        cache.fetch(KEY, build(built))
+    assert len(built) == 1 and "is corrupt" not in caplog.text and not any(e == "corrupt" for _, e in cache.events)
+    with pytest.raises(StoreUnavailable):  # taken as down from then on, without waiting again
+        cache.fetch(ArtifactKey("toy", "toy", {"lr": 0.3}, "code"), build(built))
+    assert len(built) == 1
+
+
+def test_what_a_host_builds_during_an_outage_is_spilled_served_and_published_by_the_next_run(s3, impatient,
+                                                                                              tmp_path):
+    built, other = [], ArtifactKey("toy", "toy", {"lr": 0.4}, "code")
+    cache = s3(tmp_path)
+    real_pipe = cache.shared.fs.pipe_file
+
+    def refused(*args, **kwargs):
+        raise ConnectionRefusedError(111, "Connection refused")
+    cache.shared.fs.pipe_file = refused  # reads answer (nothing there yet), writes do not
+    result = cache.fetch(other, build(built, 4.0))
+    assert result.status == "built" and torch.equal(result.payload["weights"], torch.full((2, 3), 4.0))
+    spilled = list((tmp_path / "files" / "spill").rglob("*.pt"))
+    assert [p.stem for p in spilled] == [other.entry]
+    cache.shared.fs.pipe_file = real_pipe
+    assert cache.fetch(other, build(built)).status == "loaded" and len(built) == 1  # served from the spill
+    assert not s3(tmp_path).shared.published(other.entry) or not spilled[0].exists()
+    nxt = s3(tmp_path)  # the next run on this host publishes it
+    assert nxt.shared.published(other.entry) and not spilled[0].exists()
+    elsewhere = s3(tmp_path / "another-host")
+    assert elsewhere.fetch(other, build(built)).status == "loaded" and len(built) == 1

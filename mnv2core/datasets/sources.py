@@ -101,8 +101,10 @@ def read_image_folder(path: Path, native_size: int) -> RawSplits:
     train_files, classes = _list_split(path, "train", None)
     test_files, _ = _list_split(path, "test", classes)
     log.info("decoding %d images from %s", len(train_files) + len(test_files), path)
-    return RawSplits(_decode_all(train_files, native_size), _decode_all(test_files, native_size),
-                     classes, str(path))
+    images = _decode_all(train_files + test_files, native_size)
+    train, test = (ImageSet(images.images[part], images.labels[part])
+                   for part in (slice(0, len(train_files)), slice(len(train_files), None)))
+    return RawSplits(train, test, classes, str(path))
 
 
 SIZE_SAMPLE = 1000  # training images whose headers decide an undeclared folder's size
@@ -177,14 +179,19 @@ def _list_split(path: Path, split: str, classes: tuple[str, ...] | None):
     return files, classes
 
 
+UNDECODABLE_LISTED = 5  # undecodable files named in the error; the rest are counted
+
+
 def _decode_all(files: list[tuple[Path, int]], native_size: int) -> ImageSet:
-    def decode(item):
+    """Every image decoded and brought to ``native_size``; the files that cannot be decoded
+    are all reported in one error, each once."""
+    def decode(item) -> torch.Tensor | str:
         file, _ = item
         try:
             with Image.open(file) as handle:
                 pixels = np.asarray(handle.convert("RGB"))
-        except (OSError, UnidentifiedImageError) as exc:
-            raise DataNotFoundError(f"cannot decode image {file}: {exc}") from None
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            return f"{file} ({str(exc).replace(repr(str(file)), '').replace(str(file), '').strip()})"
         image = torch.from_numpy(pixels.copy()).permute(2, 0, 1)
         if image.shape[-2:] != (native_size, native_size):
             image = ImageSet(image[None], torch.zeros(1, dtype=torch.int64)).resized(native_size).images[0]
@@ -192,6 +199,11 @@ def _decode_all(files: list[tuple[Path, int]], native_size: int) -> ImageSet:
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         images = list(pool.map(decode, files, chunksize=256))
+    failed = [image for image in images if isinstance(image, str)]
+    if failed:
+        more = f"; and {len(failed) - UNDECODABLE_LISTED} more" if len(failed) > UNDECODABLE_LISTED else ""
+        raise DataNotFoundError(f"{len(failed)} image(s) cannot be decoded: {'; '.join(failed[:UNDECODABLE_LISTED])}"
+                                f"{more}. Replace or remove them")
     labels = torch.tensor([label for _, label in files], dtype=torch.int64)
     return ImageSet(torch.stack(images), labels)
 
