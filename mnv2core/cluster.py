@@ -13,6 +13,8 @@ evaluates or measures and returns the case's record (timed cases on a worker off
 """
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import dataclasses
 import logging
 import os
@@ -28,7 +30,7 @@ import torch
 
 from .context import Case
 from .datasets import parse_source_override
-from .errors import ConfigError, Mnv2BenchError
+from .errors import ClusterLost, ConfigError, Mnv2BenchError
 from .grid import schedule_rank
 from .planning import Node, Plan
 from .profiles import Profile
@@ -45,6 +47,7 @@ GPU = "GPU"  # asked for by every task when the device is CUDA
 CONNECT_TIMEOUT = "20s"
 RESOURCE_WAIT_S = 60.0  # how long a run waits for a worker offering a resource its tasks ask for
 SCHEDULER_FILE_WAIT_S = 60.0  # how long a run waits for a scheduler file to appear
+BUILT_BY_ANOTHER_RUN = "built by another run"  # a cache event: a shared task another client submitted first
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,7 @@ class ClusterRun:
     def __init__(self, client, profile: Profile, settings: Settings, threads: int | None,
                  techniques: Catalogue | None = None):
         self.client = client
+        self.address = client.scheduler.address
         self.catalogue = techniques or catalogue()
         settings = absolute_settings(settings)
         if not is_shared(settings.cache_dir):
@@ -156,20 +160,37 @@ class ClusterRun:
             raise self.failures[case.id]
         if case.id not in self.futures:
             self.submit([case])
-        result = self.futures[case.id].result()
-        record = result["record"]
-        if record["cache"]["key"]:  # its own model: built or loaded by its node's task, not by this one
-            record["cache"]["status"] = self.futures[self.needs[case.id][0]].result()["status"]
-        record["cache"]["events"] = self._build_events(case) + record["cache"]["events"]
+        with self._scheduler_answers():
+            result = self.futures[case.id].result()
+            record = result["record"]
+            if record["cache"]["key"]:  # its own model: built or loaded by its node's task, not by this one
+                record["cache"]["status"] = self.futures[self.needs[case.id][0]].result()["status"]
+            record["cache"]["events"] = self._build_events(case) + record["cache"]["events"]
         self._write_files(record, result["files"])
         return record
 
     def check(self, case: Case, record: dict[str, Any]) -> None:
         self.plan.study.check(case, record)
 
+    @contextlib.contextmanager
+    def _scheduler_answers(self):
+        """A scheduler lost mid-run (its futures cancelled, its connection closed) is one
+        ClusterLost line, which stops the run; a task's own error passes through."""
+        from distributed.client import FutureCancelledError
+        from distributed.comm.core import CommClosedError
+
+        try:
+            yield
+        except (FutureCancelledError, CommClosedError, concurrent.futures.CancelledError) as exc:
+            reason = getattr(exc, "reason", None) or type(exc).__name__
+            raise ClusterLost(f"the Dask scheduler at {self.address} stopped answering ({reason}): restart it and "
+                              f"rerun; what its workers published stays in the cache") from None
+
     def _build_events(self, case: Case) -> list[list[str]]:
         """The cache events of the builds ``case`` waited for that no earlier record carried,
-        so that a run's records count every build once."""
+        so that a run's records count every build once. A build another client's run asked
+        for first (Dask runs one task per key, for every client that wants it) is that run's:
+        here it counts as BUILT_BY_ANOTHER_RUN, not as built."""
         pending, stack = [], list(self.needs.get(case.id, ()))
         while stack:
             key = stack.pop()
@@ -178,7 +199,8 @@ class ClusterRun:
                 pending.append(key)
                 stack.extend(self.plan.nodes[key].upstream)
         results = self.client.gather([self.futures[key] for key in pending])
-        return [list(event) for result in results for event in result["events"]]
+        return [[name, status if status != "built" or result.get("run") == self.run.token else BUILT_BY_ANOTHER_RUN]
+                for result in results for name, status in result["events"]]
 
     def _write_files(self, record: dict[str, Any], files: dict[str, tuple[str, bytes]]) -> None:
         """Plots a worker made, written where this run keeps its plots; the record names them there."""
@@ -273,7 +295,7 @@ def build_node(run: RunSpec, node: Node, *upstream: dict) -> dict[str, Any]:
             entry, status = study.start_weights.pretext_key(*args).entry, None
         if entry != node.key:  # the worker's study keys it otherwise than the client's (another profile or code)
             raise RuntimeError(f"{node.target}: the plan keyed it {node.key} but the worker built {entry}")
-        return {"status": status, "events": study.cache.events[before:], "host": platform.node()}
+        return {"status": status, "events": study.cache.events[before:], "host": platform.node(), "run": run.token}
 
 
 def run_case(run: RunSpec, case: Case, *upstream: dict) -> dict[str, Any]:

@@ -30,9 +30,18 @@ class StorageError(Mnv2BenchError):
     """A cache or results folder cannot take a write (a full disk)."""
 
 
-class StoreUnavailable(StorageError):
+class StopsTheRun(Mnv2BenchError):
+    """An error every later case would repeat (the store or the cluster is gone): the run
+    stops at the first one, in one line."""
+
+
+class StoreUnavailable(StorageError, StopsTheRun):
     """A shared artifact store that did not answer within its retry time: the run stops (an
     unreachable store is never taken for a missing or corrupt entry)."""
+
+
+class ClusterLost(StopsTheRun):
+    """The Dask scheduler stopped answering during a run."""
 
 
 class InconsistentEntry(Mnv2BenchError):

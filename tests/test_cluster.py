@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from test_plugin import REPO, REPRODUCIBLE, TINY
@@ -220,3 +221,62 @@ def test_local_cluster_stopped_by_a_signal_stops_its_command_and_every_cluster_p
     assert not survivors, f"cluster processes left running: {survivors}"
     with pytest.raises(ProcessLookupError):
         os.kill(int(pid_file.read_text()), 0)
+
+
+def test_progress_goes_to_the_current_runs_log_when_a_worker_serves_another_run(tmp_path):
+    import logging
+
+    from mnv2core.progress import log_progress_to
+    log = logging.getLogger("mnv2bench.test")
+    try:
+        log_progress_to(tmp_path / "first" / "progress.log", "worker")
+        log.info("for the first run")
+        log_progress_to(tmp_path / "second" / "progress.log", "worker")
+        log.info("for the second run")
+    finally:
+        for handler in [h for h in logging.getLogger("mnv2bench").handlers if getattr(h, "_mnv2", False)]:
+            logging.getLogger("mnv2bench").removeHandler(handler)
+            handler.close()
+    assert "for the second run" not in (tmp_path / "first" / "progress.log").read_text()
+    assert "for the second run" in (tmp_path / "second" / "progress.log").read_text()
+
+
+class Done:
+    def __init__(self, value=None, error=None):
+        self.value, self.error = value, error
+
+    def result(self):
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+def bare_run(token="mine"):
+    """A ClusterRun with no cluster behind it: what its record keeping needs, stubbed."""
+    run = cluster_module.ClusterRun.__new__(cluster_module.ClusterRun)
+    run.run, run.address, run.failures, run._reported = SimpleNamespace(token=token), "tcp://10.0.0.9:8786", {}, set()
+    run.client = SimpleNamespace(gather=lambda futures: [f.result() for f in futures])
+    return run
+
+
+def test_builds_another_clients_run_asked_for_first_are_not_counted_as_this_runs():
+    run = bare_run()
+    run.plan = SimpleNamespace(nodes={"a": SimpleNamespace(upstream=()), "b": SimpleNamespace(upstream=("a",))})
+    run.needs = {"case": ("b",)}
+    run.futures = {"a": Done({"events": [("a", "built")], "run": "theirs"}),
+                   "b": Done({"events": [("b", "built")], "run": "mine"})}
+    events = run._build_events(SimpleNamespace(id="case"))
+    assert sorted(events) == [["a", cluster_module.BUILT_BY_ANOTHER_RUN], ["b", "built"]]
+
+
+def test_a_scheduler_lost_mid_run_is_one_line_that_stops_the_run():
+    from distributed.client import FutureCancelledError
+
+    from mnv2core.errors import ClusterLost, StopsTheRun
+    run = bare_run()
+    run.futures = {"case": Done(error=FutureCancelledError("case", "scheduler-connection-lost"))}
+    with pytest.raises(ClusterLost) as error:
+        run.run_case(SimpleNamespace(id="case"))
+    assert isinstance(error.value, StopsTheRun) and "\n" not in str(error.value)
+    assert str(error.value).startswith("the Dask scheduler at tcp://10.0.0.9:8786 stopped answering "
+                                       "(scheduler-connection-lost): restart it and rerun")
