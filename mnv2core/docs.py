@@ -78,7 +78,8 @@ def _dataset_section(dataset: str, items: dict, out_dir: Path,
                   _markdown_table([{**{k: v for k, v in row.items() if k != "key"}, "front": "*" if row["key"] in front else ""}
                                    for row in variants]), ""]
         lines.append(_figure(plot_pareto(variants, front, out_dir / f"{dataset}-pareto.png", dataset), out_dir))
-    figures = [plot_convergence(mine, out_dir / f"{dataset}-convergence.png", dataset)]
+    figures = [plot_convergence(mine, out_dir / f"{dataset}-convergence.png", dataset),
+               plot_confusions(mine, out_dir / f"{dataset}-confusion.png", dataset)]
     for name in catalogue().techniques:
         page_plot = catalogue().presentation(name).page_plot
         cases = [(case_label(extra), extra.get("metrics", {})) for extra in mine.values() if method_of(extra) == name]
@@ -190,6 +191,33 @@ def plot_convergence(items: dict, path: Path, dataset: str) -> Path | None:
                   marker="o", label=technique)
     axes.set(xlabel="epoch", ylabel="accuracy", title=f"{dataset}: accuracy per epoch")
     axes.legend(fontsize=7)
+    return _save(figure, path)
+
+
+def plot_confusions(items: dict, path: Path, dataset: str) -> Path | None:
+    """The test confusion matrix of every trained model (not the compressed ones), one panel
+    each: rows the true class, columns the predicted one, coloured by the row's share."""
+    matrices = [(f"{extra.get('model', '?')} {extra['technique']}", extra["metrics"]["confusion"])
+                for extra in items.values() if extra.get("metrics", {}).get("confusion") and not extra.get("base")]
+    if not matrices:
+        return None
+    plt = _pyplot()
+    columns = min(4, len(matrices))
+    rows = -(-len(matrices) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.2 * rows), squeeze=False)
+    for panel, (title, counts) in zip(axes.flat, matrices, strict=False):
+        shares = [[count / max(1, sum(row)) for count in row] for row in counts]
+        panel.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+        if len(counts) <= 10:
+            for i, row in enumerate(counts):
+                for j, count in enumerate(row):
+                    panel.text(j, i, str(count), ha="center", va="center", fontsize=6,
+                               color="white" if shares[i][j] > 0.5 else "black")
+        panel.set(title=title, xlabel="predicted", ylabel="true")
+        panel.title.set_fontsize(8)
+    for panel in list(axes.flat)[len(matrices):]:
+        panel.axis("off")
+    figure.suptitle(f"{dataset}: test confusion matrices")
     return _save(figure, path)
 
 

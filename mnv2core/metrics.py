@@ -80,8 +80,16 @@ RECORD = (
     info("build_seconds", "s", "seconds this run spent getting the case's model: trained now, or loaded"),
     info("measure_seconds", "s", "seconds this run spent evaluating or measuring the model"),
 )
-# a trained or compressed model's test accuracy (the study evaluates it)
-TEST_ACCURACY = accuracy(doc="test accuracy", runtime="eager fp32")
+# a trained or compressed model's test accuracy and its per-class scores (the study evaluates it)
+TEST_ACCURACY = (
+    accuracy(doc="test accuracy", runtime="eager fp32"),
+    accuracy("balanced_accuracy", "mean of the per-class accuracies (recall): what accuracy means when classes are "
+                                  "imbalanced", gated=False),
+    Metric("macro_f1", "fraction", HIGHER, doc="mean over classes of F1 (precision and recall)"),
+    Metric("roc_auc", "fraction", HIGHER, doc="ROC-AUC of class 1's softmax score (two classes only)"),
+    info("per_class_accuracy", "list", "test accuracy (recall) of each class, in the dataset's class order"),
+    info("confusion", "list", "test images by true class (rows) and predicted class (columns)"),
+)
 
 
 class Declarations:

@@ -1,5 +1,6 @@
-"""Model construction: any torchvision or timm classifier, or one of the harness's builtin
-networks, described by a ``ModelSpec`` (profile data, not code). Every model takes raw
+"""Model construction: any torchvision or timm classifier, one of the harness's builtin
+networks, or a user's own (``python``: a callable in a module or a file that returns an
+``nn.Module``), described by a ``ModelSpec`` (profile data, not code). Every model takes raw
 [0, 1] RGB pixels: normalisation is its first layer, with the mean and std its library
 declares (timm's ``pretrained_cfg``, torchvision's weights transforms; builtin networks
 declare their own), so attacks, ONNX export and int8 all see the same input.
@@ -11,7 +12,14 @@ top-level child that holds it, and the pooled features are that child's input.""
 from __future__ import annotations
 
 import difflib
+import hashlib
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,7 +27,7 @@ from torch import nn
 from .errors import ConfigError
 from .networks import BUILTIN_NETWORKS
 
-SOURCES = ("torchvision", "timm", "builtin")
+SOURCES = ("torchvision", "timm", "builtin", "python")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -42,10 +50,25 @@ class ModelSpec:
     weights: str = "none"
     trained: bool = False
     pretrained_cfg: str = ""
+    # python: the callable's keyword arguments, the inputs' mean and std (ImageNet's when not
+    # declared), the classifier's module path (default: the last nn.Linear), and the sha256 of
+    # the source file the callable lives in (set when the profile loads: editing it rebuilds)
+    kwargs: tuple[tuple[str, Any], ...] = ()
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    head: str = ""
+    code: str = ""
+    # a weights file that wraps its state dict (``{"state_dict": ...}``) or prefixes its keys
+    checkpoint_key: str = ""
+    strip_prefix: str = ""
 
     def __post_init__(self):
         if not self.arch:
             object.__setattr__(self, "arch", self.name)
+        if isinstance(self.kwargs, dict):  # from a profile table or a payload
+            object.__setattr__(self, "kwargs", tuple(sorted(self.kwargs.items())))
+        for name in ("mean", "std"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
 
     @property
     def pretrained(self) -> bool:
@@ -56,6 +79,9 @@ class ModelSpec:
         """What rebuilds the network (source, arch, the config its inputs are normalised by),
         for payloads and cache keys."""
         config = {"pretrained_cfg": self.pretrained_cfg} if self.pretrained_cfg else {}
+        if self.source == "python":
+            config = {"kwargs": dict(self.kwargs), "mean": list(self.mean), "std": list(self.std), "head": self.head,
+                      "code": self.code}
         return {"name": self.name, "source": self.source, "arch": self.arch, **config}
 
 
@@ -72,12 +98,83 @@ def check_spec(spec: ModelSpec) -> None:
     if spec.pretrained_cfg and spec.source != "timm":
         raise ConfigError(f"model {spec.name}: pretrained_cfg names a timm architecture's config; "
                           f"its source is {spec.source!r} (drop pretrained_cfg, or use source = \"timm\")")
+    if spec.source == "python":
+        _check_python(spec)
+        return
     known = _known_architectures(spec.source)
     for arch in filter(None, (spec.arch, spec.pretrained_cfg)):
         if arch not in known:
             close = difflib.get_close_matches(arch, known, n=6, cutoff=0.6)
             raise ConfigError(f"unknown model {arch!r} in {spec.source}"
                               + (f"; close: {close}" if close else f"; e.g. {sorted(known)[:8]}"))
+
+
+def _check_python(spec: ModelSpec) -> None:
+    """The callable is there, mean and std have a value per channel, a named head is a module."""
+    load_callable(spec.arch, spec.name)
+    for name in ("mean", "std"):
+        if getattr(spec, name) and len(getattr(spec, name)) not in (1, 3):
+            raise ConfigError(f"model {spec.name}: {name} has {len(getattr(spec, name))} values; give 3 (RGB) or 1")
+
+
+def split_callable(arch: str, model: str) -> tuple[str, str]:
+    """("path/to/file.py" or "package.module", "callable") of ``arch``."""
+    where, _, name = arch.rpartition(":")
+    if not where or not name.isidentifier():
+        raise ConfigError(f"model {model}: arch {arch!r} must be 'package.module:callable' or "
+                          f"'path/to/file.py:callable' for source = \"python\"")
+    return where, name
+
+
+def python_source_file(arch: str, model: str) -> Path:
+    """The file the callable of ``arch`` is defined in (its module's, for a dotted name)."""
+    where, _ = split_callable(arch, model)
+    if where.endswith(".py"):
+        path = Path(where)
+        if not path.is_file():
+            raise ConfigError(f"model {model}: {path} does not exist (a path in a profile is relative to the "
+                              f"profile's folder)")
+        return path
+    try:
+        found = importlib.util.find_spec(where)
+    except (ImportError, ValueError) as exc:
+        found, reason = None, f" ({type(exc).__name__}: {exc})"
+    else:
+        reason = ""
+    if found is None or not found.origin:
+        raise ConfigError(f"model {model}: module {where!r} cannot be imported{reason}: install it, or name a "
+                          f"file, 'path/to/file.py:callable'")
+    return Path(found.origin)
+
+
+def source_digest(arch: str, model: str) -> str:
+    """sha256 (16 hex digits) of the callable's source file: part of every key built from it."""
+    return hashlib.sha256(python_source_file(arch, model).read_bytes()).hexdigest()[:16]
+
+
+def load_callable(arch: str, model: str) -> Callable[..., Any]:
+    """The callable ``arch`` names (the file or module is imported, which runs its code)."""
+    where, name = split_callable(arch, model)
+    path = python_source_file(arch, model)
+    if where.endswith(".py"):
+        module_name = f"mnv2bench_user_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]}"
+        module = sys.modules.get(module_name)
+        if module is None:
+            spec = importlib.util.spec_from_file_location(module_name, path)
+            module = importlib.util.module_from_spec(spec)
+            try:
+                spec.loader.exec_module(module)
+            except Exception as exc:
+                raise ConfigError(f"model {model}: importing {path} failed: {type(exc).__name__}: {exc}") from None
+            sys.modules[module_name] = module
+    else:
+        module = importlib.import_module(where)
+    found = getattr(module, name, None)
+    if not callable(found):
+        defined = sorted(k for k, v in vars(module).items() if callable(v) and not k.startswith("_")
+                         and getattr(v, "__module__", None) == module.__name__)
+        raise ConfigError(f"model {model}: {path} has no callable {name!r}; it defines {defined}")
+    return found
 
 
 def _known_architectures(source: str) -> list[str]:
@@ -175,6 +272,11 @@ def _head_path(spec: ModelSpec, net: nn.Module) -> str:
     if spec.source == "timm":
         return modules[id(net.get_classifier())]
     linears = [name for name, m in net.named_modules() if isinstance(m, nn.Linear)]
+    if spec.head:
+        if spec.head not in linears:
+            raise ConfigError(f"model {spec.name}: head = {spec.head!r} is not an nn.Linear of "
+                              f"{type(net).__name__}; its nn.Linear modules: {linears}")
+        return spec.head
     if not linears:
         raise ConfigError(f"model {spec.name}: no nn.Linear classifier found in {type(net).__name__}")
     return linears[-1]
@@ -184,6 +286,8 @@ def preprocessing(spec: ModelSpec, net: nn.Module | None = None) -> tuple[tuple,
     """(mean, std, grey) of the model's inputs, as its library declares them."""
     if spec.source == "builtin":
         return BUILTIN_NETWORKS[spec.arch].preprocessing
+    if spec.source == "python":
+        return spec.mean or IMAGENET_MEAN, spec.std or IMAGENET_STD, False
     if spec.source == "timm":
         if spec.pretrained_cfg:
             cfg = _timm().get_pretrained_cfg(spec.pretrained_cfg).to_dict()
@@ -222,6 +326,12 @@ def build_network(spec: ModelSpec | str, num_classes: int) -> nn.Module:
     check_spec(spec)
     if spec.source == "builtin":
         return BUILTIN_NETWORKS[spec.arch].make(num_classes)
+    if spec.source == "python":
+        net = load_callable(spec.arch, spec.name)(num_classes, **dict(spec.kwargs))
+        if not isinstance(net, nn.Module):
+            raise ConfigError(f"model {spec.name}: {spec.arch}(num_classes, **kwargs) returned a "
+                              f"{type(net).__name__}, not an nn.Module")
+        return net
     if spec.source == "timm":
         return _timm().create_model(spec.arch, pretrained=False, num_classes=num_classes)
     from torchvision.models import get_model

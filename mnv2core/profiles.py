@@ -18,7 +18,7 @@ from pydantic.dataclasses import dataclass as schema_dataclass
 
 from .errors import ConfigError
 from .gate import Tolerances
-from .models import SOURCES, ModelSpec, check_spec, default_spec
+from .models import SOURCES, ModelSpec, check_spec, default_spec, source_digest
 from .roles import Role
 from .schema import STRICT, Names, NonNegative, Positive, fields_of, parameters_schema, problems, validated
 
@@ -237,11 +237,43 @@ def load_profile(name_or_path: str, catalogue: KnownTechniques) -> Profile:
     implements, with their models and parameter defaults.
     """
     path = _resolve(name_or_path)
+    return _parse(path.stem, _read_raw(path, ()), catalogue, where=str(path))
+
+
+def _read_raw(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    """The profile's tables, those of the profile it ``extends`` (a builtin name, or a path
+    relative to it) merged under its own: tables merge key by key; a value, array included,
+    replaces the one it overrides. A python model's file is made absolute against the folder of
+    the profile that names it."""
     try:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"profile {path} is not valid TOML: {exc}") from None
-    return _parse(path.stem, raw, catalogue, where=str(path))
+    for table in raw.get("models", {}).values():
+        if isinstance(table, dict) and table.get("source") == "python" and isinstance(table.get("arch"), str):
+            where, sep, name = table["arch"].rpartition(":")
+            if sep and where.endswith(".py") and not Path(where).is_absolute():
+                table["arch"] = f"{(path.parent / where).resolve()}:{name}"
+    base = raw.pop("extends", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: extends = {base!r}; give a builtin profile's name or a .toml path")
+    relative = path.parent / base
+    base_path = _resolve(str(relative) if base.endswith(".toml") and relative.is_file() else base)
+    chain = (*chain, path.resolve())
+    if base_path.resolve() in chain:
+        cycle = " -> ".join(p.name for p in (*chain, base_path.resolve()))
+        raise ConfigError(f"{path}: extends makes a cycle ({cycle}): break it")
+    return _merged(_read_raw(base_path, chain), raw)
+
+
+def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = (_merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict)
+                       else value)
+    return merged
 
 
 def _resolve(name_or_path: str) -> Path:
@@ -292,6 +324,15 @@ class ModelTable(BaseModel):
     weights: str = "none"
     trained: bool = False
     pretrained_cfg: str | None = None  # timm: the architecture whose config (mean, std) the weights come with
+    # python: arch = "package.module:callable" or "path/file.py:callable" (relative to the profile),
+    # called as callable(num_classes, **kwargs); mean and std of its inputs; its classifier module
+    kwargs: dict[str, Any] = {}
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    head: str | None = None
+    # a weights file that wraps its state dict, or whose keys carry a prefix (DataParallel: "module.")
+    checkpoint_key: str | None = None
+    strip_prefix: str | None = None
 
 
 TRAIN_KEYS = frozenset(fields_of(TrainConfig))
@@ -384,16 +425,54 @@ def _models(raw: dict, where: str) -> dict[str, ModelSpec]:
     models = {}
     for name, table in raw.items():
         here = f"{where}: models.{name}"
-        values = {"source": default_spec(table.get("arch", name)).source, **table}
-        spec = ModelSpec(name, **values)
+        values = {"source": default_spec(table.get("arch", name)).source,
+                  **{k: v for k, v in table.items() if v is not None}}
         try:
-            check_spec(spec)
+            spec = model_spec(name, values)
         except ConfigError as exc:
             raise ConfigError(f"{here}: {exc}") from None
         if spec.trained and not spec.pretrained:
             raise ConfigError(f"{here}: trained = true needs weights (a file trained on the dataset)")
         models[name] = spec
     return models
+
+
+def model_spec(name: str, values: dict[str, Any]) -> ModelSpec:
+    """A checked spec; a python model's carries its source file's digest."""
+    spec = ModelSpec(name, **values)
+    check_spec(spec)
+    if spec.source == "python":
+        spec = dataclasses.replace(spec, code=source_digest(spec.arch, name))
+    return spec
+
+
+def add_model(profile: Profile, text: str, catalogue: KnownTechniques) -> Profile:
+    """``--model NAME=SOURCE:SPEC`` (``lite1=timm:efficientnet_lite1``,
+    ``mine=python:models/net.py:Net``): ``profile`` with one more model, trained on every
+    dataset of the fine-tuning study (not the companion studies' own networks); its weights
+    come through ``--weights NAME=PATH``; its floors are reported, not asserted."""
+    name, sep, rest = text.partition("=")
+    source, _, arch = rest.partition(":")
+    if not sep or not name.isidentifier() or not arch:
+        raise ConfigError(f"bad --model {text!r}: give NAME=SOURCE:SPEC, e.g. lite1=timm:efficientnet_lite1 or "
+                          f"mine=python:path/to/net.py:Net (weights: --weights NAME=PATH)")
+    if source not in SOURCES:
+        raise ConfigError(f"--model {text!r}: source {source!r}; choose one of {list(SOURCES)}")
+    if name in profile.models:
+        raise ConfigError(f"--model {text!r}: profile {profile.name!r} declares a model {name!r} already")
+    studied = [d for d in profile.datasets.values() if "mobilenet" in d.studies]
+    if not studied:
+        raise ConfigError(f"--model {text!r}: profile {profile.name!r} has no dataset running the fine-tuning study")
+    try:
+        spec = model_spec(name, {"source": source, "arch": arch})
+    except ConfigError as exc:
+        raise ConfigError(f"--model {text!r}: {exc}") from None
+    datasets = {key: dataclasses.replace(d, models=(*d.models, name)) if d in studied else d
+                for key, d in profile.datasets.items()}
+    grown = dataclasses.replace(profile, models={**profile.models, name: spec}, datasets=datasets)
+    floors = {key: {**profile.floors.get(key, {}), name: dict.fromkeys(
+        {tech for model, tech, *_ in grown.cases(key, catalogue) if model == name})} for key in datasets}
+    return dataclasses.replace(grown, floors=floors)
 
 
 def _complete(profile: Profile, catalogue: KnownTechniques, where: str) -> None:

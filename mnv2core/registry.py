@@ -141,7 +141,7 @@ class Catalogue:
     def declarations(self, name: str) -> Declarations:
         """The metrics a record of technique ``name`` may hold."""
         technique = self.get(name)
-        implied = (TEST_ACCURACY,) if technique.role.has_model else ()
+        implied = TEST_ACCURACY if technique.role.has_model else ()
         return Declarations(name, (*technique.metrics, *implied, *RECORD))
 
     def of_role(self, role: Role) -> dict[str, Technique]:

@@ -5,6 +5,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from .classification import IMBALANCE_RATIO, imbalance
 from .gate import cpu_identity
 from .registry import Found, Table
 from .results import case_items, method_of
@@ -37,6 +38,7 @@ def render_report(document: dict[str, Any], fmt: str = "terminal") -> str:
     sections = [_heading(f"mnv2bench results: profile {run.get('profile', '?')}", 1, fmt), run_line(document)]
     for dataset in _ordered_datasets(expected, items):
         sections.append(_heading(dataset, 2, fmt))
+        sections.append(_imbalance_note(dataset, items))
         sections += [_table(f"Study summary: {model}", summary_rows(dataset, items, model), fmt)
                      for model in models_of(dataset, items)]
         sections += [
@@ -92,6 +94,7 @@ def _training(dataset: str, items: dict, expected: list[str]) -> list[dict[str, 
         rows.append({
             "case": case.removeprefix(dataset + "-"),
             "accuracy": _metric_cell(items, case, "accuracy"),
+            "balanced acc": f"{metrics['balanced_accuracy']:.4f}" if "balanced_accuracy" in metrics else "",
             "floor": metrics.get("floor", ""),
             "input px": metrics.get("input_size", ""),
             "recipe": _recipe(extra),
@@ -100,7 +103,21 @@ def _training(dataset: str, items: dict, expected: list[str]) -> list[dict[str, 
             "cache": extra.get("cache", {}).get("status", ""),
             "start weights": weights.get("source", ""),
         })
+    if not any(row["balanced acc"] for row in rows):  # records from before per-class scores
+        rows = [{k: v for k, v in row.items() if k != "balanced acc"} for row in rows]
     return rows
+
+
+def _imbalance_note(dataset: str, items: dict) -> str:
+    """A warning when the dataset's test classes are imbalanced, and which metric ranks."""
+    confusion = next((extra["metrics"]["confusion"] for case, extra in items.items()
+                      if _dataset_of(case) == dataset and "confusion" in extra.get("metrics", {})), None)
+    if confusion is None or imbalance(confusion) <= IMBALANCE_RATIO:
+        return ""
+    counts = [sum(row) for row in confusion]
+    return (f"WARNING: the test classes are imbalanced ({min(counts)} to {max(counts)} images per class): the tables "
+            f"rank by top-1 accuracy, which a model can earn by favouring the large classes; read balanced accuracy "
+            f"(the Training table) and each record's macro_f1, per_class_accuracy and confusion beside it.")
 
 
 def _recipe(extra: dict) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from .cache import ArtifactCache
+from .classification import class_scores
 from .compression.architecture import restore_model
 from .context import Artifact, Case
 from .datasets import DatasetSplits, apply_source_overrides, load_dataset
@@ -32,7 +33,7 @@ from .registry import Catalogue, Technique, require
 from .seeding import derive_seed, seed_everything
 from .start_weights import StartWeights
 from .techniques import catalogue
-from .training import evaluate, history_disagreement
+from .training import history_disagreement
 
 log = logging.getLogger("mnv2bench.study")
 
@@ -191,9 +192,10 @@ class Study:
         base's epochs and training time are the base case's)."""
         measured, history, train_seconds, reused = {}, [], None, False
         if technique.role.has_model:
-            def evaluated() -> dict[str, float]:  # the test set is resized only when it is needed
+            def evaluated() -> dict[str, Any]:  # the test set is resized only when it is needed
                 test = self.data_at(case.dataset, artifact.meta["input_size"]).test
-                return {"accuracy": evaluate(artifact.model, test, self.profile.eval_batch_size, self.execution)}
+                return class_scores(artifact.model, test, self.profile.eval_batch_size,
+                                    self.dataset(case.dataset).num_classes, self.execution)
             test_accuracy, _ = self._reused(case, "accuracy", artifact, {}, evaluated)
             measured = {**test_accuracy, **artifact.meta.get("metrics", {})}
             history, train_seconds = artifact.meta["history"], artifact.meta["train_seconds"]

@@ -82,13 +82,14 @@ def load_pretrained_state(spec: ModelSpec | str, source: WeightsSource) -> tuple
     """The network's state dict and its provenance, for ``imagenet`` and file sources."""
     spec = spec_of(spec)
     if source.kind == "file":
-        return _load_file(spec.name, source.path)
+        return _load_file(spec, source.path)
     if source.kind == "imagenet":
         return _load_timm(spec) if spec.source == "timm" else _load_torchvision(spec)
     raise ValueError(f"{source.kind} weights are not loaded from disk")
 
 
-def _load_file(model: str, path: Path) -> tuple[dict, dict]:
+def _load_file(spec: ModelSpec, path: Path) -> tuple[dict, dict]:
+    model = spec.name
     if not path.is_file():
         raise WeightsUnavailableError(
             f"weights file {path} for {model} does not exist; fix the path given by --weights "
@@ -101,11 +102,41 @@ def _load_file(model: str, path: Path) -> tuple[dict, dict]:
         raise WeightsUnavailableError(f"weights file {path} for {model} cannot be read as a tensor state dict "
                                       f"({type(exc).__name__}); save one with torch.save(model.state_dict(), PATH) "
                                       f"(pickled objects other than tensors are refused)") from None
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    state = _unwrapped(state, spec, path)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsUnavailableError(f"{path} does not hold a state dict of tensors")
     note, stand_in = KNOWN_FILES.get(sha, ("local weights file", False))
     return state, {"model": model, "source": f"file:{path.name}", "sha256": sha, "stand_in": stand_in, "note": note}
+
+
+def _unwrapped(state: Any, spec: ModelSpec, path: Path) -> Any:
+    """The state dict a checkpoint holds: under ``checkpoint_key`` and with ``strip_prefix``
+    removed from its keys, as the model's table names them; a wrapped or prefixed checkpoint
+    whose table does not say so is one line naming the option (never a silent guess)."""
+    table = f"[models.{spec.name}]"
+    if spec.checkpoint_key:
+        if not isinstance(state, dict) or spec.checkpoint_key not in state:
+            found = sorted(state) if isinstance(state, dict) else type(state).__name__
+            raise WeightsUnavailableError(f"{path} has no {spec.checkpoint_key!r} entry ({table} checkpoint_key); "
+                                          f"its top-level keys: {found}")
+        state = state[spec.checkpoint_key]
+    elif isinstance(state, dict) and not all(isinstance(v, torch.Tensor) for v in state.values()):
+        nested = [k for k, v in state.items() if isinstance(v, dict) and v
+                  and all(isinstance(t, torch.Tensor) for t in v.values())]
+        if nested:
+            raise WeightsUnavailableError(f"{path} wraps its state dict under {nested[0]!r}: add checkpoint_key = "
+                                          f"\"{nested[0]}\" to {table}")
+    if spec.strip_prefix and isinstance(state, dict):
+        if not all(k.startswith(spec.strip_prefix) for k in state):
+            raise WeightsUnavailableError(f"not every key of {path} starts with {spec.strip_prefix!r} "
+                                          f"({table} strip_prefix): e.g. {next(iter(state))!r}")
+        state = {k[len(spec.strip_prefix):]: v for k, v in state.items()}
+    elif isinstance(state, dict) and state:
+        prefix = next(iter(state)).split(".", 1)[0] + "."
+        if prefix in ("module.", "_orig_mod.") and all(k.startswith(prefix) for k in state):
+            raise WeightsUnavailableError(f"every key of {path} starts with {prefix!r} (saved from a wrapper): add "
+                                          f"strip_prefix = \"{prefix}\" to {table}")
+    return state
 
 
 def _load_torchvision(spec: ModelSpec) -> tuple[dict, dict]:
