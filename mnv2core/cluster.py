@@ -32,6 +32,7 @@ from .context import Case
 from .datasets import parse_source_override
 from .errors import ClusterLost, ConfigError, Mnv2BenchError
 from .grid import schedule_rank
+from .kernels import problem as kernels_problem
 from .planning import Node, Plan
 from .profiles import Profile
 from .progress import log_progress_to
@@ -274,6 +275,8 @@ _LOCK = threading.Lock()  # a Study is not thread-safe: one task at a time per w
 def _study(run: RunSpec) -> Study:
     """This worker process's study of the run (the last run's only: a new run drops it)."""
     if run.token not in _STUDIES:
+        if (problem := kernels_problem(run.profile.kernels)) is not None:
+            raise ConfigError(f"worker {platform.node()}: {problem}")
         _STUDIES.clear()
         torch.set_num_threads(run.threads or _worker_threads())
         log_progress_to(Path(run.settings.results_dir) / "progress.log", f"dask-{platform.node()}-{os.getpid()}")

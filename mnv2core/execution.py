@@ -89,19 +89,21 @@ def default_allocator():
 @dataclass(frozen=True)
 class Execution:
     """``channels_last``: 4-D weights and activations in NHWC (oneDNN's and cuDNN's fast
-    layout); ``amp``: bf16 autocast in effect; ``note``: why an asked-for setting is off."""
+    layout); ``amp``: bf16 autocast in effect; ``note``: why an asked-for setting is off;
+    ``kernels``: the CPU math kernels (``mnv2core.kernels``: native or portable)."""
 
     device: torch.device = torch.device("cpu")
     channels_last: bool = False
     amp: bool = False
     note: str = ""
+    kernels: str = "native"
 
     @classmethod
-    def resolve(cls, device: torch.device, channels_last: bool, amp: bool) -> Execution:
+    def resolve(cls, device: torch.device, channels_last: bool, amp: bool, kernels: str = "native") -> Execution:
         """The settings a profile asks for, as far as ``device`` supports them."""
         supported = device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
         note = BF16_FALLBACK_NOTE if amp and not supported else ""
-        return cls(device, channels_last, amp and supported, note)
+        return cls(device, channels_last, amp and supported, note, kernels)
 
     @property
     def memory_format(self) -> torch.memory_format:
@@ -122,7 +124,8 @@ class Execution:
 
     def spec(self) -> dict:
         """What changes results (part of every cache key)."""
-        return {"channels_last": self.channels_last, "amp": self.amp}
+        pinned = {"kernels": self.kernels} if self.kernels != "native" else {}
+        return {"channels_last": self.channels_last, "amp": self.amp, **pinned}
 
     def record(self) -> dict:
         return {"device": str(self.device), "channels_last": self.channels_last, "amp": self.amp,

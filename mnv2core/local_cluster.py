@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import kernels
 from .cluster import BENCH, connect, offered_resources
 from .errors import ConfigError
 
@@ -125,6 +126,7 @@ def run_with_cluster(command: list[str], workers: int, threads: int) -> int:
         raise Stopped(signum)
 
     previous = {signum: signal.signal(signum, stop) for signum in STOPPING_SIGNALS}
+    kernels.pin(kernels.requested(command, os.environ))  # the workers' torch loads with the profile's kernels
     try:
         with local_cluster(workers, threads) as cluster:
             print(f"local Dask cluster at {cluster.address}: {workers} worker(s) of {threads} thread(s), "

@@ -18,6 +18,7 @@ from pydantic.dataclasses import dataclass as schema_dataclass
 
 from .errors import ConfigError
 from .gate import Tolerances
+from .kernels import KINDS as KERNEL_KINDS
 from .models import SOURCES, ModelSpec, check_spec, default_spec, source_digest
 from .roles import Role
 from .schema import STRICT, Names, NonNegative, Positive, fields_of, parameters_schema, problems, validated
@@ -156,6 +157,7 @@ class Profile:
     deployments: dict[str, dict[str, Any]] = field(default_factory=dict)
     studies: dict[str, dict[str, Any]] = field(default_factory=dict)  # companion studies' parameters
     channels_last: bool = True  # conv nets train and run in NHWC (faster on CPU and GPU)
+    kernels: str = "native"  # or "portable": the same AVX2 math kernels on every x86-64 CPU (mnv2core.kernels)
 
     def deployment_cases(self) -> list[tuple[str, str, str, dict[str, Any]]]:
         """(technique, base, deployment, params) for every deployment of every base (a
@@ -301,6 +303,7 @@ class ProfileFile(BaseModel):
     eval_batch_size: Positive = 256
     amp: bool = False
     channels_last: bool = True
+    kernels: Literal[KERNEL_KINDS] = "native"
     threads: Annotated[int, Field(ge=1)] | None = None  # absent: cores / xdist workers
     datasets: dict[str, dict[str, Any]] = {}
     models: dict[str, dict[str, Any]] = {}
@@ -403,6 +406,7 @@ def _parse(name: str, raw: dict, catalogue: KnownTechniques, where: str) -> Prof
         eval_batch_size=top.eval_batch_size,
         amp=top.amp,
         channels_last=top.channels_last,
+        kernels=top.kernels,
         threads=top.threads,
         datasets=datasets,
         models=_models(top.models, where),

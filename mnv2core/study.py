@@ -26,6 +26,7 @@ from .execution import Execution, keep_freed_memory
 from .fingerprint import code_fingerprint
 from .frozen_features import FeatureStore
 from .grid import find_case, plan, upstream_of
+from .kernels import in_effect as kernels_in_effect
 from .keys import ArtifactKey
 from .models import ImageClassifier, count_parameters, default_input_size
 from .profiles import Profile
@@ -80,7 +81,7 @@ class Study:
         self.settings = settings
         self.catalogue = techniques or catalogue()
         self.device = resolve_device(settings.device or profile.device)
-        self.execution = Execution.resolve(self.device, profile.channels_last, profile.amp)
+        self.execution = Execution.resolve(self.device, profile.channels_last, profile.amp, profile.kernels)
         self.allocator = keep_freed_memory()
         self.cache = ArtifactCache(settings.cache_dir, run_id=settings.run_id, refresh=settings.refresh)
         self.cache_root = self.cache.files
@@ -165,6 +166,7 @@ class Study:
             "cache": {**self._cache_status(technique, artifact, reused),
                       "events": [list(e) for e in self.cache.events[events_before:]]},
             "environment": {**self.execution.record(), "host": platform.node(), "allocator": self.allocator,
+                            "kernels": {"profile": self.profile.kernels, **kernels_in_effect()},
                             "torch": torch.__version__,
                             "latency_timer": getattr(self.timer, "name", "harness")},
         }

@@ -263,6 +263,15 @@ def test_a_store_that_does_not_answer_stops_the_run_in_one_line(grid, tmp_path, 
     assert "1 error in" in output  # the second selected case never starts
 
 
+def test_portable_kernels_are_pinned_before_torch_loads_in_the_controller_and_every_worker(grid, tmp_path):
+    result = grid("-n", "2", "-k", "scratch or light_ultra", profile_text='kernels = "portable"\n' + TINY)
+    result.assert_outcomes(passed=2)  # under xdist the workers deselect
+    environments = [r["environment"]["kernels"] for entry in records(tmp_path) for r in entry["records"]]
+    assert len(environments) == 2 and all(e == {"profile": "portable", "cpu_capability": "AVX2",
+                                                "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+                                                "MKL_CBWR": "AVX2"} for e in environments), environments
+
+
 def test_missing_real_data_stops_the_run_at_start_up_in_one_line(grid, tmp_path):
     result = grid("--data-source", "tiny=cifar10", "--data-root", str(tmp_path / "empty"), "-k", "scratch or kd")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
