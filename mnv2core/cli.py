@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .docs import write_results_page
 from .errors import ConfigError, Mnv2BenchError
-from .gate import Tolerances, compare
+from .gate import Tolerances, compare, verify
 from .profiles import load_profile
 from .report import FORMATS, render_report
 from .results import build_results, load_results, read_records, write_json_atomic
@@ -38,9 +38,13 @@ def report(args) -> int:
 def gate(args) -> int:
     baseline = load_results(args.baseline)
     tolerances = _tolerances(baseline, args)
-    outcome = compare(baseline, load_results(args.results), tolerances, catalogue().declarations,
-                      allow_empty=args.allow_empty)
+    results = load_results(args.results)
+    outcome = compare(baseline, results, tolerances, catalogue().declarations, allow_empty=args.allow_empty)
     print(outcome.render())
+    if args.verify and outcome.passed:
+        cpu = verify(baseline, results, outcome)
+        write_json_atomic(args.baseline, baseline)
+        print(f"{args.baseline}: verified on {cpu}")
     return 0 if outcome.passed else 1
 
 
@@ -109,6 +113,9 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--accuracy-points", type=float, help="allowed accuracy drop, e.g. 0.02")
     check.add_argument("--allow-empty", action="store_true",
                        help="pass when nothing is comparable (another profile, no shared case, no metric)")
+    check.add_argument("--verify", action="store_true",
+                       help="where every gated accuracy is identical, add the results' CPU to the baseline's verified "
+                            "CPUs (gated as the baseline's own from then on)")
     check.set_defaults(command=gate)
 
     page = commands.add_parser("docs", help="write RESULTS.md and its PNG figures from results files")

@@ -4,12 +4,13 @@ What is compared, which way is better and with which tolerance comes from each t
 metric declarations (``metrics.Metric``: gated, better, tolerance), never from a name:
 "accuracy" tolerances are in accuracy points, "ratio" ones relative (speed-ups), "time" ones
 relative too, and only a warning when the two runs come from different machines or the
-profile sets ``gate_times = false``. Accuracies get ``cross_cpu_accuracy_points`` when the two
-runs come from different CPUs (vendor, family, model, stepping, and the ISA flags that pick
-kernels: avx512*, amx*, avx_vnni; the brand string "AMD EPYC" names Zen 3, 4 and 5 alike):
-their math kernels round differently, and a short training on little data amplifies that
-(seen: 10-25 points between an Intel and an AMD run of the smoke grid; ORT static int8 of one
-model 2 points apart between a Zen 4 with AVX-512 VNNI and a Zen 3 without).
+profile sets ``gate_times = false``. Accuracies get ``accuracy_points`` on the baseline's own
+CPU and on the CPUs its file lists as verified (where a run reproduced every gated accuracy to
+the last digit: ``verify``); on any other CPU (vendor, family, model, stepping and the ISA
+flags that pick kernels) at least ``cross_cpu_accuracy_points`` and ``standard_errors``
+binomial standard errors of the images the accuracy is measured on, since other math kernels
+round differently and short trainings amplify it. An accuracy over fewer than
+``min_gated_images`` images is reported, never gated.
 Speed-up ratios only warn between a CPU with an int8 dot product (VNNI, AMX) and one without:
 int8 runtimes run other kernels on each. Improvements never fail; a baseline case missing from
 the results does, unless the run
@@ -46,15 +47,25 @@ class Tolerances:
     accuracy_points: Tolerance = 0.02   # allowed drop in accuracy (0.02 = 2 points)
     speedup_ratio: Tolerance = 0.10     # allowed relative drop of a speed-up ratio
     time_ratio: Tolerance = 0.25        # allowed relative slowdown of an absolute time
-    cross_cpu_accuracy_points: Tolerance = 0.05  # the same, when baseline and run have different CPUs
+    # across CPUs the baseline has not been verified on: at least this, and at least
+    # standard_errors binomial standard errors of the accuracy over its images
+    cross_cpu_accuracy_points: Tolerance = 0.05
+    standard_errors: Tolerance = 3.0
+    min_gated_images: Annotated[int, Field(ge=0)] = 100  # an accuracy over fewer images is reported, not gated
     gate_times: bool = True  # false: absolute times only warn, even on the same machine (shared VMs)
     per_metric: dict[str, Tolerance] = field(default_factory=dict)  # metric name -> its own tolerance
 
-    def for_metric(self, name: str, metric: Metric, same_cpu: bool = True) -> float:
+    def for_metric(self, name: str, metric: Metric, same_cpu: bool = True, accuracy: float = 0.5,
+                   images: int | None = None) -> float:
+        """The allowed drop; an accuracy's across CPUs grows with its binomial standard error
+        over ``images`` (the sample it is measured on)."""
         if name in self.per_metric:
             return self.per_metric[name]
         if metric.tolerance == "accuracy":
-            return self.accuracy_points if same_cpu else max(self.accuracy_points, self.cross_cpu_accuracy_points)
+            if same_cpu:
+                return self.accuracy_points
+            spread = self.standard_errors * math.sqrt(accuracy * (1 - accuracy) / images) if images else 0.0
+            return max(self.accuracy_points, self.cross_cpu_accuracy_points, spread)
         return self.speedup_ratio if metric.tolerance == "ratio" else self.time_ratio
 
 
@@ -65,6 +76,8 @@ class GateReport:
     notes: list[str] = field(default_factory=list)
     compared: int = 0
     improved: int = 0
+    accuracies: int = 0  # gated accuracies found in both
+    identical: int = 0  # of them, equal to the last digit
 
     @property
     def passed(self) -> bool:
@@ -133,10 +146,15 @@ def _compare(baseline: dict[str, Any], results: dict[str, Any], tolerances: Tole
         report.notes.append("one of the two CPUs has an int8 dot product (VNNI, AMX) and the other not: int8 "
                             "runtimes run other kernels there, so speed-up ratios only warn")
     theirs, ours = cpu_identity(baseline), cpu_identity(results)
-    same_cpu = theirs == ours
+    verified = verified_cpus(baseline)
+    same_cpu = ours in verified
     if not same_cpu:
-        report.notes.append(f"baseline CPU {theirs} differs from this run's {ours}: "
-                            f"accuracies allowed {max(tolerances.accuracy_points, tolerances.cross_cpu_accuracy_points) * 100:.0f} points")
+        report.notes.append(f"this run's CPU {ours} is not one the baseline was verified on ({'; '.join(verified)}): "
+                            f"accuracies allowed {max(tolerances.accuracy_points, tolerances.cross_cpu_accuracy_points) * 100:.0f} "
+                            f"points or {tolerances.standard_errors:g} standard errors, not "
+                            f"{tolerances.accuracy_points * 100:.1f}")
+    elif ours != theirs:
+        report.notes.append(f"this run's CPU {ours} reproduced the baseline's numbers before: gated as the baseline's own")
     current = case_items(results)
     selected = results.get("mnv2bench", {}).get("selected")
     unselected = 0
@@ -157,16 +175,26 @@ def _compare(baseline: dict[str, Any], results: dict[str, Any], tolerances: Tole
             why = "not in the results" if extra is None else f"{extra.get('outcome', '?')} without metrics"
             report.failures.append(f"{case}: missing ({why}); the baseline has {sorted(expected)}")
             continue
+        images = sample_size(extra or {})
         for name, (old, metric) in expected.items():
             _check(report, case, name, metric, old, measured.get(name), tolerances, same_machine, same_cpu,
-                   same_int8)
+                   same_int8, images)
+            if metric.tolerance == "accuracy" and name in measured:
+                report.accuracies += 1
+                report.identical += measured[name] == old
+    if not same_cpu and report.accuracies:
+        reproduced = report.identical == report.accuracies
+        report.notes.append(f"{report.identical} of {report.accuracies} gated accuracies are identical to the "
+                            f"baseline's" + (": this CPU reproduces it; `python -m mnv2core gate BASELINE RESULTS "
+                                             "--verify` adds it to the baseline's verified CPUs" if reproduced else ""))
     if unselected:
         report.notes.append(f"{unselected} baseline case(s) not selected in this run (-k, --dataset): not gated")
     return report
 
 
 def _check(report: GateReport, case: str, name: str, metric: Metric, old: float, new: float | None,
-           tolerances: Tolerances, same_machine: bool, same_cpu: bool, same_int8: bool = True) -> None:
+           tolerances: Tolerances, same_machine: bool, same_cpu: bool, same_int8: bool = True,
+           images: int | None = None) -> None:
     if new is None:
         report.failures.append(f"{case}: metric {name} is missing from the results")
         return
@@ -175,7 +203,12 @@ def _check(report: GateReport, case: str, name: str, metric: Metric, old: float,
     if bad:  # NaN compares false both ways: it would pass every check below
         report.failures.append(f"{case}: metric {name} is not a finite number ({', '.join(bad)})")
         return
-    tolerance = tolerances.for_metric(name, metric, same_cpu)
+    if metric.tolerance == "accuracy" and images is not None and images < tolerances.min_gated_images:
+        if new < old:
+            report.warnings.append(f"{case}: {name} {old:.4f} -> {new:.4f} [over {images} images, fewer than "
+                                   f"{tolerances.min_gated_images}: reported, not gated]")
+        return
+    tolerance = tolerances.for_metric(name, metric, same_cpu, old, images)
     report.compared += 1
     gain = new - old if metric.better == HIGHER else old - new
     if metric.tolerance == "accuracy":  # in points
@@ -207,6 +240,34 @@ def _int8_dot_product(document: dict[str, Any]) -> bool | None:
     """Whether the run's CPU has an int8 dot product (None: its flags are not recorded)."""
     flags = ((document.get("machine_info") or {}).get("cpu") or {}).get("flags")
     return None if flags is None else bool(set(INT8_DOT_PRODUCT_FLAGS) & set(flags))
+
+
+def sample_size(extra: dict[str, Any]) -> int | None:
+    """The images a case's accuracies are measured on: its own sample (``images``), else the
+    dataset's test split."""
+    images = (extra.get("metrics") or {}).get("images")
+    if isinstance(images, int):
+        return images
+    return ((extra.get("provenance") or {}).get("data") or {}).get("test_images")
+
+
+def verified_cpus(baseline: dict[str, Any]) -> list[str]:
+    """The CPUs on which the baseline's numbers were reproduced to the last digit: the one
+    that recorded it, and those ``verify`` added."""
+    listed = (baseline.get("mnv2bench") or {}).get("verified_cpus") or []
+    return list(dict.fromkeys([cpu_identity(baseline), *listed]))
+
+
+def verify(baseline: dict[str, Any], results: dict[str, Any], report: GateReport) -> str:
+    """Add the results' CPU to the baseline's verified CPUs, where every gated accuracy of the
+    comparison ``report`` was identical; else ConfigError saying what differed."""
+    ours = cpu_identity(results)
+    if report.accuracies == 0 or report.identical != report.accuracies or not report.passed:
+        raise ConfigError(f"not verified: {report.identical} of {report.accuracies} gated accuracies are identical "
+                          f"to the baseline's on {ours}{'' if report.passed else ', and the gate failed'}")
+    run = baseline.setdefault("mnv2bench", {})
+    run["verified_cpus"] = [c for c in verified_cpus(baseline) if c != cpu_identity(baseline)] + [ours]
+    return ours
 
 
 def cpu_identity(document: dict[str, Any]) -> str:

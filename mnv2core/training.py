@@ -20,6 +20,9 @@ log = logging.getLogger("mnv2bench.train")
 # an epoch's mean training loss above this multiple of the first epoch's stops training
 DIVERGENCE_FACTOR = 2.0  # an epoch's loss above this x epoch 1's: diverging
 FIRST_EPOCH_FACTOR = 10.0  # epoch 1's mean loss above this x its first step's (untrained model's): diverged
+# the least loss the factors above multiply: a fine-tuning that starts from a model already good
+# (a first loss of 0.07) may average 0.7 over its first epoch without diverging
+LOSS_FLOOR = 0.5
 WARMUP_START = 0.01  # a warm-up's first lr, as a fraction of the recipe's
 VALIDATION_SEED = 0  # the validation split's draw: the same for every technique on a dataset
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -218,13 +221,13 @@ def fit(model: nn.Module, data: DatasetSplits, cfg: TrainConfig, *, params: list
                 f"{label}: the training loss became {train_loss} in epoch {epoch}. Lower the learning "
                 f"rate (now {cfg.lr}) or change the optimizer in the profile, then rerun (nothing of it was cached)."
             )
-        if epoch == 1 and train_loss > FIRST_EPOCH_FACTOR * start_loss:
+        if epoch == 1 and train_loss > FIRST_EPOCH_FACTOR * max(start_loss, LOSS_FLOOR):
             raise TrainingDivergedError(
                 f"{label}: the training loss averaged {train_loss:.4g} over epoch 1, {train_loss / start_loss:.0f}x "
                 f"its first step's {start_loss:.4g} (before any update): training diverges. Lower the learning "
                 f"rate (now {cfg.lr}) in the profile, then rerun.")
         first_loss = history[0].train_loss if history else train_loss
-        if train_loss > DIVERGENCE_FACTOR * first_loss:
+        if train_loss > DIVERGENCE_FACTOR * max(first_loss, LOSS_FLOOR):
             raise TrainingDivergedError(
                 f"{label}: the training loss rose from {first_loss:.4g} (epoch 1) to {train_loss:.4g} in epoch "
                 f"{epoch}: training diverges. Lower the learning rate (now {cfg.lr}) in the profile, then rerun."

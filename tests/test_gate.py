@@ -140,7 +140,8 @@ def test_accuracies_get_the_cross_cpu_tolerance_only_when_the_cpu_model_differs(
     other_node = {**MACHINE, "node": "ci-2"}
     assert not gate([entry(KD, 0.60)], [entry(KD, 0.45)], wide, machine=other_node).passed
     report = gate([entry(KD, 0.60)], [entry(KD, 0.45)], wide, machine=other_cpu)
-    assert report.passed and "note baseline CPU Test CPU (x86_64) differs from this run's Other CPU" in report.render()
+    assert report.passed and ("note this run's CPU Other CPU (x86_64) is not one the baseline was verified on (Test "
+                              "CPU (x86_64))") in report.render()
     collapsed = gate([entry(KD, 0.60)], [entry(KD, 0.10)], wide, machine=other_cpu)
     assert collapsed.failures == [f"{KD}: accuracy 0.6000 -> 0.1000 (-50.0 points, tolerance 30.0)"]
 
@@ -155,8 +156,9 @@ def test_one_brand_string_of_two_cpu_generations_is_two_cpus():
     assert not gate([entry(KD, 0.846)], [entry(KD, 0.826)], wide, baseline_machine=zen4, run_machine=zen4).passed
     report = gate([entry(KD, 0.846)], [entry(KD, 0.826)], wide, baseline_machine=zen4, run_machine=zen3)
     assert report.passed, report.render()
-    assert ("baseline CPU AuthenticAMD family 25 model 17 stepping 1 (x86_64; avx512_vnni, avx512f) differs from this "
-            "run's AuthenticAMD family 25 model 1 stepping 1 (x86_64; no avx512/amx/avx_vnni)") in report.render()
+    assert ("this run's CPU AuthenticAMD family 25 model 1 stepping 1 (x86_64; no avx512/amx/avx_vnni) is not one the "
+            "baseline was verified on (AuthenticAMD family 25 model 17 stepping 1 (x86_64; avx512_vnni, avx512f))"
+            ) in report.render()
 
 
 def test_a_profile_may_leave_absolute_times_ungated_but_still_gates_speedups():
@@ -207,3 +209,49 @@ def test_gate_on_a_custom_profile_points_at_its_file(tmp_path, capsys):
     (tmp_path / "run.json").write_text(json.dumps(base))
     assert main(["gate", "--baseline", str(tmp_path / "base.json"), str(tmp_path / "run.json")]) == 2
     assert "unknown profile 'tiny'" in (err := capsys.readouterr().err) and "--profile PATH" in err
+
+
+def sampled(case, accuracy, images):
+    return entry(case, accuracy, metrics={"images": images})
+
+
+def test_across_cpus_an_accuracys_tolerance_grows_with_its_standard_error():
+    narrow = Tolerances(accuracy_points=0.005, cross_cpu_accuracy_points=0.01, standard_errors=3.0)
+    other_cpu = {**MACHINE, "cpu": {"brand_raw": "Other CPU", "count": 2}}
+    few = gate([sampled(KD, 0.60, 200)], [sampled(KD, 0.50, 200)], narrow, run_machine=other_cpu)
+    assert few.passed, few.render()  # 3 standard errors over 200 images: 10.4 points
+    many = gate([sampled(KD, 0.60, 10000)], [sampled(KD, 0.57, 10000)], narrow, run_machine=other_cpu)
+    assert many.failures == [f"{KD}: accuracy 0.6000 -> 0.5700 (-3.0 points, tolerance 1.5)"]
+    same = gate([sampled(KD, 0.60, 200)], [sampled(KD, 0.59, 200)], narrow)
+    assert same.failures == [f"{KD}: accuracy 0.6000 -> 0.5900 (-1.0 points, tolerance 0.5)"]  # about 0 on one CPU
+
+
+def test_an_accuracy_over_a_few_dozen_images_is_reported_not_gated():
+    report = gate([sampled(KD, 0.60, 32), sampled(FT, 0.80, 512)], [sampled(KD, 0.40, 32), sampled(FT, 0.80, 512)])
+    assert report.passed and report.compared == 1
+    assert report.warnings == [f"{KD}: accuracy 0.6000 -> 0.4000 [over 32 images, fewer than 100: reported, not gated]"]
+
+
+def test_a_cpu_that_reproduced_the_baseline_is_gated_as_its_own_and_verify_adds_it(tmp_path):
+    import json
+
+    from mnv2core.cli import main
+    from mnv2core.errors import ConfigError
+    wide = Tolerances(accuracy_points=0.005, cross_cpu_accuracy_points=0.30)
+    other_cpu = {**MACHINE, "cpu": {"brand_raw": "Other CPU", "count": 2}}
+    baseline = document([entry(KD, 0.60), entry(FT, 0.80)])
+    identical = document([entry(KD, 0.60), entry(FT, 0.80)], machine=other_cpu)
+    report = compare(baseline, identical, wide)
+    assert "2 of 2 gated accuracies are identical to the baseline's: this CPU reproduces it" in report.render()
+    assert gating.verify(baseline, identical, report) == "Other CPU (x86_64)"
+    assert gating.verified_cpus(baseline) == ["Test CPU (x86_64)", "Other CPU (x86_64)"]
+    regressed = compare(baseline, document([entry(KD, 0.55), entry(FT, 0.80)], machine=other_cpu), wide)
+    assert regressed.failures == [f"{KD}: accuracy 0.6000 -> 0.5500 (-5.0 points, tolerance 0.5)"]
+    differing = document([entry(KD, 0.61), entry(FT, 0.80)], machine={**MACHINE, "cpu": {"brand_raw": "Third"}})
+    with pytest.raises(ConfigError, match="not verified: 1 of 2 gated accuracies are identical"):
+        gating.verify(baseline, differing, compare(baseline, differing, wide))
+    base_file, run_file = tmp_path / "base.json", tmp_path / "run.json"
+    base_file.write_text(json.dumps(document([entry(KD, 0.60)])))
+    run_file.write_text(json.dumps(document([entry(KD, 0.60)], machine=other_cpu)))
+    assert main(["gate", "--baseline", str(base_file), str(run_file), "--verify"]) == 0
+    assert json.loads(base_file.read_text())["mnv2bench"]["verified_cpus"] == ["Other CPU (x86_64)"]

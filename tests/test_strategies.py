@@ -136,3 +136,17 @@ def test_adam_at_an_absurd_learning_rate_is_caught_in_its_first_epoch(tiny_data)
     cfg = TrainConfig(epochs=1, batch_size=16, optimizer="adam", lr=1000.0)
     with pytest.raises(TrainingDivergedError, match=r"epoch 1.*first step.*Lower the learning rate \(now 1000"):
         strategies.train_from_scratch(model, tiny_data, cfg, **FIT)
+
+
+def test_a_fine_tuning_that_starts_from_a_good_model_is_not_taken_for_divergence(tiny_data):
+    """A first step at loss 0.03 (the start already fits) and an epoch averaging 0.39: more
+    than ten times the first step, but far below any diverging loss."""
+    model, steps = build_model("mobilenet_v2", 10), []
+
+    def settling_loss(m, images, labels):
+        steps.append(1)
+        return m(images).sum() * 0 + (0.03 if len(steps) == 1 else 0.75)
+
+    history = fit(model, tiny_data, TrainConfig(epochs=2, batch_size=32), params=list(model.parameters()),
+                  loss_fn=settling_loss, **FIT)
+    assert len(history) == 2 and history[0].train_loss > 10 * 0.03
