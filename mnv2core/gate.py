@@ -64,7 +64,9 @@ class Tolerances:
         if metric.tolerance == "accuracy":
             if same_cpu:
                 return self.accuracy_points
-            spread = self.standard_errors * math.sqrt(accuracy * (1 - accuracy) / images) if images else 0.0
+            # a drop (lower is better, may be negative) has no accuracy of its own: the widest error, at p = 0.5
+            p = min(max(accuracy, 0.0), 1.0) if metric.better == HIGHER else 0.5
+            spread = self.standard_errors * math.sqrt(p * (1 - p) / images) if images else 0.0
             return max(self.accuracy_points, self.cross_cpu_accuracy_points, spread)
         return self.speedup_ratio if metric.tolerance == "ratio" else self.time_ratio
 

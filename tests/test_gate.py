@@ -127,11 +127,15 @@ def test_cli_gate_uses_the_baseline_profile_tolerance_and_exits_1_on_regression(
 
     from mnv2core.cli import main
     baseline, results = tmp_path / "base.json", tmp_path / "run.json"
-    baseline.write_text(json.dumps(document([entry(KD, 0.60)])))  # profile "smoke": 10 points allowed
+    other_cpu = {**MACHINE, "cpu": {"brand_raw": "Other CPU", "count": 2}}
+    baseline.write_text(json.dumps(document([entry(KD, 0.60)])))  # profile "smoke"
     results.write_text(json.dumps(document([entry(KD, 0.52)])))
-    assert main(["gate", "--baseline", str(baseline), str(results)]) == 0
+    assert main(["gate", "--baseline", str(baseline), str(results)]) == 1  # same CPU: half a point
+    assert "FAIL ds-mobilenet_v2-kd: accuracy 0.6000 -> 0.5200 (-8.0 points, tolerance 0.5)" in capsys.readouterr().out
+    results.write_text(json.dumps(document([entry(KD, 0.52)], machine=other_cpu)))
+    assert main(["gate", "--baseline", str(baseline), str(results)]) == 0  # another CPU: 30 points
     assert main(["gate", "--baseline", str(baseline), str(results), "--accuracy-points", "0.05"]) == 1
-    assert "FAIL ds-mobilenet_v2-kd: accuracy 0.6000 -> 0.5200" in capsys.readouterr().out
+    assert "FAIL ds-mobilenet_v2-kd: accuracy 0.6000 -> 0.5200 (-8.0 points, tolerance 5.0)" in capsys.readouterr().out
 
 
 def test_accuracies_get_the_cross_cpu_tolerance_only_when_the_cpu_model_differs():
@@ -224,6 +228,20 @@ def test_across_cpus_an_accuracys_tolerance_grows_with_its_standard_error():
     assert many.failures == [f"{KD}: accuracy 0.6000 -> 0.5700 (-3.0 points, tolerance 1.5)"]
     same = gate([sampled(KD, 0.60, 200)], [sampled(KD, 0.59, 200)], narrow)
     assert same.failures == [f"{KD}: accuracy 0.6000 -> 0.5900 (-1.0 points, tolerance 0.5)"]  # about 0 on one CPU
+
+
+def test_across_cpus_a_negative_int8_drop_is_judged_at_the_widest_standard_error():
+    """int8 may beat fp32 (a drop below 0): no accuracy to take a binomial error of, so p = 0.5."""
+    narrow = Tolerances(accuracy_points=0.005, cross_cpu_accuracy_points=0.01, standard_errors=3.0)
+    other_cpu = {**MACHINE, "cpu": {"brand_raw": "Other CPU", "count": 2}}
+
+    def dropped(drop):
+        return entry(INT8, 0.60, method="int8", base="full_ft", derived="int8",
+                     metrics={"images": 400, "fp32_accuracy": 0.60 + drop, "int8_drop": drop, "max_drop": 0.1})
+    near = gate([dropped(-0.01)], [dropped(0.05)], narrow, run_machine=other_cpu)
+    assert near.passed, near.render()  # 3 x sqrt(0.25 / 400): 7.5 points
+    far = gate([dropped(-0.01)], [dropped(0.08)], narrow, run_machine=other_cpu)
+    assert far.failures == [f"{INT8}: int8_drop -0.0100 -> 0.0800 (+9.0 points, tolerance 7.5)"]
 
 
 def test_an_accuracy_over_a_few_dozen_images_is_reported_not_gated():
