@@ -211,7 +211,14 @@ def test_local_cluster_stopped_by_a_signal_stops_its_command_and_every_cluster_p
         while not pid_file.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         running.send_signal(signum)
-        _, err = running.communicate(timeout=60)
+        try:
+            _, err = running.communicate(timeout=90)
+        except subprocess.TimeoutExpired:  # say what still ran, and what it printed
+            left = subprocess.run(["ps", "-o", "pid,pgid,stat,etime,args", "--ppid", str(running.pid)],
+                                  capture_output=True, text=True).stdout
+            running.kill()
+            pytest.fail(f"local-cluster still ran 90 s after {signum!r}; its children:\n{left}\n"
+                        f"its stderr:\n{running.communicate()[1]}")
     finally:
         running.kill()
     assert running.returncode == 128 + signum

@@ -163,7 +163,8 @@ def test_eager_latency_times_every_model_at_every_batch_with_the_given_timer():
         for run in runs.values():
             run()
         timed.append(list(runs))
-        return {name: {"median_ms": 2.0, "iqr_ms": 0.5, "min_ms": 1.5, "rounds": rounds} for name in runs}
+        return {name: {"median_ms": 2.0, "iqr_ms": 0.5, "min_ms": 1.5, "rounds": rounds, "cpu_share": 1.0}
+                for name in runs}
 
     models = {"dense": nn.Flatten(), "keep50": nn.Flatten()}
     result = eager_latency(models, 8, [1, 4], warmup=1, rounds=3, threads=1, timer=timer)

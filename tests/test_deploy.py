@@ -91,21 +91,44 @@ def test_onnx_export_matches_pytorch_with_a_dynamic_batch(mobilenet, tmp_path):
 def test_latency_reports_median_and_iqr_in_milliseconds(monkeypatch):
     from mnv2core.deploy import latency
     clock = [0.0]
-    monkeypatch.setattr(latency, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    monkeypatch.setattr(latency, "time", types.SimpleNamespace(perf_counter=lambda: clock[0],
+                                                               process_time=lambda: clock[0]))
     durations = iter([50.0, 4.0, 1.0, 10.0, 3.0, 2.0])  # ms: one warm-up call (not counted), five rounds
 
     def run():
         clock[0] += next(durations) / 1000
 
     stats = measure_latencies({"run": run}, warmup=1, rounds=5)
-    # rounds 1, 2, 3, 4, 10 ms: median 3, quartiles 1.5 and 7 (exclusive method), min 1
-    assert stats == {"run": pytest.approx({"median_ms": 3.0, "iqr_ms": 5.5, "min_ms": 1.0, "rounds": 5})}
+    # rounds 1, 2, 3, 4, 10 ms: median 3, quartiles 1.5 and 7 (exclusive method), min 1; the CPU its own
+    assert stats == {"run": pytest.approx({"median_ms": 3.0, "iqr_ms": 5.5, "min_ms": 1.0, "rounds": 5,
+                                           "cpu_share": 1.0})}
+
+
+def test_a_run_that_got_part_of_a_core_is_flagged_as_timed_under_load(monkeypatch):
+    from mnv2core.deploy import latency
+    from mnv2core.techniques.latency import under_load
+    wall, cpu = [0.0], [0.0]
+    monkeypatch.setattr(latency, "time", types.SimpleNamespace(perf_counter=lambda: wall[0],
+                                                               process_time=lambda: cpu[0]))
+
+    def runner(share):
+        def run():
+            wall[0] += 0.002
+            cpu[0] += 0.002 * share  # the rest of the 2 ms another process had the core
+        return run
+
+    stats = measure_latencies({"alone": runner(1.0), "loaded": runner(0.6)}, warmup=1, rounds=4)
+    share = {name: s["cpu_share"] for name, s in stats.items()}
+    assert share == pytest.approx({"alone": 1.0, "loaded": 0.6})
+    assert under_load(share, threads=1) == ["loaded"]
+    assert under_load(share, threads=2) == []  # at two threads a run's own share is not one core: not judged
 
 
 def test_latency_rounds_take_every_run_in_turn_so_a_load_slows_them_alike(monkeypatch):
     from mnv2core.deploy import latency
     clock, calls = [0.0], []
-    monkeypatch.setattr(latency, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    monkeypatch.setattr(latency, "time", types.SimpleNamespace(perf_counter=lambda: clock[0],
+                                                               process_time=lambda: clock[0]))
 
     def runner(name, ms):
         def run():

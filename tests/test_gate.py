@@ -244,6 +244,19 @@ def test_across_cpus_a_negative_int8_drop_is_judged_at_the_widest_standard_error
     assert far.failures == [f"{INT8}: int8_drop -0.0100 -> 0.0800 (+9.0 points, tolerance 7.5)"]
 
 
+def test_absolute_times_taken_under_load_only_warn_and_their_speed_ups_stay_gated():
+    def loaded(ms, speedup, runs):
+        case = timed(ms, speedup)
+        case["records"][0]["metrics"]["under_load"] = runs
+        return case
+    slower = gate([timed(4.0)], [loaded(8.0, 2.0, ["eager_fp32_b1"])], machine=MACHINE)
+    assert slower.passed and slower.warnings == [
+        f"{LAT}: latency.eager_fp32_b1_ms 4 -> 8 (x2.00, tolerance 25%) [timed under load: other processes took "
+        "turns on its cores]"]
+    assert not gate([timed(4.0)], [loaded(4.0, 1.0, ["eager_fp32_b1"])], machine=MACHINE).passed
+    assert not gate([timed(4.0)], [timed(8.0)], machine=MACHINE).passed  # not under load: gated
+
+
 def test_an_accuracy_over_a_few_dozen_images_is_reported_not_gated():
     report = gate([sampled(KD, 0.60, 32), sampled(FT, 0.80, 512)], [sampled(KD, 0.40, 32), sampled(FT, 0.80, 512)])
     assert report.passed and report.compared == 1

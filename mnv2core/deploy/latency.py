@@ -17,22 +17,31 @@ Timer = Callable[..., dict]
 
 def measure_latencies(runs: dict[str, Callable[[], object]], warmup: int = 3,
                       rounds: int = 20) -> dict[str, dict[str, float]]:
-    """Milliseconds per call of each named run: median, IQR (q3 - q1), min, and the round
-    count. The harness's own timer. Each round times every run once, the order rotated by one
-    per round, so that whatever else loads the CPU meanwhile (another worker training) slows
-    every run alike and their ratios hold."""
+    """Milliseconds per call of each named run: median, IQR (q3 - q1), min, the round count,
+    and its CPU share. The harness's own timer. Each round times every run once, the order
+    rotated by one per round, so that whatever else loads the CPU meanwhile (another worker
+    training) slows every run alike and their ratios hold."""
     names = list(runs)
     for _ in range(warmup):
         for name in names:
             runs[name]()
     times: dict[str, list[float]] = {name: [] for name in names}
+    busy: dict[str, float] = dict.fromkeys(names, 0.0)
     for round_ in range(rounds):
         shift = round_ % len(names)
         for name in names[shift:] + names[:shift]:
-            started = time.perf_counter()
+            cpu, started = time.process_time(), time.perf_counter()
             runs[name]()
             times[name].append((time.perf_counter() - started) * 1000)
-    return {name: _statistics(samples) for name, samples in times.items()}
+            busy[name] += time.process_time() - cpu
+    return {name: {**_statistics(samples), "cpu_share": cpu_share(busy[name], sum(samples) / 1000)}
+            for name, samples in times.items()}
+
+
+def cpu_share(cpu_seconds: float, wall_seconds: float) -> float:
+    """CPU seconds this process spent per wall-clock second: about the threads it ran on when
+    the CPU was its own, less when other processes took turns on its cores (a loaded machine)."""
+    return cpu_seconds / wall_seconds if wall_seconds > 0 else float("nan")
 
 
 def _statistics(times: list[float]) -> dict[str, float]:
@@ -59,9 +68,9 @@ def time_runners(runners: dict[str, Callable[[torch.Tensor], object]], size: int
                  warmup: int, rounds: int, threads: int, timer: Timer = measure_latencies) -> dict[str, dict[str, float]]:
     """CPU latency of each named runner (images -> outputs) at each batch size of random
     ``size`` px images, in this process with ``threads`` torch threads, all runners of a batch
-    size timed together by ``timer``:
-    ``{"latency": {NAME_bB_ms: median}, "latency_iqr": {NAME_bB_iqr: q3 - q1}}``."""
-    latency, spread = {}, {}
+    size timed together by ``timer``: ``{"latency": {NAME_bB_ms: median}, "latency_iqr":
+    {NAME_bB_iqr: q3 - q1}, "cpu_share": {NAME_bB: CPU seconds per wall second}}``."""
+    latency, spread, share = {}, {}, {}
     with torch_threads(threads), torch.no_grad():
         for batch in batch_sizes:
             images = torch.rand(batch, 3, size, size)
@@ -69,7 +78,8 @@ def time_runners(runners: dict[str, Callable[[torch.Tensor], object]], size: int
             for name, stats in timer(runs, warmup, rounds).items():
                 latency[f"{name}_ms"] = stats["median_ms"]
                 spread[f"{name}_iqr"] = stats["iqr_ms"]
-    return {"latency": latency, "latency_iqr": spread}
+                share[name] = stats["cpu_share"]
+    return {"latency": latency, "latency_iqr": spread, "cpu_share": share}
 
 
 def eager_latency(models: dict[str, torch.nn.Module], size: int, batch_sizes: list[int], warmup: int,

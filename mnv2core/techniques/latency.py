@@ -31,7 +31,12 @@ METRICS = (
     info("runtimes_skipped", "text", "runtimes that could not run, and why"),
     info("threads", "count"), info("rounds", "count"),
     info("ort_int8", "config", "ORT int8's quantization and kernels, and the CPU flags that chose them"),
+    info("cpu_share.*", "x", "CPU seconds the process spent per wall second while the run was timed"),
+    info("under_load", "list", "runs timed while other processes took turns on the cores (CPU share below "
+                               "0.9 at one thread): their times are slower than the machine's, their ratios noisier"),
 )
+
+LOADED_BELOW = 0.9  # a one-thread run that got less of a core than this shared it with something else
 
 
 def measure(ctx: Context, case: Case, base: Artifact) -> dict[str, Any]:
@@ -56,13 +61,19 @@ def measure(ctx: Context, case: Case, base: Artifact) -> dict[str, Any]:
     runners = {name: run for name, run in runners.items() if run is not None}
     timed = time_runners(runners, size, params["batch_sizes"], params["warmup"], params["rounds"],
                          params["threads"], ctx.timer)
-    latency, spread = timed["latency"], timed["latency_iqr"]
+    latency, spread, share = timed["latency"], timed["latency_iqr"], timed["cpu_share"]
     speedup = {f"{r}_b{b}_speedup": latency[f"eager_fp32_b{b}_ms"] / latency[f"{r}_b{b}_ms"]
                for b in params["batch_sizes"] for r in list(runners)[1:]}
     fastest = {f"b{b}": min(runners, key=lambda r: latency[f"{r}_b{b}_ms"]) for b in params["batch_sizes"]}
     return {"latency": latency, "latency_iqr": spread, "speedup": speedup, "fastest": fastest, "runtimes": list(runners),
             "runtimes_skipped": skipped, "threads": params["threads"], "rounds": params["rounds"], "input_size": size,
-            "ort_int8": kernels.record()}
+            "ort_int8": kernels.record(), "cpu_share": share, "under_load": under_load(share, params["threads"])}
+
+
+def under_load(share: dict[str, float], threads: int) -> list[str]:
+    """The runs that got less of the CPU than they asked for (judged at one thread, where a
+    run's own share is one core)."""
+    return sorted(run for run, value in share.items() if threads == 1 and value < LOADED_BELOW)
 
 
 def check(m: dict, case: Case) -> None:
@@ -78,10 +89,13 @@ def rows(found) -> list[dict]:
         for key, value in m.get("latency", {}).items():
             runner, batch, _ = key.rsplit("_", 2)
             speedup = m["speedup"].get(f"{runner}_{batch}_speedup")
+            share = m.get("cpu_share", {}).get(f"{runner}_{batch}")
             rows.append({"model": base, "runtime": runner, "batch": batch.removeprefix("b"),
                          "median ms": f"{value:.2f}", "IQR ms": f"{m['latency_iqr'][f'{runner}_{batch}_iqr']:.2f}",
                          "speed-up vs eager": f"{speedup:.2f}x" if speedup else "1.00x",
-                         "fastest": "*" if m["fastest"].get(batch) == runner else ""})
+                         "fastest": "*" if m["fastest"].get(batch) == runner else "",
+                         "CPU share": "" if share is None else f"{share:.2f}" + (
+                             " (under load)" if f"{runner}_{batch}" in m.get("under_load", []) else "")})
     return rows
 
 
