@@ -117,6 +117,15 @@ def _check_python(spec: ModelSpec) -> None:
             raise ConfigError(f"model {spec.name}: {name} has {len(getattr(spec, name))} values; give 3 (RGB) or 1")
 
 
+def check_network(spec: ModelSpec) -> None:
+    """For a user's network (``python``), what only building it shows, once when the profile
+    loads: that it builds, and takes the images' channels. Other sources are checked by their
+    library and where the classifier is built."""
+    if spec.source == "python":
+        with torch.random.fork_rng(devices=[]):  # the runs' own random init stays as it was
+            check_input_channels(spec.name, build_network(spec, 2), IMAGE_CHANNELS)
+
+
 def split_callable(arch: str, model: str) -> tuple[str, str]:
     """("path/to/file.py" or "package.module", "callable") of ``arch``."""
     where, _, name = arch.rpartition(":")
@@ -217,6 +226,7 @@ class ImageClassifier(nn.Module):
         self.spec = spec
         self.name = spec.name
         mean, std, grey = preprocessing(spec, net)
+        check_input_channels(spec.name, net, 1 if grey else IMAGE_CHANNELS)
         self.normalize = Normalize(mean, std, grey)
         self.net = net
         self.head_path = _head_path(spec, net)
@@ -261,6 +271,19 @@ class ImageClassifier(nn.Module):
         """Modules outside the classifier (put in eval mode when frozen)."""
         classifier = self.classifier
         return [m for m in self.net.children() if m is not classifier and not _contains(m, classifier)]
+
+
+IMAGE_CHANNELS = 3  # every dataset's images are RGB (grey ones repeat the grey level)
+
+
+def check_input_channels(model: str, net: nn.Module, channels: int) -> None:
+    """ConfigError when the network's first convolution does not take the ``channels`` its
+    inputs have (a network without one is not checked)."""
+    first = next(((name, m) for name, m in net.named_modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+    if first is not None and first[1].in_channels != channels:
+        raise ConfigError(f"model {model}: its first convolution ({first[0]}) takes {first[1].in_channels} input "
+                          f"channel(s), its images have {channels} (RGB; grey datasets repeat the grey level): "
+                          f"build it with {channels} input channels")
 
 
 def _contains(module: nn.Module, part: nn.Module) -> bool:

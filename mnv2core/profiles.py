@@ -19,7 +19,7 @@ from pydantic.dataclasses import dataclass as schema_dataclass
 from .errors import ConfigError
 from .gate import Tolerances
 from .kernels import KINDS as KERNEL_KINDS
-from .models import SOURCES, ModelSpec, check_spec, default_spec, source_digest
+from .models import SOURCES, ModelSpec, check_network, check_spec, default_spec, source_digest
 from .roles import Role
 from .schema import STRICT, Names, NonNegative, Positive, fields_of, parameters_schema, problems, validated
 
@@ -447,6 +447,7 @@ def model_spec(name: str, values: dict[str, Any]) -> ModelSpec:
     check_spec(spec)
     if spec.source == "python":
         spec = dataclasses.replace(spec, code=source_digest(spec.arch, name))
+        check_network(spec)
     return spec
 
 

@@ -38,6 +38,10 @@ NET = textwrap.dedent("""
 
     def not_a_network(num_classes):
         return "a string"
+
+
+    def grey_net(num_classes):
+        return nn.Sequential(nn.Conv2d(1, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, num_classes))
 """)
 MINE = """
 [models.mine]
@@ -95,7 +99,7 @@ def test_editing_the_models_file_changes_every_key_built_from_it(own, tmp_path):
 
 @pytest.mark.parametrize("arch, message", [
     ("{own}/nets/missing.py:Net", r"nets/missing.py does not exist \(a path in a profile is relative to the profile's"),
-    ("{own}/nets/net.py:Nett", r"has no callable 'Nett'; it defines \['Net', 'not_a_network'\]"),
+    ("{own}/nets/net.py:Nett", r"has no callable 'Nett'; it defines \['Net', 'grey_net', 'not_a_network'\]"),
     ("{own}/nets/net.py", r"must be 'package.module:callable' or 'path/to/file.py:callable'"),
     ("no_such_package.nets:Net", r"module 'no_such_package.nets' cannot be imported"),
 ])
@@ -106,10 +110,19 @@ def test_a_model_that_cannot_be_found_is_one_line(own, tmp_path, arch, message):
     assert "\n" not in str(error.value) and "models.mine" in str(error.value)
 
 
-def test_a_callable_that_returns_no_module_is_one_line(own):
-    spec = model_spec("bad", {"source": "python", "arch": f"{own}/nets/net.py:not_a_network"})
+def test_a_callable_that_returns_no_module_is_one_line_when_the_profile_loads(own):
     with pytest.raises(ConfigError, match=r"returned a str, not an nn.Module"):
-        build_model(spec, 10)
+        model_spec("bad", {"source": "python", "arch": f"{own}/nets/net.py:not_a_network"})
+
+
+def test_a_network_that_takes_other_than_the_images_channels_is_one_line_and_draws_no_random_number(own):
+    state = torch.random.get_rng_state()
+    model_spec("mine", {"source": "python", "arch": f"{own}/nets/net.py:Net"})  # built once to be checked
+    assert torch.equal(torch.random.get_rng_state(), state)  # the runs' random init is not shifted by it
+    with pytest.raises(ConfigError) as error:
+        model_spec("grey", {"source": "python", "arch": f"{own}/nets/net.py:grey_net"})
+    assert str(error.value) == ("model grey: its first convolution (0) takes 1 input channel(s), its images have 3 "
+                                "(RGB; grey datasets repeat the grey level): build it with 3 input channels")
 
 
 def test_checkpoints_are_unwrapped_only_as_the_table_says(own, tmp_path):
