@@ -187,9 +187,14 @@ def plot_convergence(items: dict, path: Path, dataset: str) -> Path | None:
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(6.4, 3.8))
     for technique, epochs in curves:
-        axes.plot([e["epoch"] for e in epochs], [e.get("test_accuracy", e.get("val_accuracy")) for e in epochs],
-                  marker="o", label=technique)
-    axes.set(xlabel="epoch", ylabel="accuracy", title=f"{dataset}: accuracy per epoch")
+        line, = axes.plot([e["epoch"] for e in epochs], [e.get("test_accuracy", e.get("val_accuracy")) for e in epochs],
+                          marker="o", label=technique)
+        trained = [e for e in epochs if e.get("train_accuracy") is not None]
+        if trained:  # the same colour, dashed: the gap between the two is what the fit diagnosis reads
+            axes.plot([e["epoch"] for e in trained], [e["train_accuracy"] for e in trained], linestyle="--",
+                      color=line.get_color())
+    dashed = " (dashed: training sample)" if any(e.get("train_accuracy") is not None for _, es in curves for e in es) else ""
+    axes.set(xlabel="epoch", ylabel="accuracy", title=f"{dataset}: accuracy per epoch{dashed}")
     axes.legend(fontsize=7)
     return _save(figure, path)
 

@@ -76,6 +76,7 @@ RECORD = (
     info("input_size", "px", "the input resolution the model saw"),
     info("parameters", "count", "parameters of the model measured"),
     info("epochs", "list", "per-epoch history of the case's training"),
+    info("fit", "verdict", "underfit, overfit, balanced or undetermined, with its reason (mnv2core.fit)"),
     info("train_seconds", "s", "seconds the model's build took when it was built (None: not a built model)"),
     info("build_seconds", "s", "seconds this run spent getting the case's model: trained now, or loaded"),
     info("measure_seconds", "s", "seconds this run spent evaluating or measuring the model"),

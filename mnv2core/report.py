@@ -44,7 +44,9 @@ def render_report(document: dict[str, Any], fmt: str = "terminal") -> str:
         sections += [
                      _table("Training", _training(dataset, items, expected), fmt),
                      _table("Convergence: test accuracy per epoch (VGG16: validation accuracy)",
-                            _convergence(dataset, items, expected), fmt)]
+                            _convergence(dataset, items, expected), fmt),
+                     _table("Fit: training against held-out accuracy at the last epoch (rules: mnv2core/fit.py)",
+                            _fit(dataset, items, expected), fmt)]
         sections += [_table(table.title, table.rows(found), fmt) for table, found in _technique_tables(dataset, items)]
         sections += [analysis.text(_found(items, analysis.techniques, dataset))
                      for analysis in catalogue().analyses if not analysis.across_datasets]
@@ -141,6 +143,22 @@ def _convergence(dataset: str, items: dict, expected: list[str]) -> list[dict[st
         row = {"case": case.removeprefix(dataset + "-")}
         row.update({f"ep {h['epoch']}": f"{h.get('test_accuracy', h.get('val_accuracy')):.3f}" for h in history})
         rows.append(row)
+    return rows
+
+
+def _fit(dataset: str, items: dict, expected: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    for case in _in_order(expected, items):
+        metrics = items.get(case, {}).get("metrics", {})
+        fit = metrics.get("fit")
+        if _dataset_of(case) != dataset or not fit or items[case].get("base"):
+            continue  # a derived case measures its base's training: that base's row says it
+        known = "gap" in fit
+        rows.append({"case": case.removeprefix(dataset + "-"), "epochs": len(metrics.get("epochs") or []),
+                     "train acc": f"{fit['train_accuracy']:.3f}" if known else "",
+                     "held-out acc": f"{fit['held_out_accuracy']:.3f} ({fit['held_out']})" if known else "",
+                     "gap (points)": f"{fit['gap'] * 100:+.1f}" if known else "",
+                     "fit": fit["verdict"], "why": fit["reason"]})
     return rows
 
 

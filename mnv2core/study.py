@@ -24,6 +24,7 @@ from .deploy.latency import Timer, measure_latencies
 from .errors import ConfigError, InconsistentEntry
 from .execution import Execution, keep_freed_memory
 from .fingerprint import code_fingerprint
+from .fit import diagnose
 from .frozen_features import FeatureStore
 from .grid import find_case, plan, upstream_of
 from .kernels import in_effect as kernels_in_effect
@@ -156,6 +157,7 @@ class Study:
                 "input_size": artifact.meta["input_size"],
                 "parameters": count_parameters(artifact.model),
                 "epochs": history,
+                "fit": diagnose(history) if history else None,
                 "train_seconds": train_seconds,  # of the model's build, whenever that ran
                 "build_seconds": built - started,  # getting the model in this run: built, or loaded
                 "measure_seconds": time.perf_counter() - built,  # evaluating or measuring it

@@ -25,6 +25,7 @@ FIRST_EPOCH_FACTOR = 10.0  # epoch 1's mean loss above this x its first step's (
 LOSS_FLOOR = 0.5
 WARMUP_START = 0.01  # a warm-up's first lr, as a fraction of the recipe's
 VALIDATION_SEED = 0  # the validation split's draw: the same for every technique on a dataset
+FIT_SAMPLE_IMAGES = 256  # training images scored after each epoch, for the fit diagnosis (mnv2core.fit)
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -37,10 +38,12 @@ class EpochStats:
     images_per_second: float
     val_accuracy: float | None = None  # with a validation split
     kept: bool = False  # the epoch whose weights the model ends with (chosen on the validation split)
+    train_accuracy: float | None = None  # on FIT_SAMPLE_IMAGES of the training split, in eval mode
 
     def as_dict(self) -> dict:
         stats = asdict(self)
-        return {k: v for k, v in stats.items() if (k, v) not in (("val_accuracy", None), ("kept", False))}
+        return {k: v for k, v in stats.items()
+                if (k, v) not in (("val_accuracy", None), ("kept", False), ("train_accuracy", None))}
 
 
 HISTORY_TOLERANCE = 0.005  # a model's test accuracy against its own history's: another CPU's kernels may flip an image
@@ -205,6 +208,7 @@ def fit(model: nn.Module, data: DatasetSplits, cfg: TrainConfig, *, params: list
     if cfg.bn_frozen:
         frozen_modules += [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     best = Best(model, evaluate(model, validation, eval_batch_size, execution)) if validation is not None else None
+    fit_sample = data.train.subset(FIT_SAMPLE_IMAGES, VALIDATION_SEED)  # the same images every epoch
     history = []
     for epoch in range(1, cfg.epochs + 1):
         started = time.perf_counter()
@@ -240,7 +244,7 @@ def fit(model: nn.Module, data: DatasetSplits, cfg: TrainConfig, *, params: list
         val_accuracy = None if best is None else best.offer(epoch, evaluate(model, validation, eval_batch_size,
                                                                             execution))
         stats = EpochStats(epoch, train_loss, accuracy, time.perf_counter() - started, seen / train_seconds,
-                           val_accuracy)
+                           val_accuracy, train_accuracy=evaluate(model, fit_sample, eval_batch_size, execution))
         history.append(stats)
         log.info("%s epoch %d/%d: loss %.4f, test accuracy %.4f%s, %.1fs (%.0f img/s)", label, epoch,
                  cfg.epochs, train_loss, accuracy, "" if best is None else f", validation {val_accuracy:.4f}",

@@ -90,12 +90,14 @@ def rows(found) -> list[dict]:
             runner, batch, _ = key.rsplit("_", 2)
             speedup = m["speedup"].get(f"{runner}_{batch}_speedup")
             share = m.get("cpu_share", {}).get(f"{runner}_{batch}")
-            rows.append({"model": base, "runtime": runner, "batch": batch.removeprefix("b"),
-                         "median ms": f"{value:.2f}", "IQR ms": f"{m['latency_iqr'][f'{runner}_{batch}_iqr']:.2f}",
-                         "speed-up vs eager": f"{speedup:.2f}x" if speedup else "1.00x",
-                         "fastest": "*" if m["fastest"].get(batch) == runner else "",
-                         "CPU share": "" if share is None else f"{share:.2f}" + (
-                             " (under load)" if f"{runner}_{batch}" in m.get("under_load", []) else "")})
+            row = {"model": base, "runtime": runner, "batch": batch.removeprefix("b"),
+                   "median ms": f"{value:.2f}", "IQR ms": f"{m['latency_iqr'][f'{runner}_{batch}_iqr']:.2f}",
+                   "speed-up vs eager": f"{speedup:.2f}x" if speedup else "1.00x",
+                   "fastest": "*" if m["fastest"].get(batch) == runner else ""}
+            if share is not None:  # records before CPU shares were taken have none
+                loaded = " (under load)" if f"{runner}_{batch}" in m.get("under_load", []) else ""
+                row["CPU share"] = f"{share:.2f}{loaded}"
+            rows.append(row)
     return rows
 
 
