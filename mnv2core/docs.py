@@ -22,7 +22,7 @@ def write_results_page(documents: list[dict[str, Any]], out_dir: Path, sources: 
     figure a results file puts on the page is found and checked before anything is written."""
     for source, document in zip(sources, documents, strict=True):
         for extra in case_items(document).values():
-            for value in _page_figures(extra):
+            for _, value in _page_figures(extra):
                 _page_input(Path(value), source, extra)
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = ["# Results", "",
@@ -86,18 +86,20 @@ def _dataset_section(dataset: str, items: dict, out_dir: Path,
         if page_plot and cases:
             figures.append(page_plot(cases, out_dir / f"{dataset}-{name}.png", dataset))
     copies = [(method_of(extra), value, _copied(_page_input(Path(value), source, extra),
-                                                out_dir / f"{dataset}-{case_label(extra).replace(' ', '-')}-{method_of(extra)}.png"))
-              for extra in mine.values() for value in _page_figures(extra)]
+                                                out_dir / f"{dataset}-{case_label(extra).replace(' ', '-')}-"
+                                                          f"{method_of(extra)}{'' if name == 'plot' else '-' + name}.png"))
+              for extra in mine.values() for name, value in _page_figures(extra)]
     lines += [_figure(path, out_dir) for path in figures + [path for _, _, path in copies] if path]
     return lines + [""], copies
 
 
-def _page_figures(extra: dict) -> list[str]:
-    """The PNGs of a case its technique declares for the page."""
+def _page_figures(extra: dict) -> list[tuple[str, str]]:
+    """(metric name, PNG path) of each figure of a case its technique declares for the page."""
     if method_of(extra) not in catalogue().techniques:
         return []  # a results file of other code
     declarations = catalogue().declarations(method_of(extra))
-    return [value for _, value, metric in declarations.leaves(extra.get("metrics", {})) if metric and metric.on_page]
+    return [(name, value) for name, value, metric in declarations.leaves(extra.get("metrics", {}))
+            if metric and metric.on_page]
 
 
 def deployment_variants(items: dict) -> list[dict[str, Any]]:

@@ -12,11 +12,9 @@ POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d, nn.MaxPool2d)
 
 
 @torch.no_grad()
-def default_target_layer(model: nn.Module, example: torch.Tensor | None = None) -> str:
-    """The module that outputs the last conv feature map: of every module, in the order they
-    finish on ``example``, the last whose output is a 4D map that no pooling layer made
-    (``net.features`` for MobileNetV2, ``net.layer4`` for ResNets, ``net.bn2`` for timm's
-    EfficientNets)."""
+def feature_map_layers(model: nn.Module, example: torch.Tensor | None = None) -> list[str]:
+    """Of every module below the top, in the order they finish on ``example``, those whose
+    output is a 4D map that no pooling layer made: the model's conv feature maps, early to late."""
     device = next(model.parameters()).device
     example = torch.rand(1, 3, 64, 64, device=device) if example is None else example[:1]
     finished, pooled = [], set()
@@ -37,7 +35,14 @@ def default_target_layer(model: nn.Module, example: torch.Tensor | None = None) 
         model.train(was_training)
         for handle in handles:
             handle.remove()
-    maps = [name for name, output in finished if output.dim() == 4 and id(output) not in pooled]
+    names = [name for name, output in finished if output.dim() == 4 and id(output) not in pooled]
+    return list(reversed(dict.fromkeys(reversed(names))))  # a module run twice counts where it last ran
+
+
+def default_target_layer(model: nn.Module, example: torch.Tensor | None = None) -> str:
+    """The module that outputs the last conv feature map (``net.features`` for MobileNetV2,
+    ``net.layer4`` for ResNets, ``net.bn2`` for timm's EfficientNets)."""
+    maps = feature_map_layers(model, example)
     if not maps:
         raise ConfigError("no conv feature map found for Grad-CAM; name a layer (deployment.gradcam layer)")
     return maps[-1]
@@ -77,9 +82,11 @@ def grad_cam(model: nn.Module, images: torch.Tensor, layer: str | None = None,
 
 
 def plot_overlays(images: torch.Tensor, heatmaps: torch.Tensor, labels: torch.Tensor, predictions: torch.Tensor,
-                  path, title: str, class_names: tuple[str, ...] | None = None):
+                  path, title: str, class_names: tuple[str, ...] | None = None,
+                  confidences: torch.Tensor | None = None):
     """A grid of heatmap overlays, one column per image, captioned with the true and the
-    predicted class (by name when given) and marked correct or misclassified."""
+    predicted class (by name when given), marked correct or misclassified, and with the
+    prediction's confidence when given."""
     def name(index) -> str:
         return class_names[int(index)] if class_names else str(int(index))
 
@@ -94,10 +101,11 @@ def plot_overlays(images: torch.Tensor, heatmaps: torch.Tensor, labels: torch.Te
         axes[0, column].imshow(picture)
         axes[1, column].imshow(picture)
         axes[1, column].imshow(heatmaps[column].cpu().numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1)
+        sure = "" if confidences is None else f" {float(confidences[column]):.2f}"
         if predictions[column] == labels[column]:
-            caption = f"{name(labels[column])}\n(correct)"
+            caption = f"{name(labels[column])}\n(correct{sure})"
         else:
-            caption = f"{name(labels[column])}\nread as {name(predictions[column])}"
+            caption = f"{name(labels[column])}\nread as {name(predictions[column])}{sure}"
         axes[0, column].set_title(caption, fontsize=7, color="black" if predictions[column] == labels[column] else "red")
         for row in range(2):
             axes[row, column].axis("off")

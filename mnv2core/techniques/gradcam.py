@@ -1,6 +1,6 @@
 """Grad-CAM of a base model on a test sample spanning the classes: faithfulness
-(deletion/insertion AUC), focus (top-10% mass share, entropy) and an overlay PNG of correct
-and misclassified images captioned with class names."""
+(deletion/insertion AUC), focus (top-10% mass share, entropy) and an overlay PNG of its least
+confident right and most confident wrong predictions, captioned with class names and confidence."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,7 +12,8 @@ from ..context import Artifact, Case, Context
 from ..datasets import eval_batches
 from ..deploy.twins import figure_path, test_set
 from ..explain.faithfulness import concentration, deletion_insertion_auc
-from ..explain.gradcam import default_target_layer, grad_cam, plot_overlays
+from ..explain.feature_maps import mean_maps, pick_layers, plot_feature_maps
+from ..explain.gradcam import default_target_layer, feature_map_layers, grad_cam, plot_overlays
 from ..metrics import HIGHER, LOWER, accuracy, figure, info
 from ..registry import DEPLOYMENT, Analysis, Technique, present, register, register_analysis, require
 from ..schema import NonNegative, Parameters, Positive
@@ -25,7 +26,10 @@ METRICS = (
     info("entropy", "fraction", "normalised entropy of the map (low: focused)"),
     info("layer", "text", "the layer whose map Grad-CAM reads"), info("feature_map", "list", "its height x width"),
     info("images", "count"), info("classes_in_sample", "count"), info("classes", "count"),
-    figure("plot", "overlays of correct and misclassified images", on_page=True),
+    figure("plot", "overlays of the least confident right and the most confident wrong images", on_page=True),
+    info("feature_layers", "list", "the conv layers whose mean activation maps the feature-map figure shows"),
+    figure("feature_maps", "mean activation maps of an early, a middle and the last conv layer", on_page=True),
+    info("shown", "list", "the images the overlays show: sample index, true and predicted class, confidence"),
 )
 
 
@@ -38,18 +42,37 @@ def measure(ctx: Context, case: Case, base: Artifact) -> dict[str, Any]:
     heatmaps, predicted, map_size = grad_cam(model, images, layer)
     deletion, insertion = deletion_insertion_auc(model, images, heatmaps, predicted, params["steps"])
     top_share, entropy = concentration(heatmaps)
-    correct = (predicted == labels).nonzero().flatten()[: params["overlays"]]
-    wrong = (predicted != labels).nonzero().flatten()[: params["overlays"]]
-    shown = torch.cat([correct, wrong])
+    layers = pick_layers(feature_map_layers(model, images))
+    features = plot_feature_maps(images[: params["overlays"]], mean_maps(model, images[: params["overlays"]], layers),
+                                 figure_path(ctx, case, "features"),
+                                 f"Mean activation maps {case.dataset} {case.model} {case.base}: early to last conv layer")
+    shown, confidence = gallery(model, images, labels, predicted, params["overlays"])
     plot = plot_overlays(images[shown], heatmaps[shown], labels[shown], predicted[shown],
                          figure_path(ctx, case, "gradcam"),
-                         f"Grad-CAM {case.dataset} {case.model} {case.base} ({layer}, map {map_size[0]}x{map_size[1]})",
-                         ctx.dataset(case.dataset).classes)
+                         f"Grad-CAM {case.dataset} {case.model} {case.base} ({layer}, map {map_size[0]}x{map_size[1]}): "
+                         f"least confident right, most confident wrong",
+                         ctx.dataset(case.dataset).classes, confidence[shown])
     return {"sample_accuracy": float((predicted == labels).float().mean()), "layer": layer,
             "feature_map": list(map_size), "input_size": base.meta["input_size"], "images": len(test),
             "classes_in_sample": int(labels.unique().numel()), "classes": ctx.dataset(case.dataset).num_classes,
             "deletion_auc": float(deletion.mean()), "insertion_auc": float(insertion.mean()),
-            "top10_mass_share": float(top_share.mean()), "entropy": float(entropy.mean()), "plot": str(plot)}
+            "top10_mass_share": float(top_share.mean()), "entropy": float(entropy.mean()), "plot": str(plot),
+            "feature_layers": layers, "feature_maps": str(features),
+            "shown": [{"image": int(i), "label": int(labels[i]), "predicted": int(predicted[i]),
+                       "confidence": float(confidence[i])} for i in shown]}
+
+
+@torch.no_grad()
+def gallery(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, predicted: torch.Tensor,
+            count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sample's indices to show: the ``count`` least confident right predictions, then the
+    ``count`` most confident wrong ones (where a model errs, and where it is surest and still
+    wrong); and every image's confidence (its top softmax probability)."""
+    confidence = model(images).softmax(1).amax(1)
+    right, wrong = (predicted == labels).nonzero().flatten(), (predicted != labels).nonzero().flatten()
+    unsure = right[confidence[right].argsort(stable=True)[:count]]
+    sure = wrong[confidence[wrong].argsort(descending=True, stable=True)[:count]]
+    return torch.cat([unsure, sure]), confidence
 
 
 def check(m: dict, case: Case) -> None:
@@ -58,7 +81,8 @@ def check(m: dict, case: Case) -> None:
     require(0 <= m["deletion_auc"] <= 1 and 0 <= m["insertion_auc"] <= 1, "AUCs outside [0, 1]")
     require(m["classes_in_sample"] == min(m["classes"], m["images"]),
             f"the sample spans {m['classes_in_sample']} of {m['classes']} classes")
-    require(Path(m["plot"]).read_bytes()[:4] == b"\x89PNG", f"{m['plot']} is not a PNG")
+    for figure_file in (m["plot"], m["feature_maps"]):
+        require(Path(figure_file).read_bytes()[:4] == b"\x89PNG", f"{figure_file} is not a PNG")
 
 
 def rows(found) -> list[dict]:
