@@ -70,6 +70,11 @@ def figure(name: str, doc: str = "", on_page: bool = False) -> Metric:
     return Metric(name, "png", on_page=on_page, doc=doc)
 
 
+# every latency timed by deploy.latency.time_runners
+CPU_SHARE = info("cpu_share.*", "x", "CPU seconds the process spent per wall second while the run was timed "
+                                     "(below 1 at one thread: other processes took turns on its cores)")
+
+
 # every record's metrics (the study writes them)
 RECORD = (
     info("floor", "fraction", "the profile's accuracy floor for the case (None: not asserted)"),

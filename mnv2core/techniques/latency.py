@@ -9,7 +9,7 @@ from ..context import Artifact, Case, Context
 from ..deploy.latency import cpu_copy, time_runners
 from ..deploy.onnx_runtime import int8_kernels, ort_session
 from ..deploy.twins import compiled_twins, int8_model_or_reason, onnx_files, openvino_twins
-from ..metrics import info, ms, speedup
+from ..metrics import CPU_SHARE, info, ms, speedup
 from ..registry import DEPLOYMENT, Technique, present, register, require
 from ..schema import NonNegative, Parameters, Positive
 
@@ -31,7 +31,7 @@ METRICS = (
     info("runtimes_skipped", "text", "runtimes that could not run, and why"),
     info("threads", "count"), info("rounds", "count"),
     info("ort_int8", "config", "ORT int8's quantization and kernels, and the CPU flags that chose them"),
-    info("cpu_share.*", "x", "CPU seconds the process spent per wall second while the run was timed"),
+    CPU_SHARE,
     info("under_load", "list", "runs timed while other processes took turns on the cores (CPU share below "
                                "0.9 at one thread): their times are slower than the machine's, their ratios noisier"),
 )

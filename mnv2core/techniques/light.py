@@ -8,7 +8,7 @@ from typing import Any
 from ..building import Trained, plain
 from ..context import Artifact, Case, Context
 from ..deploy.latency import eager_latency
-from ..metrics import info, ms
+from ..metrics import CPU_SHARE, info, ms
 from ..registry import TRAINED, Table, Technique, only, register, register_study, register_table, require
 from ..strategies import train_from_scratch
 
@@ -52,7 +52,7 @@ def rows(found) -> list[dict]:
 
 
 METRICS = (ms("latency.eager_fp32_b*_ms", "median ms per batch, eager PyTorch fp32"),
-           info("latency_iqr.*", "ms", "interquartile range of the rounds"), info("threads", "count"),
+           info("latency_iqr.*", "ms", "interquartile range of the rounds"), CPU_SHARE, info("threads", "count"),
            info("rounds", "count"))
 for name, (model, title) in MODELS.items():
     register(Technique(name, TRAINED, title, study=STUDY, model=model,

@@ -15,7 +15,7 @@ from ..compression.lowrank import factorize_linear, named_spectra, ratio_rank
 from ..compression.plots import plot_cumulative_energy
 from ..context import Artifact, Case, Context, Recipe, model_payload
 from ..deploy.latency import eager_latency
-from ..metrics import accuracy, figure, info, ms
+from ..metrics import CPU_SHARE, accuracy, figure, info, ms
 from ..models import ImageClassifier, count_parameters
 from ..registry import (
     TRAINED,
@@ -164,7 +164,8 @@ LOWRANK_METRICS = (
     info("head_shape", "list"), info("head_params_before", "count"), info("params_before", "count"),
     info("spectra", "list", "shape, rank and k95 of each analysed layer"), figure("spectra_plot"),
     ms("latency.*_ms", "median ms per batch of the dense model and each low-rank head"),
-    info("latency_iqr.*", "ms"), info("threads", "count"), info("rounds", "count"), info("batch_size", "count"),
+    info("latency_iqr.*", "ms"), CPU_SHARE, info("threads", "count"), info("rounds", "count"),
+    info("batch_size", "count"),
 )
 register(Technique(BASE, TRAINED, "ResNet-18, head on frozen backbone", study=STUDY, model=MODEL,
                    builder=Trained(head_only, pretrained=True), check=check_head))
