@@ -596,7 +596,8 @@ def _compressions(raw: dict, techniques: dict[str, TrainConfig], catalogue: Know
 
 def _deployments(raw: dict, models: list[str], catalogue: KnownTechniques, where: str) -> dict[str, Any]:
     """[deployment]: ``bases`` (trained or compressed techniques to measure) and one table
-    per deployment technique with its parameters."""
+    per deployment technique with its parameters; a table's own ``bases`` may name any of the
+    profile's techniques (e.g. a companion study's network, explained but not deployed)."""
     bases = tuple(raw.get("bases", ()))
     unknown = [b for b in bases if b not in models]
     if unknown:
@@ -608,9 +609,10 @@ def _deployments(raw: dict, models: list[str], catalogue: KnownTechniques, where
             continue
         if name not in known:
             raise ConfigError(f"{where}: unknown deployment technique {name!r}; known: {sorted(known)}")
-        outside = [b for b in table.get("bases", ()) if b not in bases]
+        outside = [b for b in table.get("bases", ()) if b not in models]  # its own may reach past [deployment]'s
         if outside:
-            raise ConfigError(f"{where}: deployment.{name}.bases {outside} are not in deployment.bases {list(bases)}")
+            raise ConfigError(f"{where}: deployment.{name}.bases names {outside}, not techniques of this profile: "
+                              f"{models}")
         deployments[name] = {**known[name], **table}
     if deployments and not bases:
         raise ConfigError(f"{where}: [deployment] needs bases = [...] (e.g. [\"full_ft\", \"kd\"])")

@@ -83,6 +83,9 @@ images = 16
 images = 8
 overlays = 2
 steps = 3
+[deployment.deconvnet]
+images = 8
+count = 2
 
 [floors.tiny]
 partial_ft = 0.0
@@ -92,7 +95,7 @@ full_ft_structured = 0.0
 full_ft_lottery = 0.0
 full_ft_svd = 0.0
 """
-DEPLOYMENTS = ("int8", "onnx", "latency", "fgsm", "pgd", "robustness", "gradcam")
+DEPLOYMENTS = ("int8", "onnx", "latency", "fgsm", "pgd", "robustness", "gradcam", "deconvnet")
 
 
 @pytest.fixture(scope="module")

@@ -50,6 +50,8 @@ def test_builtin_profiles_load_and_cover_the_grid(name):
     for runtime in ("compiled", "openvino"):
         deployed |= {f"full_ft_{runtime}"} if name == "smoke" else {f"{base}_{runtime}" for base in
                                                                      ("partial_ft", "full_ft", "kd", "full_ft_prune")}
+    # DeconvNet: a fine-tuned model and the VGG16 in smoke, the distilled one too in full
+    deployed |= {"full_ft_deconvnet", "vgg_train_deconvnet"} | ({"kd_deconvnet"} if name != "smoke" else set())
     companions = {t for study in ("vgg_si", "light", "lowrank", "speed") for t in catalogue().study_techniques(study)}
     assert {c.technique for c in cases} == trained | compressed | deployed | companions
     measured_only = deployed | {"full_ft_spectra", "kd_spectra", "train_speed"}
@@ -171,13 +173,16 @@ def test_a_compression_technique_can_narrow_the_bases(tmp_path):
                            .replace("rounds = 2\n", "")), catalogue())
 
 
-def test_a_deployment_technique_can_narrow_the_bases(tmp_path):
+def test_a_deployment_technique_can_narrow_the_bases_or_name_its_own(tmp_path):
     text = MINIMAL.format(dataset_extra="", technique_extra="") + (
         '\n[deployment]\nbases = ["scratch"]\n[deployment.fgsm]\n[deployment.gradcam]\nbases = []\n')
     profile = load_profile(write(tmp_path, text=text), catalogue())
     assert [t for t, _, _, _ in profile.deployment_cases()] == ["scratch_fgsm"]
-    with pytest.raises(ConfigError, match=r"deployment.gradcam.bases \['kd'\] are not in deployment.bases"):
-        load_profile(write(tmp_path, text=text.replace("bases = []", 'bases = ["kd"]')), catalogue())
+    smoke = load_profile("smoke", catalogue())  # VGG16 is explained, not deployed
+    assert "vgg_train" not in smoke.deployment_bases
+    assert [t for t, _, _, _ in smoke.deployment_cases() if t.startswith("vgg_train")] == ["vgg_train_deconvnet"]
+    with pytest.raises(ConfigError, match=r"deployment.gradcam.bases names \['sharpen'\], not techniques of this"):
+        load_profile(write(tmp_path, text=text.replace("bases = []", 'bases = ["sharpen"]')), catalogue())
 
 
 def test_a_deployment_technique_can_narrow_the_models_and_datasets_it_runs_on(tmp_path):
