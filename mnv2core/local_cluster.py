@@ -114,7 +114,9 @@ class Stopped(Exception):
         self.signum = signum
 
 
-STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # SIGINT is Python's KeyboardInterrupt already
+# SIGINT too: a process started with SIGINT ignored (as a background job, or by a parent that
+# ignores it) keeps it ignored, and Python raises no KeyboardInterrupt there
+STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 
 
 def run_with_cluster(command: list[str], workers: int, threads: int) -> int:
@@ -136,7 +138,7 @@ def run_with_cluster(command: list[str], workers: int, threads: int) -> int:
                 return child.wait()
             finally:
                 _stop_child(child)
-    except (Stopped, KeyboardInterrupt) as exc:
+    except (Stopped, KeyboardInterrupt) as exc:  # KeyboardInterrupt: SIGINT before the handler was set
         signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
         print(f"local-cluster: stopped by {signal.Signals(signum).name}; the command and the cluster are stopped",
               file=sys.stderr, flush=True)

@@ -201,8 +201,11 @@ def test_local_cluster_stopped_by_a_signal_stops_its_command_and_every_cluster_p
     pid_file = tmp_path / "command.pid"
     command = [sys.executable, "-m", "mnv2core", "local-cluster", "--workers", "1", "--", sys.executable, "-c",
                f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(300)"]
+    def ignoring_sigint():  # as a background job starts it: Python then raises no KeyboardInterrupt
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
     running = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONPATH": str(REPO)})
+                               env={**os.environ, "PYTHONPATH": str(REPO)}, preexec_fn=ignoring_sigint)
     try:
         started = running.stdout.readline()
         assert "local Dask cluster at" in started, started + running.stderr.read()
