@@ -1,4 +1,4 @@
-"""Command line: ``python -m mnv2core report|gate|docs|merge|local-cluster``."""
+"""Command line: ``python -m mnv2core report|gate|compare|docs|merge|local-cluster``."""
 from __future__ import annotations
 
 import argparse
@@ -46,6 +46,15 @@ def gate(args) -> int:
         write_json_atomic(args.baseline, baseline)
         print(f"{args.baseline}: verified on {cpu}")
     return 0 if outcome.passed else 1
+
+
+def compare_command(args) -> int:
+    from .compare import compare_runs, render
+
+    rows = compare_runs(load_results(args.first), load_results(args.second), catalogue().declarations, args.k,
+                        args.changed)
+    print(render(rows, (str(args.first), str(args.second)), args.format), end="")
+    return 0
 
 
 def merge(args) -> int:
@@ -117,6 +126,15 @@ def _parser() -> argparse.ArgumentParser:
                        help="where every gated accuracy is identical, add the results' CPU to the baseline's verified "
                             "CPUs (gated as the baseline's own from then on)")
     check.set_defaults(command=gate)
+
+    both = commands.add_parser("compare", help="two results files side by side: every declared metric, its change, "
+                                               "better or worse")
+    both.add_argument("first", type=Path, help="results JSON A (e.g. a committed baseline)")
+    both.add_argument("second", type=Path, help="results JSON B (e.g. .mnv2results/latest.json)")
+    both.add_argument("-k", help="only the cases this expression selects, as pytest's -k (e.g. 'full_ft and not int8')")
+    both.add_argument("--changed", action="store_true", help="only the metrics that differ")
+    both.add_argument("--format", choices=sorted(FORMATS), default="terminal")
+    both.set_defaults(command=compare_command)
 
     page = commands.add_parser("docs", help="write RESULTS.md and its PNG figures from results files")
     page.add_argument("results", type=Path, nargs="+", help="results JSON files, e.g. benchmarks/baselines/cpu-*.json")
