@@ -121,6 +121,7 @@ class ArtifactCache:
                 self.events.append((name, "loaded"))
                 return CacheResult(entry["payload"], key.digest, "loaded", path)
             started = time.perf_counter()
+            log.info("building %s", name)
             payload = build()
             self._save(path, entry_name, {"format": FORMAT, "key": key.digest, "spec": key.describe(),
                                           "run_id": self.run_id, "payload": payload,

@@ -178,8 +178,10 @@ def test_grid_runs_records_and_reuses_the_cache(grid, tmp_path):
 
 def test_grid_under_xdist_writes_results_and_a_worse_run_fails_the_gate(grid, tmp_path):
     bench = tmp_path / "bench.json"
-    result = grid("-n", "2", "--benchmark-json", str(bench))
+    result = grid("-n", "2", "--benchmark-json", str(bench), "--progress-every", "0.3")
     result.assert_outcomes(passed=7, skipped=2)
+    # the workers' progress reaches the controller's terminal through the run's progress log
+    result.stdout.fnmatch_lines(["*mnv2bench] */9 cases finished, 0 min 0* elapsed, *gw*: tiny-*"])
     assert "Not saving anything" not in result.stdout.str() + result.stderr.str() and bench.is_file()
     result.stdout.fnmatch_lines(["*Study summary*", "*Full Fine-Tuning*"])
     assert {e["case"] for e in latest_records(tmp_path)} == CASES
