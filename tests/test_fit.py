@@ -1,6 +1,7 @@
 """The fit diagnosis: rules over a training history, and the training accuracy fit() records
-for it; an overfitting head (few noisy training points, many epochs) and an underfitting one
-(one epoch at a tiny lr) are told apart on real trainings."""
+for it; three real trainings made to order are told apart: an overfitting head (few noisy
+training points, many epochs), an underfitting one (three epochs at a tiny lr) and a balanced
+one (plenty of clean points)."""
 import torch
 from torch import nn
 
@@ -59,21 +60,24 @@ def blobs(count, seed, noise):
     return FeatureSet(torch.eye(4, 16)[labels] + noise * torch.randn(count, 16, generator=generator), labels)
 
 
-def trained(train: FeatureSet, cfg: TrainConfig):
+def trained(train: FeatureSet, cfg: TrainConfig, test_noise: float = 1.2):
     torch.manual_seed(0)
     head = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 4))
-    data = DatasetSplits("blobs", train, blobs(400, seed=9, noise=1.2), tuple("abcd"), {})
+    data = DatasetSplits("blobs", train, blobs(400, seed=9, noise=test_noise), tuple("abcd"), {})
     return [h.as_dict() for h in fit(head, data, cfg, params=list(head.parameters()), seed=0, label="t",
                                       eval_batch_size=256)]
 
 
-def test_fit_records_training_accuracy_each_epoch_and_real_trainings_are_told_apart():
+def test_fit_records_training_accuracy_each_epoch_and_three_real_trainings_are_told_apart():
     memorised = trained(blobs(48, seed=1, noise=1.2), TrainConfig(epochs=60, batch_size=8, lr=0.01, augment=False))
     assert all(0 <= e["train_accuracy"] <= 1 for e in memorised) and len(memorised) == 60
     assert diagnose(memorised)["verdict"] == "overfit", diagnose(memorised)
     starved = trained(blobs(FIT_SAMPLE_IMAGES * 2, seed=1, noise=1.2),
                       TrainConfig(epochs=3, batch_size=64, optimizer="sgd", lr=1e-3, momentum=0.0, augment=False))
     assert diagnose(starved)["verdict"] == "underfit", diagnose(starved)
+    fitted = trained(blobs(1024, seed=1, noise=0.4), TrainConfig(epochs=6, batch_size=32, lr=0.01, augment=False),
+                     test_noise=0.4)
+    assert diagnose(fitted)["verdict"] == "balanced", diagnose(fitted)
 
 
 def test_the_report_has_a_fit_row_per_trained_case_and_none_for_a_derived_one():
