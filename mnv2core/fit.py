@@ -20,10 +20,11 @@ VERDICTS = ("underfit", "overfit", "balanced", "undetermined")
 def diagnose(epochs: list[dict[str, Any]]) -> dict[str, Any]:
     """``{"verdict", "reason", "train_accuracy", "held_out_accuracy", "held_out", "gap",
     "loss_falling"}`` of a training history (``EpochStats.as_dict`` rows)."""
+    if len(epochs) < MIN_EPOCHS:
+        return {"verdict": "undetermined", "reason": f"{len(epochs)} epoch(s): a trend needs {MIN_EPOCHS}"}
     scored = [e for e in epochs if e.get("train_accuracy") is not None]
     if len(scored) < MIN_EPOCHS:
-        why = "no training accuracy recorded" if epochs and not scored else f"{len(scored)} epoch(s)"
-        return {"verdict": "undetermined", "reason": f"{why}: a trend needs {MIN_EPOCHS}"}
+        return {"verdict": "undetermined", "reason": "no training accuracy recorded (a record of older code)"}
     held_out = "val_accuracy" if all("val_accuracy" in e for e in scored) else "test_accuracy"
     gaps = [e["train_accuracy"] - e[held_out] for e in scored]
     last, middle = scored[-1], scored[len(scored) // 2 - 1]

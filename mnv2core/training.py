@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, replace
 import torch
 from torch import nn
 
+from . import fit as fit_rules
 from .datasets import DatasetSplits, FeatureSet, ImageSet, eval_batches, train_batches
 from .errors import TrainingDivergedError
 from .execution import Execution
@@ -25,7 +26,7 @@ FIRST_EPOCH_FACTOR = 10.0  # epoch 1's mean loss above this x its first step's (
 LOSS_FLOOR = 0.5
 WARMUP_START = 0.01  # a warm-up's first lr, as a fraction of the recipe's
 VALIDATION_SEED = 0  # the validation split's draw: the same for every technique on a dataset
-FIT_SAMPLE_IMAGES = 256  # training images scored after each epoch, for the fit diagnosis (mnv2core.fit)
+FIT_SAMPLE_IMAGES = 256  # training images scored after each epoch of a training long enough to diagnose
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -38,7 +39,7 @@ class EpochStats:
     images_per_second: float
     val_accuracy: float | None = None  # with a validation split
     kept: bool = False  # the epoch whose weights the model ends with (chosen on the validation split)
-    train_accuracy: float | None = None  # on FIT_SAMPLE_IMAGES of the training split, in eval mode
+    train_accuracy: float | None = None  # on FIT_SAMPLE_IMAGES of the training split, in eval mode (3+ epochs)
 
     def as_dict(self) -> dict:
         stats = asdict(self)
@@ -208,7 +209,8 @@ def fit(model: nn.Module, data: DatasetSplits, cfg: TrainConfig, *, params: list
     if cfg.bn_frozen:
         frozen_modules += [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     best = Best(model, evaluate(model, validation, eval_batch_size, execution)) if validation is not None else None
-    fit_sample = data.train.subset(FIT_SAMPLE_IMAGES, VALIDATION_SEED)  # the same images every epoch
+    # the same training images every epoch, for the fit diagnosis (none for a training too short to have a trend)
+    fit_sample = data.train.subset(FIT_SAMPLE_IMAGES, VALIDATION_SEED) if cfg.epochs >= fit_rules.MIN_EPOCHS else None
     history = []
     for epoch in range(1, cfg.epochs + 1):
         started = time.perf_counter()
@@ -244,7 +246,8 @@ def fit(model: nn.Module, data: DatasetSplits, cfg: TrainConfig, *, params: list
         val_accuracy = None if best is None else best.offer(epoch, evaluate(model, validation, eval_batch_size,
                                                                             execution))
         stats = EpochStats(epoch, train_loss, accuracy, time.perf_counter() - started, seen / train_seconds,
-                           val_accuracy, train_accuracy=evaluate(model, fit_sample, eval_batch_size, execution))
+                           val_accuracy, train_accuracy=None if fit_sample is None else
+                           evaluate(model, fit_sample, eval_batch_size, execution))
         history.append(stats)
         log.info("%s epoch %d/%d: loss %.4f, test accuracy %.4f%s, %.1fs (%.0f img/s)", label, epoch,
                  cfg.epochs, train_loss, accuracy, "" if best is None else f", validation {val_accuracy:.4f}",
