@@ -18,7 +18,8 @@ PACKAGE = Path(__file__).resolve().parent
 # goes on (the next commit, during a long grid) must not key the run's entries by code it does
 # not run.
 SOURCES = {path: path.read_bytes() for path in PACKAGE.rglob("*.py")}
-LIBRARIES = ("torch", "torchvision", "onnxruntime", "onnx", "timm", "torch-pruning", "numpy", "torchao")
+LIBRARIES = ("torch", "torchvision", "onnxruntime", "onnx", "timm", "torch-pruning", "numpy", "torchao",
+             "openvino", "nncf")  # the optional runtime's: "absent" where not installed
 
 
 @functools.cache

@@ -72,3 +72,26 @@ def test_the_closure_follows_imports_not_the_whole_package():
     assert {"mnv2core.compression.channels", "mnv2core.training", "mnv2core.models"} <= closure
     assert not closure & {"mnv2core.techniques.fgsm", "mnv2core.study", "mnv2core.report"}
     assert len(code_fingerprint("mnv2core.techniques.pruning")) == 24
+
+
+def test_another_version_of_a_runtime_library_changes_every_fingerprint(monkeypatch):
+    """OpenVINO and NNCF make the OpenVINO twins; torchao the PT2E one: their versions key them."""
+    from importlib import metadata
+
+    from mnv2core import fingerprint
+
+    def keys(openvino: str) -> tuple[dict, str]:
+        real = metadata.version
+        monkeypatch.setattr(fingerprint.metadata, "version",
+                            lambda name: openvino if name == "openvino" else real(name))
+        fingerprint.library_versions.cache_clear()
+        fingerprint.code_fingerprint.cache_clear()
+        return fingerprint.library_versions(), fingerprint.code_fingerprint("mnv2core.study")
+
+    try:
+        (versions, one), (_, other) = keys("2026.4.1"), keys("2027.0.0")
+    finally:
+        monkeypatch.undo()
+        fingerprint.library_versions.cache_clear()
+        fingerprint.code_fingerprint.cache_clear()
+    assert {"openvino", "nncf", "torchao"} <= set(versions) and one != other
