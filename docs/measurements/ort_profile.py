@@ -17,10 +17,12 @@ from mnv2core.deploy.onnx_runtime import int8_kernels
 
 
 def profile(path: Path, config: dict[str, str], runs: int = 300) -> dict[str, float]:
-    optimized = Path(tempfile.mkdtemp()) / "optimized.onnx"
+    scratch = Path(tempfile.mkdtemp())
+    optimized = scratch / "optimized.onnx"
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
     options.enable_profiling = True
+    options.profile_file_prefix = str(scratch / "ort_profile")  # not the working folder
     options.optimized_model_filepath = str(optimized)
     for key, value in config.items():
         options.add_session_config_entry(key, value)
