@@ -52,6 +52,7 @@ LOTTERY_METRICS = (
     accuracy("ticket_accuracy", "the ticket (pruned mask on the start weights), retrained"),
     accuracy("control_accuracy", "random reinitialisation at the same mask, retrained"),
     info("sparsity", "fraction"), info("control_sparsity", "fraction"),
+    info("pruned_sparsity", "fraction", "sparsity of the iterative pruning whose mask the ticket takes"),
     info("mask_kept", "fraction", "share of masked-out weights still zero (ticket, control)"),
     info("reaches_dense", "bool"), info("control_epochs", "list"),
 )
@@ -158,6 +159,7 @@ def lottery(job: Retraining, params: dict) -> tuple:
     metrics = {"dense_accuracy": dense, "pruned_accuracy": pruned.meta["metrics"]["rounds"][-1]["accuracy"],
                "ticket_accuracy": ticket_accuracy, "control_accuracy": job.evaluate(control),
                "sparsity": measured_sparsity(ticket, skip), "control_sparsity": measured_sparsity(control, skip),
+               "pruned_sparsity": pruned.meta["metrics"]["sparsity"],
                "mask_kept": {"ticket": _share_kept(ticket, masks), "control": _share_kept(control, masks)},
                "reaches_dense": ticket_accuracy >= dense, "control_epochs": control_history}
     return ticket, None, metrics, ticket_history
@@ -174,7 +176,8 @@ def check_lottery(m: dict, case: Case) -> None:
     require(abs(m["sparsity"] - m["control_sparsity"]) < 1e-6, "ticket and control must share one mask")
     require(m["mask_kept"]["ticket"] == 1.0 and m["mask_kept"]["control"] == 1.0,
             f"weights outside the pruned mask survived: {m['mask_kept']}")
-    require(m["sparsity"] > 0.4, f"sparsity {m['sparsity']:.3f}: the ticket must take iterative pruning's mask")
+    require(abs(m["sparsity"] - m["pruned_sparsity"]) <= 0.005,
+            f"sparsity {m['sparsity']:.3f}, pruning's {m['pruned_sparsity']:.3f}: the ticket must take pruning's mask")
 
 
 def lottery_rows(found) -> list[dict]:
