@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torchvision import models as tv_models
 
 DIGIT_SIZE = 28
 
@@ -29,6 +28,7 @@ class FeaturesClassifier(nn.Module):
 def vgg16_cifar(num_classes: int) -> FeaturesClassifier:
     """VGG16 (configuration D, with batch norm) for 32 px images: torchvision's 13 conv layers,
     global average pooling, and a 512-512-classes classifier with dropout."""
+    from torchvision import models as tv_models  # imported when used: torchvision takes 1.5 s to import
     features = tv_models.vgg16_bn(weights=None).features
     features.append(nn.AdaptiveAvgPool2d(1))
     return FeaturesClassifier(features, vgg_classifier(512, 512, num_classes))

@@ -5,18 +5,19 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnx
-import onnxruntime
 import torch
-from onnx import numpy_helper
 from torch import nn
 
 from ..errors import Mnv2BenchError
 from ..execution import int8_dot_product, to_contiguous
 from .bias_correction import output_shift
+
+if TYPE_CHECKING:  # imported where used: onnx takes a second to import, and every run imports this module
+    import onnx
+    import onnxruntime
 
 
 class ExportError(Mnv2BenchError):
@@ -25,6 +26,7 @@ class ExportError(Mnv2BenchError):
 
 def export_onnx(model: nn.Module, input_size: int, path: Path) -> Path:
     """Write ``model`` (taking raw [0, 1] pixels) as ONNX with a dynamic batch axis and check it."""
+    import onnx
     model = to_contiguous(model.cpu().eval())  # the exported graph takes NCHW input
     path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.rand(1, 3, input_size, input_size)
@@ -73,6 +75,7 @@ def int8_kernels(cpu_flags: Iterable[str] | None = None) -> Int8Kernels:
 def ort_session(path: Path, threads: int = 1, config: dict[str, str] | None = None) -> onnxruntime.InferenceSession:
     """A CPU session of ``path`` on ``threads`` threads; ``config``: session config entries
     (an int8 model's: ``int8_kernels().session_options``)."""
+    import onnxruntime
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -144,6 +147,8 @@ def correct_biases(int8_path: Path, float_path: Path, calibration: list[torch.Te
     shift of its rounded weights, against the float model it was quantized from (the same
     node names) and its inputs' channel means over ``calibration``; returns how many layers
     it corrected."""
+    import onnx
+    from onnx import numpy_helper
     float_model, model = onnx.load(str(float_path)), onnx.load(str(int8_path))
     layers = {n.name: n for n in float_model.graph.node if n.op_type in ("Conv", "Gemm") and n.name}
     float_arrays = {init.name: numpy_helper.to_array(init) for init in float_model.graph.initializer}
@@ -198,6 +203,8 @@ def correct_biases(int8_path: Path, float_path: Path, calibration: list[torch.Te
 def _input_means(model: onnx.ModelProto, inputs: dict[str, str], calibration: list[torch.Tensor]) -> dict[str, np.ndarray]:
     """Each layer's (name -> its input tensor's name) input channel means over the
     calibration batches, the float model run with those tensors as extra outputs."""
+    import onnx
+    import onnxruntime
     probe = onnx.shape_inference.infer_shapes(model)
     feeds = {i.name for i in probe.graph.input}
     outputs = {o.name for o in probe.graph.output}
