@@ -206,6 +206,7 @@ def test_compiled_runtimes_are_measured_and_timed_beside_the_others_and_one_that
     def failing(*args):
         raise CompileError("PT2E int8 failed: Unsupported: data-dependent control flow")
     monkeypatch.setattr(twins, "compile_pt2e_int8", failing)
+    monkeypatch.setattr(twins, "compile_fp32", lambda model, example: (model, 0.0))  # compiled above already
     fresh = Study(profile, study.settings)  # twins are made once per process and study
     assert fresh.run_case(case)["cache"]["status"] == "reused"  # the cached entry loads (weights-only)
     latency = fresh.run_case(fresh.case("tiny", "full_ft_latency"))["metrics"]
