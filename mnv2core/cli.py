@@ -1,4 +1,4 @@
-"""Command line: ``python -m mnv2core report|gate|compare|docs|merge|local-cluster``."""
+"""Command line: ``python -m mnv2core report|gate|compare|docs|techniques|merge|local-cluster``."""
 from __future__ import annotations
 
 import argparse
@@ -78,6 +78,15 @@ def docs(args) -> int:
     return 0
 
 
+def techniques(args) -> int:
+    from .technique_page import techniques_page
+    page = techniques_page(catalogue(), f"python -m mnv2core techniques -o {args.output}")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(page)
+    print(f"wrote {args.output}")
+    return 0
+
+
 def local_cluster(args) -> int:
     """Run a command against a Dask cluster started on this machine for it."""
     from .local_cluster import run_with_cluster
@@ -140,6 +149,11 @@ def _parser() -> argparse.ArgumentParser:
     page.add_argument("results", type=Path, nargs="+", help="results JSON files, e.g. benchmarks/baselines/cpu-*.json")
     page.add_argument("-o", "--output", type=Path, default=Path("docs"), help="folder (default docs/)")
     page.set_defaults(command=docs)
+
+    listing = commands.add_parser("techniques", help="write the techniques page from the registry")
+    listing.add_argument("-o", "--output", type=Path, default=Path("docs/techniques.md"),
+                         help="file (default docs/techniques.md)")
+    listing.set_defaults(command=techniques)
 
     rebuild = commands.add_parser("merge", help="rebuild a results file from a run's records-*.jsonl")
     rebuild.add_argument("records", type=Path)

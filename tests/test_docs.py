@@ -161,3 +161,21 @@ def test_the_full_report_on_the_page_links_committed_figures_and_names_no_path_o
     assert str(ran) not in text and ".mnv2results" not in text
     assert "[png](real-mobilenet_v2-full_ft-gradcam.png)" in text and "[png](real-robust.png)" in text
     assert (tmp_path / "docs" / "real-robust.png").is_file() and text.count("not committed") == 1
+
+
+def test_the_techniques_page_lists_every_registered_technique_with_its_metrics_and_is_committed_as_generated(tmp_path):
+    from pathlib import Path
+
+    from mnv2core.technique_page import techniques_page
+    from mnv2core.techniques import catalogue
+
+    page_file = tmp_path / "techniques.md"
+    assert main(["techniques", "-o", str(page_file)]) == 0
+    page = page_file.read_text()
+    for name, technique in catalogue().techniques.items():
+        assert f"\n## {name}\n" in page and technique.title in page
+        assert all(f"`{metric.name}`" in page for metric in technique.metrics)
+    assert "`calibration_batches = 8`" in page  # a parameter's default, from the technique's schema
+    committed = Path(__file__).resolve().parents[1] / "docs" / "techniques.md"
+    assert committed.read_text() == techniques_page(catalogue(), "python -m mnv2core techniques -o docs/techniques.md"), \
+        "docs/techniques.md is stale: run python -m mnv2core techniques -o docs/techniques.md"
