@@ -179,3 +179,12 @@ def test_the_techniques_page_lists_every_registered_technique_with_its_metrics_a
     committed = Path(__file__).resolve().parents[1] / "docs" / "techniques.md"
     assert committed.read_text() == techniques_page(catalogue(), "python -m mnv2core techniques -o docs/techniques.md"), \
         "docs/techniques.md is stale: run python -m mnv2core techniques -o docs/techniques.md"
+
+
+def test_the_readmes_results_excerpt_is_drawn_from_the_generated_results_page():
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    readme, page = (root / "README.md").read_text(), (root / "docs" / "RESULTS.md").read_text()
+    excerpt = readme.split("## What you get", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in excerpt.splitlines() if line.startswith("|")]
+    assert len(rows) >= 3 and all(row in page for row in rows), "README's excerpt is not on docs/RESULTS.md: copy it again"
