@@ -16,15 +16,16 @@ from .roles import Role
 
 def techniques_page(catalogue: Catalogue, command: str) -> str:
     lines = ["# Techniques", "",
-             f"Generated from the technique registry by `{command}`; CI regenerates it and fails if it changed.",
+             f"Generated from the technique registry by `{command}`; a unit test fails if it is stale.",
              "Each technique is one module under `mnv2core/techniques/` (see [contributing](contributing.md)).",
              "A profile table's keys override the defaults below; a compression's or deployment's table may",
              "also narrow where it runs (`bases`, `models`, `datasets`); a trained technique's table is its",
              "[training recipe](#training-recipes).", ""]
     lines += ["| technique | role | study | title |", "|---|---|---|---|"]
-    lines += [f"| [`{t.name}`](#{t.name}) | {t.role} | {t.study} | {t.title} |" for t in _ordered(catalogue)]
+    ordered = _ordered(catalogue)
+    lines += [f"| [`{t.name}`](#{t.name}) | {t.role} | {t.study} | {t.title} |" for t in ordered]
     described: dict[str, str] = {}  # module -> the first technique whose section gives its docstring
-    for technique in _ordered(catalogue):
+    for technique in ordered:
         summary = (f"See [`{described[technique.module]}`](#{described[technique.module]})."
                    if technique.module in described else _summary(technique))
         described.setdefault(technique.module, technique.name)
