@@ -13,6 +13,7 @@ from typing import Any
 from . import strategies
 from .context import Case, Context, Recipe, cpu_state, model_payload
 from .keys import ArtifactKey
+from .profiles import TrainConfig
 
 Strategy = Callable[..., list]  # (model, data, cfg, **fit_args) -> per-epoch history
 
@@ -34,7 +35,7 @@ class Trained:
         if self.precondition is not None:
             self.precondition(ctx, case)
         size = ctx.input_size(case.dataset, case.technique)
-        cfg = ctx.profile.train_config(case.technique, case.dataset)
+        cfg = recipe_of(ctx, case)
         recipe = {"input_size": size, "train": dataclasses.asdict(cfg), "payload": "with-start-state", "weights": None}
         if self.start is None:
             weights = ctx.start_fingerprint(case.model, size, self.pretrained)
@@ -44,7 +45,7 @@ class Trained:
         return Recipe(recipe)
 
     def build(self, ctx: Context, case: Case, key: ArtifactKey) -> dict[str, Any]:
-        cfg = ctx.profile.train_config(case.technique, case.dataset)
+        cfg = recipe_of(ctx, case)
         size = key.recipe["input_size"]
         num_classes = ctx.dataset(case.dataset).num_classes
         if self.start is None:
@@ -61,6 +62,12 @@ class Trained:
                 "train_seconds": time.perf_counter() - started, "train": dataclasses.asdict(cfg),
                 "record": dict(self.tags)}
         return model_payload(model, meta, start_state=start_state)
+
+
+def recipe_of(ctx: Context, case: Case) -> TrainConfig:
+    """The case's recipe; no epochs for a deploy-only model (an ONNX file is never trained)."""
+    cfg = ctx.profile.train_config(case.technique, case.dataset)
+    return dataclasses.replace(cfg, epochs=0) if ctx.profile.model(case.model).deploy_only else cfg
 
 
 def fit_args(ctx: Context, seed: int, label: str) -> dict[str, Any]:

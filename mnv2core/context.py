@@ -129,5 +129,5 @@ def model_payload(model: ImageClassifier, meta: dict[str, Any], *, arch: dict | 
                   start_state: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
     """What the cache stores of a model: enough to rebuild it (name, classes, architecture
     changes, weights) plus its metadata and, for the lottery ticket, its start weights."""
-    return {"model": model.spec.identity(), "num_classes": model.head.out_features, "arch": arch,
+    return {"model": model.spec.identity(), "num_classes": model.num_classes, "arch": arch,
             "state_dict": cpu_state(model), "start_state": start_state, "meta": meta}

@@ -1,6 +1,7 @@
 """Model construction: any torchvision or timm classifier, one of the harness's builtin
-networks, or a user's own (``python``: a callable in a module or a file that returns an
-``nn.Module``), described by a ``ModelSpec`` (profile data, not code). Every model takes raw
+networks, a user's own (``python``: a callable in a module or a file that returns an
+``nn.Module``), or a user's ONNX classifier file (``onnx``: deployed as it is, never trained;
+``onnx_model``), described by a ``ModelSpec`` (profile data, not code). Every model takes raw
 [0, 1] RGB pixels: normalisation is its first layer, with the mean and std its library
 declares (timm's ``pretrained_cfg``, torchvision's weights transforms; builtin networks
 declare their own), so attacks, ONNX export and int8 all see the same input.
@@ -24,10 +25,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from .errors import ConfigError, NotApplicable
 from .networks import BUILTIN_NETWORKS
+from .onnx_model import OnnxNetwork, read_signature
 
-SOURCES = ("torchvision", "timm", "builtin", "python")
+SOURCES = ("torchvision", "timm", "builtin", "python", "onnx")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -42,7 +44,8 @@ class ModelSpec:
     ``pretrained_cfg`` (timm): the architecture whose pretrained weights (``imagenet``) and
     config (mean, std, input size) the model takes, when they are not ``arch``'s own
     (TensorFlow's EfficientNet-Lite weights in timm's FX-traceable ``efficientnet_lite0``:
-    ``tf_efficientnet_lite0``'s)."""
+    ``tf_efficientnet_lite0``'s). ``onnx``: ``arch`` is the file, its weights are in it and
+    trained for the dataset."""
 
     name: str
     source: str = "torchvision"
@@ -51,8 +54,9 @@ class ModelSpec:
     trained: bool = False
     pretrained_cfg: str = ""
     # python: the callable's keyword arguments, the inputs' mean and std (ImageNet's when not
-    # declared), the classifier's module path (default: the last nn.Linear), and the sha256 of
-    # the source file the callable lives in (set when the profile loads: editing it rebuilds)
+    # declared; onnx too), the classifier's module path (default: the last nn.Linear), and the
+    # sha256 of the source file the callable lives in, or of the ONNX file (set when the
+    # profile loads: editing it rebuilds)
     kwargs: tuple[tuple[str, Any], ...] = ()
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
@@ -69,11 +73,18 @@ class ModelSpec:
             object.__setattr__(self, "kwargs", tuple(sorted(self.kwargs.items())))
         for name in ("mean", "std"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
+        if self.source == "onnx":
+            object.__setattr__(self, "trained", True)
 
     @property
     def pretrained(self) -> bool:
         """Whether it starts from weights trained elsewhere (for another task or this one)."""
-        return self.weights != "none"
+        return self.weights != "none" or self.deploy_only
+
+    @property
+    def deploy_only(self) -> bool:
+        """A file deployed as it is (ONNX): never trained, compressed or differentiated."""
+        return self.source == "onnx"
 
     def identity(self) -> dict[str, str]:
         """What rebuilds the network (source, arch, the config its inputs are normalised by),
@@ -82,6 +93,8 @@ class ModelSpec:
         if self.source == "python":
             config = {"kwargs": dict(self.kwargs), "mean": list(self.mean), "std": list(self.std), "head": self.head,
                       "code": self.code}
+        if self.source == "onnx":
+            config = {"mean": list(self.mean), "std": list(self.std), "code": self.code}
         return {"name": self.name, "source": self.source, "arch": self.arch, **config}
 
 
@@ -101,6 +114,10 @@ def check_spec(spec: ModelSpec) -> None:
     if spec.source == "python":
         _check_python(spec)
         return
+    if spec.source == "onnx":
+        read_signature(Path(spec.arch), spec.name)
+        _check_preprocessing(spec)
+        return
     known = _known_architectures(spec.source)
     for arch in filter(None, (spec.arch, spec.pretrained_cfg)):
         if arch not in known:
@@ -112,6 +129,10 @@ def check_spec(spec: ModelSpec) -> None:
 def _check_python(spec: ModelSpec) -> None:
     """The callable is there, mean and std have a value per channel, a named head is a module."""
     load_callable(spec.arch, spec.name)
+    _check_preprocessing(spec)
+
+
+def _check_preprocessing(spec: ModelSpec) -> None:
     for name in ("mean", "std"):
         if getattr(spec, name) and len(getattr(spec, name)) not in (1, 3):
             raise ConfigError(f"model {spec.name}: {name} has {len(getattr(spec, name))} values; give 3 (RGB) or 1")
@@ -229,7 +250,7 @@ class ImageClassifier(nn.Module):
         check_input_channels(spec.name, net, 1 if grey else IMAGE_CHANNELS)
         self.normalize = Normalize(mean, std, grey)
         self.net = net
-        self.head_path = _head_path(spec, net)
+        self.head_path = "" if spec.deploy_only else _head_path(spec, net)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.normalize(x))
@@ -239,8 +260,18 @@ class ImageClassifier(nn.Module):
         return self.spec.source == "timm"
 
     @property
+    def deploy_only(self) -> bool:
+        return self.spec.deploy_only
+
+    @property
+    def num_classes(self) -> int:
+        return self.net.num_classes if self.deploy_only else self.head.out_features
+
+    @property
     def head(self) -> nn.Module:
         """The classifier's last layer (a Linear, or what ``set_head`` put in its place)."""
+        if self.deploy_only:
+            raise NotApplicable(f"{self.name} is an ONNX file: it has no PyTorch classifier")
         return self.net.get_submodule(self.head_path)
 
     @property
@@ -309,7 +340,7 @@ def preprocessing(spec: ModelSpec, net: nn.Module | None = None) -> tuple[tuple,
     """(mean, std, grey) of the model's inputs, as its library declares them."""
     if spec.source == "builtin":
         return BUILTIN_NETWORKS[spec.arch].preprocessing
-    if spec.source == "python":
+    if spec.source in ("python", "onnx"):
         return spec.mean or IMAGENET_MEAN, spec.std or IMAGENET_STD, False
     if spec.source == "timm":
         if spec.pretrained_cfg:
@@ -349,6 +380,8 @@ def build_network(spec: ModelSpec | str, num_classes: int) -> nn.Module:
     check_spec(spec)
     if spec.source == "builtin":
         return BUILTIN_NETWORKS[spec.arch].make(num_classes)
+    if spec.source == "onnx":
+        return OnnxNetwork(spec.arch, spec.name, num_classes)
     if spec.source == "python":
         net = load_callable(spec.arch, spec.name)(num_classes, **dict(spec.kwargs))
         if not isinstance(net, nn.Module):
@@ -422,4 +455,6 @@ def state_mismatch(expected: dict[str, torch.Tensor], given: dict[str, torch.Ten
 
 
 def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+    """Its parameters, an ONNX network's weights included."""
+    in_files = sum(m.weight_count for m in model.modules() if isinstance(m, OnnxNetwork))
+    return sum(p.numel() for p in model.parameters()) + in_files

@@ -20,6 +20,7 @@ from .errors import ConfigError
 from .gate import Tolerances
 from .kernels import KINDS as KERNEL_KINDS
 from .models import SOURCES, ModelSpec, check_network, check_spec, default_spec, source_digest
+from .onnx_model import file_digest
 from .roles import Role
 from .schema import STRICT, Names, NonNegative, Positive, fields_of, parameters_schema, problems, validated
 
@@ -180,7 +181,8 @@ class Profile:
     def cases(self, dataset: str, catalogue: KnownTechniques) -> list[tuple[str, str, str, str | None]]:
         """(model, technique, method, base) of every case on ``dataset``: each trained technique
         of a study the dataset runs on its model(s) (a per-model technique on each of the
-        dataset's models it applies to), each compression of each base on the base's model,
+        dataset's models it applies to), each compression of each base on the base's model
+        (not of a deploy-only one: an ONNX file),
         each deployment of each base (trained or compressed) on the base's model."""
         config = self.datasets[dataset]
         trained = []
@@ -189,7 +191,8 @@ class Profile:
             if config.runs(technique.study):
                 trained += [(model, tech, tech, None) for model in self.models_of(technique, dataset)]
         compressed = [(model, technique, c.name, base) for technique, base, c in self.compressed_cases()
-                      for model, tech, _, _ in trained if tech == base] if config.compress else []
+                      for model, tech, _, _ in trained if tech == base and not self.model(model).deploy_only
+                      ] if config.compress else []
         built = trained + compressed
         deployed = [(model, tech, name, base) for tech, base, name, _ in self.deployment_cases()
                     for model, built_tech, _, _ in built
@@ -245,8 +248,8 @@ def load_profile(name_or_path: str, catalogue: KnownTechniques) -> Profile:
 def _read_raw(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
     """The profile's tables, those of the profile it ``extends`` (a builtin name, or a path
     relative to it) merged under its own: tables merge key by key; a value, array included,
-    replaces the one it overrides. A python model's file is made absolute against the folder of
-    the profile that names it."""
+    replaces the one it overrides. A python model's file, or an onnx model's, is made absolute
+    against the folder of the profile that names it."""
     try:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
@@ -256,6 +259,8 @@ def _read_raw(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
             where, sep, name = table["arch"].rpartition(":")
             if sep and where.endswith(".py") and not Path(where).is_absolute():
                 table["arch"] = f"{(path.parent / where).resolve()}:{name}"
+        if isinstance(table, dict) and table.get("source") == "onnx" and isinstance(table.get("arch"), str):
+            table["arch"] = str((path.parent / table["arch"]).resolve())
     base = raw.pop("extends", None)
     if base is None:
         return raw
@@ -328,7 +333,8 @@ class ModelTable(BaseModel):
     trained: bool = False
     pretrained_cfg: str | None = None  # timm: the architecture whose config (mean, std) the weights come with
     # python: arch = "package.module:callable" or "path/file.py:callable" (relative to the profile),
-    # called as callable(num_classes, **kwargs); mean and std of its inputs; its classifier module
+    # called as callable(num_classes, **kwargs); mean and std of its inputs; its classifier module.
+    # onnx: arch = "path/model.onnx" (relative to the profile), deployed as it is; mean and std
     kwargs: dict[str, Any] = {}
     mean: list[float] | None = None
     std: list[float] | None = None
@@ -442,12 +448,15 @@ def _models(raw: dict, where: str) -> dict[str, ModelSpec]:
 
 
 def model_spec(name: str, values: dict[str, Any]) -> ModelSpec:
-    """A checked spec; a python model's carries its source file's digest."""
+    """A checked spec; a python model's carries its source file's digest, an onnx model's its
+    file's."""
     spec = ModelSpec(name, **values)
     check_spec(spec)
     if spec.source == "python":
         spec = dataclasses.replace(spec, code=source_digest(spec.arch, name))
         check_network(spec)
+    if spec.source == "onnx":
+        spec = dataclasses.replace(spec, code=file_digest(Path(spec.arch)))
     return spec
 
 
@@ -460,7 +469,8 @@ def add_model(profile: Profile, text: str, catalogue: KnownTechniques) -> Profil
     source, _, arch = rest.partition(":")
     if not sep or not name.isidentifier() or not arch:
         raise ConfigError(f"bad --model {text!r}: give NAME=SOURCE:SPEC, e.g. lite1=timm:efficientnet_lite1 or "
-                          f"mine=python:path/to/net.py:Net (weights: --weights NAME=PATH)")
+                          f"mine=python:path/to/net.py:Net or mine=onnx:path/to/model.onnx (weights: --weights "
+                          f"NAME=PATH)")
     if source not in SOURCES:
         raise ConfigError(f"--model {text!r}: source {source!r}; choose one of {list(SOURCES)}")
     if name in profile.models:

@@ -96,6 +96,9 @@ class Technique:
     # None: every parameter against the labels (distillation keeps distilling)
     retrain: Callable[[Context, str], Callable] | None = None
     module: str = ""  # the module that declares it (its code's fingerprint keys what it caches)
+    # runs on a deploy-only model (an ONNX file: no PyTorch graph, weights or gradients); the
+    # other techniques' cases of such a model are skipped, saying why
+    takes_onnx: bool = False
 
     def __post_init__(self):
         if not isinstance(self.role, Role):

@@ -5,6 +5,7 @@ identifies them in a cache key, known before anything is loaded or trained."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,7 +21,7 @@ from .keys import ArtifactKey
 from .models import ImageClassifier, build_model, from_pretrained
 from .profiles import Profile, TrainConfig
 from .seeding import derive_seed, rng_preserved, seed_everything
-from .weights import load_pretrained_state, random_init_provenance, resolve_weights_spec, weights_env_var
+from .weights import file_sha256, load_pretrained_state, random_init_provenance, resolve_weights_spec, weights_env_var
 
 NO_PRETRAINED_NOTE = "no pretrained weights: the network starts from random initialisation"
 PRETEXT_PALETTE_OFFSET = 0.5
@@ -45,6 +46,10 @@ class StartWeights:
         """A fresh model and its weights provenance: the profile's weights when ``pretrained``
         (with a new head, or their own for a ready-trained model), else random."""
         spec = self.profile.model(model_name)
+        if spec.deploy_only:  # an ONNX file: its weights are in it
+            model = build_model(spec, num_classes)
+            model.net.check_input_size(size)
+            return model, self._file_provenance(model_name)
         state, provenance = self._pretrained_state(model_name, size) if pretrained else (None, None)
         if state is None:
             return build_model(spec, num_classes), provenance or random_init_provenance(model_name)
@@ -56,10 +61,19 @@ class StartWeights:
         before anything runs)."""
         if not pretrained:
             return None
+        if self.profile.model(model_name).deploy_only:
+            provenance = self._file_provenance(model_name)
+            return {"source": provenance["source"], "sha256": provenance["sha256"]}
         if self._weights_source(model_name).kind == "pretext":
             return self.pretext_key(model_name, size)
         _, provenance = self._pretrained_state(model_name, size)
         return {"source": provenance["source"], "sha256": provenance["sha256"]}
+
+    def _file_provenance(self, model_name: str) -> dict[str, Any]:
+        """A deploy-only model's: its file, named by its last path component and sha256."""
+        path = Path(self.profile.model(model_name).arch)
+        return {"model": model_name, "source": f"onnx:{path.name}", "sha256": file_sha256(path), "stand_in": False,
+                "note": "the user's ONNX file, deployed as it is"}
 
     def _weights_source(self, model_name: str):
         return resolve_weights_spec(model_name, self.profile.model(model_name).weights, self.overrides)

@@ -21,7 +21,7 @@ from .compression.architecture import restore_model
 from .context import Artifact, Case
 from .datasets import DatasetSplits, apply_source_overrides, load_dataset
 from .deploy.latency import Timer, measure_latencies
-from .errors import ConfigError, InconsistentEntry
+from .errors import ConfigError, InconsistentEntry, NotApplicable
 from .execution import Execution, keep_freed_memory
 from .fingerprint import code_fingerprint
 from .fit import diagnose
@@ -184,6 +184,9 @@ class Study:
     def _measured_model(self, case: Case, technique: Technique) -> Artifact:
         """A trained or compressed case's own model; a deployment's base model; a
         measurement's (uncached) model."""
+        if self.profile.model(case.model).deploy_only and not technique.takes_onnx:
+            raise NotApplicable(f"{case.method} needs the PyTorch network (its graph, weights or gradients); "
+                                f"{case.model} is an ONNX file, measured on ONNX Runtime and OpenVINO")
         if technique.role.has_model:
             return self.artifact(case.dataset, case.technique, case.model)
         return self.artifact(case.dataset, case.base, case.model) if case.base else technique.subject(self, case)

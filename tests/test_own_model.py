@@ -170,7 +170,7 @@ def test_model_option_adds_a_model_to_the_fine_tuning_study_with_floors_reported
     cases = {c.id for c in build_grid(grown, catalogue())}
     assert {"tiny-other-partial_ft", "tiny-other-full_ft", "tiny-other-full_ft_int8"} <= cases
     assert grown.floor("tiny", "full_ft", "other") is None and grown.floor("tiny", "full_ft", "mine") == 0.0
-    for text, message in (("other", "give NAME=SOURCE:SPEC"), ("x=onnx:m.onnx", "source 'onnx'; choose one of"),
+    for text, message in (("other", "give NAME=SOURCE:SPEC"), ("x=keras:m.h5", "source 'keras'; choose one of"),
                           ("mine=timm:resnet18", "declares a model 'mine' already")):
         with pytest.raises(ConfigError, match=message):
             add_model(profile, text, catalogue())

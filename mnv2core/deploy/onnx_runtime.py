@@ -13,6 +13,7 @@ from torch import nn
 
 from ..errors import Mnv2BenchError
 from ..execution import int8_dot_product, to_contiguous
+from ..onnx_model import fixed_batch, rebatched, run_in_batches
 from .bias_correction import output_shift
 
 if TYPE_CHECKING:  # imported where used: onnx takes a second to import, and every run imports this module
@@ -84,9 +85,18 @@ def ort_session(path: Path, threads: int = 1, config: dict[str, str] | None = No
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+def session_batch(session: onnxruntime.InferenceSession) -> int | None:
+    """The session's fixed batch size (None: its batch axis is dynamic)."""
+    size = session.get_inputs()[0].shape[0]
+    return size if isinstance(size, int) and size > 0 else None
+
+
 def ort_logits(session: onnxruntime.InferenceSession, images: torch.Tensor) -> torch.Tensor:
-    (logits,) = session.run(None, {"images": np.ascontiguousarray(images.cpu().numpy())})
-    return torch.from_numpy(logits)
+    """Logits of ``images`` (any count: a fixed batch axis is run in chunks)."""
+    def run(chunk: np.ndarray) -> np.ndarray:
+        (logits,) = session.run(None, {"images": chunk})
+        return logits
+    return torch.from_numpy(run_in_batches(run, np.ascontiguousarray(images.cpu().numpy()), session_batch(session)))
 
 
 PERCENTILE = 99.999  # of each activation's calibration histogram: its int8 range
@@ -114,6 +124,8 @@ def quantize_onnx_static(fp32_path: Path, int8_path: Path, calibration: list[tor
         quant_pre_process,
         quantize_static,
     )
+
+    calibration = rebatched(calibration, fixed_batch(fp32_path))
 
     class Batches(CalibrationDataReader):
         def __init__(self):

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import NotApplicable
+from ..onnx_model import fixed_batch, rebatched, run_in_batches
 
 EXTRA = 'pip install -e ".[openvino]"'
 MISSING = f"OpenVINO runtime not installed (the optional extra: {EXTRA})"
@@ -47,7 +48,7 @@ def quantize_int8(fp32_onnx: Path, calibration: list[torch.Tensor]):
     import openvino as ov
 
     nncf.set_log_level(40)  # ERROR: no progress bars inside pytest's output
-    samples = [np.ascontiguousarray(batch.cpu().numpy()) for batch in calibration]
+    samples = [np.ascontiguousarray(batch.cpu().numpy()) for batch in rebatched(calibration, fixed_batch(fp32_onnx))]
     return nncf.quantize(ov.Core().read_model(str(fp32_onnx)), nncf.Dataset(samples), subset_size=len(samples))
 
 
@@ -64,9 +65,15 @@ def compiled(make: Callable[[], Any], threads: int = 1) -> tuple[Runner, float, 
     request = model.create_infer_request()
     seconds = time.perf_counter() - started
 
-    def run(images: torch.Tensor) -> torch.Tensor:
-        (logits,) = request.infer({0: np.ascontiguousarray(images.cpu().numpy())}).values()
-        return torch.from_numpy(np.array(logits))
+    batch = model.input(0).get_partial_shape()[0]
+    batch = batch.get_length() if batch.is_static else None
+
+    def infer(chunk: np.ndarray) -> np.ndarray:
+        (logits,) = request.infer({0: chunk}).values()
+        return np.array(logits)
+
+    def run(images: torch.Tensor) -> torch.Tensor:  # a fixed batch axis: in chunks of it
+        return torch.from_numpy(run_in_batches(infer, np.ascontiguousarray(images.cpu().numpy()), batch))
 
     reported = {name: _plain(model.get_property(name)) for name in ("INFERENCE_PRECISION_HINT", "INFERENCE_NUM_THREADS",
                                                                    "PERFORMANCE_HINT")}

@@ -15,6 +15,7 @@ from ..datasets import ImageSet, eval_batches
 from ..execution import cpu_has_native_bf16
 from ..fingerprint import code_fingerprint
 from ..keys import ArtifactKey
+from ..onnx_model import with_normalization
 from ..schema import Fraction, Parameters, Positive
 from . import openvino_runtime
 from .compiled import CompileError, compile_bf16, compile_fp32, compile_pt2e_int8, eager_bf16
@@ -137,9 +138,9 @@ def openvino_twins(ctx: Context, case: Case, base: Artifact, threads: int = 1) -
 
 
 def onnx_files(ctx: Context, case: Case, base: Artifact) -> tuple[Path, Path]:
-    """The base exported to ONNX (fp32) and its ORT static int8 twin, kept in the cache under
-    a key of the base's key and the calibration (so they match both) and made by one process
-    at a time."""
+    """The base exported to ONNX (fp32; an ONNX file's base: the file with the normalisation
+    before it) and its ORT static int8 twin, kept in the cache under a key of the base's key
+    and the calibration (so they match both) and made by one process at a time."""
     folder = ctx.cache_root / "onnx"
     folder.mkdir(parents=True, exist_ok=True)
     key = ArtifactKey(f"{case.dataset}-{case.model}-{case.base}", "onnx-export",
@@ -150,7 +151,12 @@ def onnx_files(ctx: Context, case: Case, base: Artifact) -> tuple[Path, Path]:
     fp32_path, int8_path = stem.with_suffix(".onnx"), stem.with_suffix(".int8.onnx")
     with FileLock(f"{stem}.lock"):
         if not int8_path.exists():  # written last: its presence means both are complete
-            export_onnx(cpu_copy(base.model), base.meta["input_size"], fp32_path)
+            if base.model.deploy_only:
+                normalize = base.model.normalize
+                with_normalization(base.model.net.path, fp32_path, tuple(normalize.mean.flatten().tolist()),
+                                   tuple(normalize.std.flatten().tolist()))
+            else:
+                export_onnx(cpu_copy(base.model), base.meta["input_size"], fp32_path)
             partial = stem.with_suffix(".int8-partial.onnx")
             quantize_onnx_static(fp32_path, partial, calibration(ctx, case, base), int8_params(ctx)["bias_correction"])
             os.replace(partial, int8_path)

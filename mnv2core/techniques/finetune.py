@@ -1,8 +1,9 @@
 """Fine-tuning of each of a dataset's models (``models = [...]``): partial (a new classifier
 on the frozen pretrained backbone) and full (everything unfrozen after it, with a small
 learning rate) for a model pretrained elsewhere; a model whose weights are already trained
-for the dataset (``trained = true``) is scored as it is (``ready``), or after a short
-fine-tune of every layer when its recipe has epochs (e.g. to adapt to a JPEG copy)."""
+for the dataset (``trained = true``, or an ONNX file) is scored as it is (``ready``), or after
+a short fine-tune of every layer when its recipe has epochs (e.g. to adapt to a JPEG copy; an
+ONNX file never trains)."""
 from __future__ import annotations
 
 from .. import strategies
@@ -32,4 +33,4 @@ register(Technique("full_ft", TRAINED, "Full Fine-Tuning", per_model=pretrained_
                    builder=Trained(plain(strategies.full_finetune), start="partial_ft"), needs=("partial_ft",)))
 present("full_ft", summary_row="Full Fine-Tuning")
 register(Technique("ready", TRAINED, "Ready-trained", per_model=trained_for_the_dataset,
-                   builder=Trained(plain(fine_tune_if_asked), pretrained=True), min_epochs=0))
+                   builder=Trained(plain(fine_tune_if_asked), pretrained=True), min_epochs=0, takes_onnx=True))

@@ -72,5 +72,5 @@ class OnnxParameters(Parameters):
 
 register(Technique("onnx", DEPLOYMENT, "ONNX Runtime", measure=measure, reusable=True, machine=int8_machine,
                    check=check, params=OnnxParameters,
-                   thresholds=("min_top1_agreement",), uses=("int8",), metrics=METRICS))
+                   thresholds=("min_top1_agreement",), uses=("int8",), metrics=METRICS, takes_onnx=True))
 present("onnx", table=("ONNX Runtime (fp32, and static int8 QDQ) against PyTorch", rows))

@@ -98,5 +98,5 @@ def rows(found) -> list[dict]:
 
 register(Technique("openvino", DEPLOYMENT, "OpenVINO (f32, NNCF int8)", measure=measure, reusable=True,
                    machine=machine, check=check, params=OpenVinoParameters, thresholds=("max_drop",),
-                   metrics=METRICS))
+                   metrics=METRICS, takes_onnx=True))
 present("openvino", table=("OpenVINO: the ONNX export at f32, and NNCF post-training int8", rows))

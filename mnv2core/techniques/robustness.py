@@ -75,7 +75,6 @@ class RobustnessParameters(Parameters):
 
 
 register(Technique("robustness", DEPLOYMENT, "Blur and noise", measure=measure, reusable=True, check=check,
-                   params=RobustnessParameters,
-                   metrics=METRICS))
+                   params=RobustnessParameters, metrics=METRICS, takes_onnx=True))
 present("robustness", table=("Robustness: accuracy under Gaussian blur and noise (sigma)", rows),
         page_plot=plot_robustness_curves)
