@@ -103,8 +103,10 @@ class OnnxNetwork(nn.Module):
 
     def session(self):
         if self._session is None:
-            from .deploy.onnx_runtime import ort_session
-            self._session = ort_session(self.path, torch.get_num_threads())
+            import onnxruntime
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads, options.inter_op_num_threads = torch.get_num_threads(), 1
+            self._session = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         return self._session
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
