@@ -36,6 +36,12 @@ def _dim(dim) -> int | None:
     return dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else None
 
 
+def _inputs(graph) -> list:
+    """The graph's inputs that are fed, not initializers listed as inputs (older exports)."""
+    constants = {init.name for init in graph.initializer}
+    return [i for i in graph.input if i.name not in constants]
+
+
 def read_signature(path: Path, model: str) -> OnnxSignature:
     """The file's signature; ConfigError naming the fix when it is not an image classifier."""
     import onnx
@@ -48,8 +54,7 @@ def read_signature(path: Path, model: str) -> OnnxSignature:
         raise ConfigError(f"model {model}: {path} is not an ONNX model ({type(exc).__name__}): export it with "
                           f"torch.onnx.export") from None
     graph = proto.graph
-    constants = {init.name for init in graph.initializer}
-    inputs = [i for i in graph.input if i.name not in constants]
+    inputs = _inputs(graph)
     expected = "one float32 image batch [N, 3, H, W]"
     if len(inputs) != 1:
         raise ConfigError(f"model {model}: {path} has {len(inputs)} inputs ({[i.name for i in inputs]}); an image "
@@ -103,10 +108,7 @@ class OnnxNetwork(nn.Module):
 
     def session(self):
         if self._session is None:
-            import onnxruntime
-            options = onnxruntime.SessionOptions()
-            options.intra_op_num_threads, options.inter_op_num_threads = torch.get_num_threads(), 1
-            self._session = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+            self._session = ort_session(self.path, torch.get_num_threads())
         return self._session
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -136,12 +138,22 @@ def run_in_batches(run, images: np.ndarray, batch: int | None) -> np.ndarray:
     return np.concatenate(outputs)
 
 
+def ort_session(path: Path, threads: int = 1, config: dict[str, str] | None = None):
+    """An ONNX Runtime CPU session of ``path`` on ``threads`` threads; ``config``: session
+    config entries (an int8 model's: ``deploy.onnx_runtime.int8_kernels().session_options``)."""
+    import onnxruntime
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    for key, value in (config or {}).items():
+        options.add_session_config_entry(key, value)
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 def fixed_batch(path: Path) -> int | None:
     """The batch size an ONNX file's input fixes (None: dynamic)."""
     import onnx
-    graph = onnx.load(str(path), load_external_data=False).graph
-    constants = {init.name for init in graph.initializer}
-    first = next(i for i in graph.input if i.name not in constants)
+    first = _inputs(onnx.load(str(path), load_external_data=False).graph)[0]
     return _dim(first.type.tensor_type.shape.dim[0])
 
 
@@ -162,8 +174,7 @@ def with_normalization(source: Path, target: Path, mean: tuple[float, ...], std:
     from onnx import helper, numpy_helper
     proto = onnx.load(str(source))
     graph = proto.graph
-    constants = {init.name for init in graph.initializer}
-    original = next(i for i in graph.input if i.name not in constants)
+    original = _inputs(graph)[0]
     normalized = original.name if original.name != IMAGE_INPUT else f"{IMAGE_INPUT}_normalized"
     if normalized != original.name:
         for node in graph.node:

@@ -40,6 +40,7 @@ class StartWeights:
         self.execution = execution
         self.device = device
         self._loaded: dict[tuple, tuple[dict | None, dict]] = {}
+        self._file_digests: dict[Path, str] = {}
 
     def model(self, model_name: str, num_classes: int, size: int,
               pretrained: bool) -> tuple[ImageClassifier, dict[str, Any]]:
@@ -70,10 +71,13 @@ class StartWeights:
         return {"source": provenance["source"], "sha256": provenance["sha256"]}
 
     def _file_provenance(self, model_name: str) -> dict[str, Any]:
-        """A deploy-only model's: its file, named by its last path component and sha256."""
+        """A deploy-only model's: its file, named by its last path component and sha256 (hashed
+        once per process: keying and building both ask)."""
         path = Path(self.profile.model(model_name).arch)
-        return {"model": model_name, "source": f"onnx:{path.name}", "sha256": file_sha256(path), "stand_in": False,
-                "note": "the user's ONNX file, deployed as it is"}
+        if path not in self._file_digests:
+            self._file_digests[path] = file_sha256(path)
+        return {"model": model_name, "source": f"onnx:{path.name}", "sha256": self._file_digests[path],
+                "stand_in": False, "note": "the user's ONNX file, deployed as it is"}
 
     def _weights_source(self, model_name: str):
         return resolve_weights_spec(model_name, self.profile.model(model_name).weights, self.overrides)

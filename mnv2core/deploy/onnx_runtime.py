@@ -14,6 +14,7 @@ from torch import nn
 from ..errors import Mnv2BenchError
 from ..execution import int8_dot_product, to_contiguous
 from ..onnx_model import fixed_batch, rebatched, run_in_batches
+from ..onnx_model import ort_session as ort_session  # the harness's one way to open a session, used from here
 from .bias_correction import output_shift
 
 if TYPE_CHECKING:  # imported where used: onnx takes a second to import, and every run imports this module
@@ -71,18 +72,6 @@ class Int8Kernels:
 def int8_kernels(cpu_flags: Iterable[str] | None = None) -> Int8Kernels:
     """The int8 kernel choice for a CPU with ``cpu_flags`` (default: this machine's)."""
     return Int8Kernels(tuple(int8_dot_product(None if cpu_flags is None else frozenset(cpu_flags))))
-
-
-def ort_session(path: Path, threads: int = 1, config: dict[str, str] | None = None) -> onnxruntime.InferenceSession:
-    """A CPU session of ``path`` on ``threads`` threads; ``config``: session config entries
-    (an int8 model's: ``int8_kernels().session_options``)."""
-    import onnxruntime
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    for key, value in (config or {}).items():
-        options.add_session_config_entry(key, value)
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def session_batch(session: onnxruntime.InferenceSession) -> int | None:
