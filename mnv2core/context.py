@@ -117,8 +117,10 @@ class Context(Protocol):
         """What identifies ``start_model``'s weights in a cache key: a weights file's source and
         sha256, the key of the harness's pretext weights (an upstream artifact), or None."""
 
-    def memo(self, key: tuple, make: Callable[[], Any]) -> Any:
-        """``make()`` once per process and key (int8 twins and the like)."""
+    def memo(self, key: tuple, make: Callable[[], Any], scope: Any = None) -> Any:
+        """``make()`` once per process and key (int8 twins and the like). Entries of a
+        ``scope`` (a base's key) are kept while it is among the last few scopes used, then
+        forgotten (made again if asked for again)."""
 
 
 def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

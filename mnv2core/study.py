@@ -76,6 +76,11 @@ def modes_restored(model: torch.nn.Module):
             module.training = training
 
 
+# Scopes (bases) whose scoped memo entries a process keeps: a MobileNetV2's runtime twins at
+# 96 px hold about 350 MB, and a worker of the cpu grid measures a dozen bases
+SCOPES_KEPT = 2
+
+
 class Study:
     def __init__(self, profile: Profile, settings: Settings, techniques: Catalogue | None = None):
         self.profile = profile
@@ -97,6 +102,7 @@ class Study:
         self._artifacts: dict[str, Artifact] = {}  # by case id
         self._keys: dict[str, ArtifactKey] = {}  # by case id
         self._memo: dict[tuple, Any] = {}
+        self._scopes: dict[Any, set[tuple]] = {}  # a scope's memo keys, least recently used first
         self._building: list[ArtifactKey] = []  # the keys of the artifacts being built, innermost last
 
     # data -----------------------------------------------------------------
@@ -120,10 +126,20 @@ class Study:
     def seed_for(self, dataset: str, technique: str) -> int:
         return derive_seed(self.profile.seed, dataset, technique)
 
-    def memo(self, key: tuple, make: Callable[[], Any]) -> Any:
+    def memo(self, key: tuple, make: Callable[[], Any], scope: Any = None) -> Any:
+        if scope is not None:
+            self._enter_scope(scope, key)
         if key not in self._memo:
             self._memo[key] = make()
         return self._memo[key]
+
+    def _enter_scope(self, scope: Any, key: tuple) -> None:
+        """Make ``scope`` the most recently used, and forget the memo entries of the scopes
+        beyond the last ``SCOPES_KEPT`` (before ``key`` is made, so their memory is reused)."""
+        self._scopes[scope] = self._scopes.pop(scope, set()) | {key}
+        while len(self._scopes) > SCOPES_KEPT:
+            for stale in self._scopes.pop(next(iter(self._scopes))):
+                self._memo.pop(stale, None)
 
     # cases ----------------------------------------------------------------
     def case(self, dataset: str, technique: str, model: str | None = None) -> Case:

@@ -347,3 +347,24 @@ def test_a_cached_accuracy_edited_with_its_digest_recomputed_contradicts_its_his
     with pytest.raises(InconsistentEntry, match=r"tiny-mobilenet_v2-partial_ft: its test accuracy is .* but its own "
                                                 r"training history ended at .*--refresh"):
         forged.run_case(forged.case("tiny", "partial_ft"))
+
+
+def test_scoped_memo_entries_are_forgotten_once_their_scope_is_no_longer_among_the_last_used(study):
+    """A worker measures many bases: it keeps the runtime twins of the last few only, and makes
+    a forgotten one again when asked (the memory of the others goes back to the allocator)."""
+    from mnv2core.study import SCOPES_KEPT
+    fresh = Study(study.profile, study.settings)
+    made = []
+
+    def twin(scope: str, kind: str) -> object:
+        return fresh.memo((kind, scope), lambda: made.append((kind, scope)) or object(), scope=scope)
+
+    shared = fresh.memo(("calibration",), object)  # unscoped: kept for the process's life
+    first = twin("base0", "compiled")
+    assert twin("base0", "compiled") is first and twin("base0", "openvino") is not first
+    for other in range(1, SCOPES_KEPT + 1):
+        twin(f"base{other}", "compiled")
+    assert twin(f"base{SCOPES_KEPT}", "compiled") is fresh.memo(("compiled", f"base{SCOPES_KEPT}"), object)
+    assert made.count(("compiled", "base0")) == 1
+    assert twin("base0", "compiled") is not first and made.count(("compiled", "base0")) == 2  # made again
+    assert fresh.memo(("calibration",), object) is shared

@@ -1,6 +1,7 @@
 """What the deployment techniques share: a base model's test set on a device, its int8
-calibration batches, its FX int8 twin (made once per process) and its ONNX fp32 and ORT int8
-files (cached with the base's key)."""
+calibration batches, its runtime twins (made once per process and kept while the base is
+among the last measured: ``ctx.memo``'s scope) and its ONNX fp32 and ORT int8 files (cached
+with the base's key)."""
 from __future__ import annotations
 
 import os
@@ -78,7 +79,7 @@ def int8_model(ctx: Context, case: Case, base: Artifact) -> torch.nn.Module:
 
 def int8_model_or_reason(ctx: Context, case: Case, base: Artifact) -> tuple[torch.nn.Module | None, str]:
     """The FX int8 twin, or None and why FX cannot make one (measurements that include int8
-    go on without it and say why); tried once per process and base, failure included."""
+    go on without it and say why); tried once per base in memory, failure included."""
     def attempt() -> tuple[torch.nn.Module | None, str]:
         try:
             return quantize_fx(base.model, calibration(ctx, case, base), base.meta["input_size"],
@@ -86,14 +87,14 @@ def int8_model_or_reason(ctx: Context, case: Case, base: Artifact) -> tuple[torc
         except QuantizationError as exc:
             return None, str(exc)
 
-    return ctx.memo(("fx-int8", base.key), attempt)
+    return ctx.memo(("fx-int8", base.key), attempt, scope=base.key)
 
 
 def compiled_twins(ctx: Context, case: Case, base: Artifact) -> dict[str, tuple[Any, float] | str]:
     """The base compiled by Inductor (fp32), quantized by PT2E then compiled (int8), and in bf16
     (eager and compiled) where the CPU computes bf16 natively: runtime -> (callable, seconds
     compiling took), or why it could not be made (one line; bf16 elsewhere: ``NO_BF16``, never
-    fp32 under a bf16 label). Made once per process and base; the first call (compiling) is
+    fp32 under a bf16 label). Made once per base in memory; the first call (compiling) is
     made at batch 1, latency's first."""
     def attempt() -> dict[str, tuple[Any, float] | str]:
         model, size = cpu_copy(base.model).eval(), base.meta["input_size"]
@@ -112,13 +113,13 @@ def compiled_twins(ctx: Context, case: Case, base: Artifact) -> dict[str, tuple[
                 twins[runtime] = str(exc)
         return twins
 
-    return ctx.memo(("compiled", base.key), attempt)
+    return ctx.memo(("compiled", base.key), attempt, scope=base.key)
 
 
 def openvino_twins(ctx: Context, case: Case, base: Artifact, threads: int = 1) -> dict[str, tuple | str]:
     """The base's ONNX export on OpenVINO (f32) and NNCF's int8 of it: runtime -> (callable,
     seconds quantizing and compiling took, the configuration it reports), or why it could not
-    be made (one line: the extra missing, or the error). Made once per process and base."""
+    be made (one line: the extra missing, or the error). Made once per base in memory."""
     def attempt() -> dict[str, tuple | str]:
         if (reason := openvino_runtime.missing()) is not None:
             return dict.fromkeys(OPENVINO, reason)
@@ -134,7 +135,7 @@ def openvino_twins(ctx: Context, case: Case, base: Artifact, threads: int = 1) -
                 twins[runtime] = f"{runtime} failed: {type(exc).__name__}: {first[:300]}"
         return twins
 
-    return ctx.memo(("openvino", base.key, threads), attempt)
+    return ctx.memo(("openvino", base.key, threads), attempt, scope=base.key)
 
 
 def onnx_files(ctx: Context, case: Case, base: Artifact) -> tuple[Path, Path]:
