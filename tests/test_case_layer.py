@@ -107,6 +107,19 @@ def study(tmp_path_factory):
     return Study(profile, Settings(cache_dir=root / "cache", results_dir=root / "results"))
 
 
+@pytest.fixture(scope="module")
+def small_study(tmp_path_factory):
+    """The tiny profile on the two-conv network of examples/net.py: for the runtimes that
+    compile the whole network (Inductor, PT2E, OpenVINO), whose cost grows with its depth."""
+    root = tmp_path_factory.mktemp("small_case_layer")
+    path = root / "small.toml"
+    net = Path(__file__).resolve().parents[1] / "examples" / "net.py"
+    path.write_text(TINY.replace("test_size = 32\n", 'test_size = 32\nmodels = ["net"]\n', 1)
+                    + f'\n[models.net]\nsource = "python"\narch = "{net}:Net"\n')
+    profile = load_profile(str(path), catalogue())
+    return Study(profile, Settings(cache_dir=root / "cache", results_dir=root / "results"))
+
+
 def run(study, technique):
     case = study.case("tiny", technique)
     record = study.run_case(case)
@@ -181,13 +194,14 @@ def test_ort_int8_accuracy_is_reused_only_on_a_cpu_with_the_same_int8_kernels(st
     assert elsewhere["metrics"]["ort_int8"]["session_options"] == ({onnx_runtime.EXACT_INT8: "1"} if fast_here else {})
 
 
-def test_compiled_runtimes_are_measured_and_timed_beside_the_others_and_one_that_fails_is_skipped(study,
+def test_compiled_runtimes_are_measured_and_timed_beside_the_others_and_one_that_fails_is_skipped(small_study,
                                                                                                   monkeypatch):
     from mnv2core.deploy import twins
     from mnv2core.deploy.compiled import CompileError
     compiled = {**catalogue().get("compiled").params.defaults(), "max_drop": 1.0}
-    profile = dataclasses.replace(study.profile, deployments={**study.profile.deployments, "compiled": compiled})
-    with_compiled = Study(profile, study.settings)
+    deployments = {**small_study.profile.deployments, "compiled": compiled}
+    profile = dataclasses.replace(small_study.profile, deployments=deployments)
+    with_compiled = Study(profile, small_study.settings)
     case = with_compiled.case("tiny", "full_ft_compiled")
     record = with_compiled.run_case(case)
     with_compiled.check(case, record)
@@ -207,18 +221,19 @@ def test_compiled_runtimes_are_measured_and_timed_beside_the_others_and_one_that
         raise CompileError("PT2E int8 failed: Unsupported: data-dependent control flow")
     monkeypatch.setattr(twins, "compile_pt2e_int8", failing)
     monkeypatch.setattr(twins, "compile_fp32", lambda model, example: (model, 0.0))  # compiled above already
-    fresh = Study(profile, study.settings)  # twins are made once per process and study
+    fresh = Study(profile, small_study.settings)  # twins are made once per process and study
     assert fresh.run_case(case)["cache"]["status"] == "reused"  # the cached entry loads (weights-only)
     latency = fresh.run_case(fresh.case("tiny", "full_ft_latency"))["metrics"]
     assert "pt2e_int8" not in latency["runtimes"] and "compiled_fp32" in latency["runtimes"]
     assert latency["runtimes_skipped"]["pt2e_int8"] == "PT2E int8 failed: Unsupported: data-dependent control flow"
 
 
-def test_openvino_is_measured_and_timed_beside_the_others_and_skipped_without_its_extra(study, monkeypatch):
+def test_openvino_is_measured_and_timed_beside_the_others_and_skipped_without_its_extra(small_study, monkeypatch):
     from mnv2core.errors import NotApplicable
     openvino = {**catalogue().get("openvino").params.defaults(), "max_drop": 1.0}
-    profile = dataclasses.replace(study.profile, deployments={**study.profile.deployments, "openvino": openvino})
-    with_openvino = Study(profile, study.settings)
+    deployments = {**small_study.profile.deployments, "openvino": openvino}
+    profile = dataclasses.replace(small_study.profile, deployments=deployments)
+    with_openvino = Study(profile, small_study.settings)
     case = with_openvino.case("tiny", "full_ft_openvino")
     record = with_openvino.run_case(case)
     with_openvino.check(case, record)
@@ -232,7 +247,7 @@ def test_openvino_is_measured_and_timed_beside_the_others_and_skipped_without_it
     assert latency["latency"]["openvino_int8_b1_ms"] > 0 and "openvino_int8_b1_speedup" in latency["speedup"]
 
     monkeypatch.setitem(sys.modules, "openvino", None)  # the extra not installed
-    bare = Study(profile, study.settings)
+    bare = Study(profile, small_study.settings)
     with pytest.raises(NotApplicable, match=r"OpenVINO runtime not installed \(the optional extra: pip install"):
         bare.run_case(case)
     latency = bare.run_case(bare.case("tiny", "full_ft_latency"))["metrics"]

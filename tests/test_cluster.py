@@ -2,18 +2,18 @@
 `dask` program in a process of its own (``local_cluster``), and the tiny grid run with
 --cluster against them."""
 import collections
-import json
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from test_plugin import REPO, REPRODUCIBLE, TINY
+from test_plugin import GRID, REPO, TINY, accuracies, newest_records, run_grid
 
+from mnv2core import kernels
 from mnv2core.cache import ArtifactCache
 from mnv2core.errors import ConfigError
 from mnv2core.profiles import load_profile
@@ -26,8 +26,6 @@ from mnv2core.cluster import timed  # noqa: E402
 from mnv2core.local_cluster import local_cluster  # noqa: E402
 from mnv2core.planning import Plan  # noqa: E402
 
-# the tiny grid with compressions, an int8 deployment, the light model's latency and the speed case
-GRID = REPRODUCIBLE.replace('bases = ["kd_prune"]', 'bases = ["kd_prune", "full_ft"]')
 # one long build to kill a worker in: the teacher for several epochs of a larger training set
 SLOW = TINY.replace("kd = {kd_floor}", "kd = 0.0").replace(
     "[techniques.teacher]\nepochs = 1", "[techniques.teacher]\nepochs = 8")
@@ -35,34 +33,14 @@ SLOW = TINY.replace("kd = {kd_floor}", "kd = 0.0").replace(
 
 @pytest.fixture(scope="module")
 def dask_cluster(tmp_path_factory):
-    with local_cluster(workers=2, threads=1, folder=tmp_path_factory.mktemp("cluster")) as started:
+    """Workers whose torch loads with GRID's portable kernels, as ``local-cluster`` pins them
+    from its command's profile."""
+    with contextlib.ExitStack() as stack:
+        with pytest.MonkeyPatch.context() as environment:
+            for name, value in kernels.PORTABLE.items():
+                environment.setenv(name, value)
+            started = stack.enter_context(local_cluster(workers=2, threads=1, folder=tmp_path_factory.mktemp("cluster")))
         yield started
-
-
-def run_grid(tmp_path: Path, profile_text: str, cache: str, *args: str, cluster: str | None = None,
-             background: bool = False):
-    profile = tmp_path / "grid.toml"
-    profile.write_text(profile_text.replace("{kd_floor}", "0.0"))
-    command = [sys.executable, "-m", "pytest", str(REPO / "benchmarks"), "--profile", str(profile),
-               "--cache-dir", str(tmp_path / cache), "--results-dir", str(tmp_path / f"results-{cache}"),
-               "-p", "no:cacheprovider", "-q", *args, *(["--cluster", cluster] if cluster else [])]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_XDIST", "MNV2BENCH_"))}
-    env["PYTHONPATH"] = str(REPO)
-    if background:
-        return subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True)
-    return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-
-
-def newest_records(results: Path) -> list[dict]:
-    newest = max(results.glob("records-*.jsonl"), key=lambda p: p.stat().st_mtime)
-    return [r for line in newest.read_text().splitlines() for r in json.loads(line)["records"]]
-
-
-def accuracies(records: list[dict]) -> dict:
-    return {r["case"]: (r["metrics"].get("accuracy"),
-                        [(h["train_loss"], h["test_accuracy"]) for h in r["metrics"]["epochs"]])
-            for r in records if "accuracy" in r["metrics"]}
 
 
 def built(records: list[dict]) -> collections.Counter:
@@ -97,15 +75,14 @@ def test_the_plan_names_each_artifact_by_its_cache_entry_with_its_upstream(tmp_p
     assert entry == study.artifact("tiny", "kd_prune").key.entry
 
 
-def test_a_grid_on_a_two_worker_cluster_builds_each_artifact_once_with_a_serial_runs_accuracies(dask_cluster, tmp_path):
-    serial = run_grid(tmp_path, GRID, "serial")
-    assert serial.returncode == 0, serial.stdout[-3000:]
+def test_a_grid_on_a_two_worker_cluster_builds_each_artifact_once_with_a_serial_runs_accuracies(dask_cluster, tmp_path,
+                                                                                                 serial_grid):
     on_cluster = run_grid(tmp_path, GRID, "shared", cluster=dask_cluster.address)
     assert on_cluster.returncode == 0, on_cluster.stdout[-3000:]
-    assert on_cluster.stdout.splitlines()[-1].split(" in ")[0] == serial.stdout.splitlines()[-1].split(" in ")[0]
 
     records = newest_records(tmp_path / "results-shared")
-    assert accuracies(records) == accuracies(newest_records(tmp_path / "results-serial"))  # bit for bit
+    assert {r["case"] for r in records} == {r["case"] for r in serial_grid.records}
+    assert accuracies(records) == accuracies(serial_grid.records)  # bit for bit
     counts = built(records)
     assert counts and max(counts.values()) == 1, counts  # every artifact built once...
     entries = {p.name.rsplit("-", 1)[0] for p in (tmp_path / "shared").glob("*.pt")}

@@ -99,6 +99,9 @@ max_features = 4
 
 [studies.lowrank]
 keep_ratios = [0.5]
+batch_size = 8
+warmup = 0
+rounds = 1
 
 [compression]
 bases = ["full_ft", "kd", "ready"]
@@ -136,7 +139,8 @@ def every_builder(tmp_path_factory):
     torch.manual_seed(0)
     spec = ModelSpec("resnet20", "builtin", "cifar_resnet20", trained=True)
     torch.save(build_model(spec, 10).net.state_dict(), root / "resnet20.pth")
-    recipes = "\n".join(f"{name} = {{epochs = 1, batch_size = 32, augment = false}}" for name in TRAINED)
+    recipes = "\n".join(f"{name} = {{epochs = 1, batch_size = 32, augment = false"
+                        f"{', size = 32' if name.startswith('resnet') else ''}}}" for name in TRAINED)
     compressed = [f"{base}_{c}" for base in ("full_ft", "kd", "ready") for c in ("prune", "structured", "lottery", "svd")]
     floors = ("tiny = {" + ", ".join(f"{name} = 0.0" for name in (*TRAINED, *compressed) if not name.startswith("light"))
               + "}\ndigits = {" + ", ".join(f"{name} = 0.0" for name in TRAINED if name.startswith("light")) + "}")

@@ -1,5 +1,9 @@
 """The pytest grid end to end on a tiny profile, in subprocesses (serial and xdist)."""
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -128,7 +132,58 @@ def latest_records(tmp_path):
     return [json.loads(line) for line in newest.read_text().splitlines()]
 
 
-def test_grid_runs_records_and_reuses_the_cache(grid, tmp_path):
+# The tiny grid with retrained compressions (MobileNetV2 has dropout), int8 measurements of a
+# compressed and of a fine-tuned model, the light model's latency and the speed case; one
+# thread per process and the portable kernels, as the smoke profile, so reductions split alike
+# whichever process runs a case. Its serial run is the reference of the xdist and cluster runs.
+GRID = 'kernels = "portable"\nthreads = 1\n' + TINY.replace(
+    "kd = {kd_floor}", "kd = 0.0\nfull_ft_prune = 0.0\nkd_prune = 0.0") + """
+[compression]
+bases = ["full_ft", "kd"]
+[compression.prune]
+rounds = 2
+amount = 0.3
+epochs = 1
+
+[deployment]
+bases = ["kd_prune", "full_ft"]
+[deployment.int8]
+calibration_batches = 1
+max_drop = 1.0
+"""
+GRID_CASES = CASES | {"tiny-mobilenet_v2-full_ft_prune", "tiny-mobilenet_v2-kd_prune",
+                      "tiny-mobilenet_v2-kd_prune_int8", "tiny-mobilenet_v2-full_ft_int8"}
+
+
+def run_grid(tmp_path: Path, profile_text: str, cache: str, *args: str, cluster: str | None = None,
+             background: bool = False):
+    """The grid in a pytest process of its own (outside pytester: also in session fixtures)."""
+    profile = tmp_path / "tiny.toml"  # the profile is named by its file: as the pytester runs name it
+    profile.write_text(profile_text.replace("{kd_floor}", "0.0"))
+    command = [sys.executable, "-m", "pytest", str(REPO / "benchmarks"), "--profile", str(profile),
+               "--cache-dir", str(tmp_path / cache), "--results-dir", str(tmp_path / f"results-{cache}"),
+               "-p", "no:cacheprovider", "-q", *args, *(["--cluster", cluster] if cluster else [])]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_XDIST", "MNV2BENCH_"))}
+    env["PYTHONPATH"] = str(REPO)
+    if background:
+        return subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+    return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+
+
+def newest_records(results: Path) -> list[dict]:
+    newest = max(results.glob("records-*.jsonl"), key=lambda p: p.stat().st_mtime)
+    return [r for line in newest.read_text().splitlines() for r in json.loads(line)["records"]]
+
+
+def accuracies(records: list[dict]) -> dict:
+    """Each trained case's accuracy and its per-epoch losses and accuracies."""
+    return {r["case"]: (r["metrics"].get("accuracy"),
+                        [(h["train_loss"], h["test_accuracy"]) for h in r["metrics"]["epochs"]])
+            for r in records if "accuracy" in r["metrics"]}
+
+
+def test_grid_runs_records_and_reuses_the_cache(grid, tmp_path, serial_grid):
     plan = grid("--plan", "-k", "kd or full_ft")  # what the selected cases need, before anything exists
     assert plan.ret == pytest.ExitCode.OK and not list((tmp_path / "cache").glob("*.pt"))  # scripts can chain it
     plan.stdout.fnmatch_lines(["plan of 2 case(s) (--plan: nothing runs):",
@@ -137,77 +192,87 @@ def test_grid_runs_records_and_reuses_the_cache(grid, tmp_path):
                                " build  tiny-resnet50-teacher", " build  tiny-mobilenet_v2-kd  (after *teacher)",
                                "5 artifacts: 0 cached, 5 to build"])
 
-    first = grid("-v", "--benchmark-json", str(tmp_path / "bench.json"))
-    first.assert_outcomes(passed=7, skipped=2)
-    first.stdout.fnmatch_lines(["*test_training?tiny-mobilenet_v2-full_ft?*PASSED*"])
-    entries = latest_records(tmp_path)
-    assert {e["case"] for e in entries} == CASES
-    record = next(e for e in entries if e["case"] == "tiny-mobilenet_v2-full_ft")["records"][0]
+    records = {r["case"]: r for r in serial_grid.records}  # GRID's cold serial run
+    assert set(records) == GRID_CASES
+    record = records["tiny-mobilenet_v2-full_ft"]
     assert record["provenance"]["upstream"]["partial_ft"]
     assert record["provenance"]["weights"]["source"] == "pretext:synthetic"
     assert record["provenance"]["data"]["stand_in"] is True
     assert len(record["metrics"]["epochs"]) == 1 and record["seed"] == 0
 
-    written = json.loads((tmp_path / "bench.json").read_text())
-    assert {b["param"] for b in written["benchmarks"]} == CASES and written["mnv2bench"]["complete"]
-    assert written["mnv2bench"]["selected"] == sorted(CASES)
+    written = json.loads(serial_grid.bench.read_text())
+    assert {b["param"] for b in written["benchmarks"]} == GRID_CASES and written["mnv2bench"]["complete"]
+    assert written["mnv2bench"]["selected"] == sorted(GRID_CASES)
     # serial: latency is timed by pytest-benchmark, whose entries sit beside the cases'
-    timed = next(e for e in entries if e["case"] == TIMED)["records"][0]
+    timed = records[TIMED]
     assert timed["environment"]["latency_timer"] == "pytest-benchmark"
     (own,) = [b for b in written["benchmarks"] if b["name"].endswith("[eager_fp32_b1]")]
     assert own["stats"]["rounds"] == 3
     assert timed["metrics"]["latency"]["eager_fp32_b1_ms"] == pytest.approx(own["stats"]["median"] * 1000)
 
-    second = grid("--gate-baseline", str(tmp_path / "bench.json"))
-    second.assert_outcomes(passed=7, skipped=2)
+    shutil.copytree(serial_grid.cache, tmp_path / "cache", dirs_exist_ok=True)  # the plan made the folder
+    second = grid("--gate-baseline", str(serial_grid.bench), profile_text=GRID)
+    second.assert_outcomes(passed=len(GRID_CASES))
     second.stdout.fnmatch_lines(["*artifacts built: 0, loaded from cache: *",
-                                 "*regression gate PASSED: 13 metric(s) compared*"])
+                                 "*regression gate PASSED: * metric(s) compared*"])
     statuses = {e["case"]: e["records"][0]["cache"]["status"] for e in latest_records(tmp_path)}
     assert statuses.pop("tiny-mobilenet_v2-train_speed") == "measured"  # a speed is of this run: never cached
-    assert set(statuses.values()) == {"loaded"}
-    grid("--plan").stdout.fnmatch_lines(["*artifacts: * cached, 0 to build"])
+    assert {statuses.pop(c) for c in GRID_CASES - CASES if c.endswith("_int8")} == {"reused"}  # measurements
+    assert set(statuses.values()) == {"loaded"}  # models
+    grid("--plan", profile_text=GRID).stdout.fnmatch_lines(["*artifacts: * cached, 0 to build"])
 
     (entry,) = (p for p in (tmp_path / "cache").glob("tiny-mobilenet_v2-partial_ft-*.pt")
                 if len(p.stem.rsplit("-", 1)[1]) == 24 and p.stem.count("-") == 3)  # the model, not its metrics
     entry.write_bytes(entry.read_bytes()[:100])  # a truncated entry: rebuilt, and the summary says so
-    third = grid("-k", "partial_ft and not full")
+    third = grid("-k", "partial_ft and not full", profile_text=GRID)
     third.stdout.fnmatch_lines(["*artifacts built: 1, loaded from cache: *",
                                 "cache entries found corrupt and rebuilt: 1 (tiny-mobilenet_v2-partial_ft); why: "
                                 "*progress.log"])
 
 
-def test_grid_under_xdist_writes_results_and_a_worse_run_fails_the_gate(grid, tmp_path):
+def test_grid_under_xdist_repeats_the_serial_run_bit_for_bit_and_a_worse_run_fails_the_gate(grid, tmp_path,
+                                                                                             serial_grid):
+    """Every build is seeded from its case: which worker builds what, in which order, and
+    whether a base was built or loaded in this process do not change a single accuracy."""
     bench = tmp_path / "bench.json"
-    result = grid("-n", "2", "--benchmark-json", str(bench), "--progress-every", "0.3")
-    result.assert_outcomes(passed=7, skipped=2)
+    result = grid("-n", "2", "--benchmark-json", str(bench), "--progress-every", "0.3", profile_text=GRID)
+    result.assert_outcomes(passed=len(GRID_CASES))
     # the workers' progress reaches the controller's terminal through the run's progress log
-    result.stdout.fnmatch_lines(["*mnv2bench] */9 cases finished, 0 min 0* elapsed, *gw*: tiny-*"])
+    result.stdout.fnmatch_lines([f"*mnv2bench] */{len(GRID_CASES)} cases finished, 0 min 0* elapsed, *gw*: tiny-*"])
     assert "Not saving anything" not in result.stdout.str() + result.stderr.str() and bench.is_file()
     result.stdout.fnmatch_lines(["*Study summary*", "*Full Fine-Tuning*"])
-    assert {e["case"] for e in latest_records(tmp_path)} == CASES
+    records = [r for e in latest_records(tmp_path) for r in e["records"]]
+    assert {r["case"] for r in records} == GRID_CASES == {r["case"] for r in serial_grid.records}
+    assert accuracies(records) == accuracies(serial_grid.records)
+    # the portable kernels are pinned before torch loads, in the controller and every worker
+    assert all(r["environment"]["kernels"] == {"profile": "portable", "cpu_capability": "AVX2",
+                                               "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+                                               "MKL_CBWR": "AVX2"} for r in records if "environment" in r)
     # xdist switches pytest-benchmark off: the harness's own timer gives the same figures
-    timed = next(e for e in latest_records(tmp_path) if e["case"] == TIMED)["records"][0]
+    timed = next(r for r in records if r["case"] == TIMED)
     assert timed["environment"]["latency_timer"] == "harness" and timed["metrics"]["latency"]["eager_fp32_b1_ms"] > 0
     document = json.loads(bench.read_text())
-    assert {b["param"] for b in document["benchmarks"]} == CASES
+    assert {b["param"] for b in document["benchmarks"]} == GRID_CASES
     assert document == json.loads((tmp_path / "results" / "latest.json").read_text())
 
     # A baseline 10 points better than this run: this run is now a regression.
+    regressed = 0
     for item in document["benchmarks"]:
         if "accuracy" in item["extra_info"]["metrics"]:
             item["extra_info"]["metrics"]["accuracy"] += 0.10
+            regressed += 1
     baseline = tmp_path / "better.json"
     baseline.write_text(json.dumps(document))
-    gated = grid("-n", "2", "--gate-baseline", str(baseline))
+    gated = grid("-n", "2", "--gate-baseline", str(baseline), profile_text=GRID)
     assert gated.ret == pytest.ExitCode.TESTS_FAILED
-    gated.stdout.fnmatch_lines(["*regression gate FAILED (6 regression(s))*", "*FAIL tiny-*-10.0 points*"])
+    gated.stdout.fnmatch_lines([f"*regression gate FAILED ({regressed} regression(s))*", "*FAIL tiny-*-10.0 points*"])
 
     # A slice of the grid (here -k full_ft) is gated on its own cases only
-    sliced = grid("-n", "2", "-k", "full_ft", "--gate-baseline", str(bench))
+    sliced = grid("-n", "2", "-k", "full_ft", "--gate-baseline", str(bench), profile_text=GRID)
     assert sliced.ret == pytest.ExitCode.OK
     sliced.stdout.fnmatch_lines(["*regression gate PASSED*", "*baseline case(s) not selected in this run*"])
     selected = json.loads((tmp_path / "results" / "latest.json").read_text())["mnv2bench"]["selected"]
-    assert selected == sorted(c for c in CASES if "full_ft" in c) and 0 < len(selected) < len(CASES)
+    assert selected == sorted(c for c in GRID_CASES if "full_ft" in c) and 0 < len(selected) < len(GRID_CASES)
 
 
 def test_failed_floor_still_records_the_metrics(grid, tmp_path):
@@ -267,15 +332,6 @@ def test_a_store_that_does_not_answer_stops_the_run_in_one_line(grid, tmp_path, 
     assert "1 error in" in output  # the second selected case never starts
 
 
-def test_portable_kernels_are_pinned_before_torch_loads_in_the_controller_and_every_worker(grid, tmp_path):
-    result = grid("-n", "2", "-k", "scratch or light_ultra", profile_text='kernels = "portable"\n' + TINY)
-    result.assert_outcomes(passed=2)  # under xdist the workers deselect
-    environments = [r["environment"]["kernels"] for entry in records(tmp_path) for r in entry["records"]]
-    assert len(environments) == 2 and all(e == {"profile": "portable", "cpu_capability": "AVX2",
-                                                "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
-                                                "MKL_CBWR": "AVX2"} for e in environments), environments
-
-
 def test_missing_real_data_stops_the_run_at_start_up_in_one_line(grid, tmp_path):
     result = grid("--data-source", "tiny=cifar10", "--data-root", str(tmp_path / "empty"), "-k", "scratch or kd")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
@@ -300,42 +356,6 @@ def test_undecodable_images_stop_the_run_once_each_named_once(grid, tmp_path):
     assert output.count("notes.png") == 1 and output.count("empty.jpg") == 1, output
     assert "ERROR: DataNotFoundError: 2 image(s) cannot be decoded" in output and "Traceback" not in output
     assert not list((tmp_path / "results").glob("records-*.jsonl"))  # no case ran
-
-
-# the tiny grid with retrained compressions (MobileNetV2 has dropout) and a measurement of a
-# compressed model; one thread per process, as the smoke profile, so reductions split alike
-REPRODUCIBLE = "threads = 1\n" + TINY.replace("kd = {kd_floor}", "kd = 0.0\nfull_ft_prune = 0.0\nkd_prune = 0.0") + """
-[compression]
-bases = ["full_ft", "kd"]
-[compression.prune]
-rounds = 2
-amount = 0.3
-epochs = 1
-
-[deployment]
-bases = ["kd_prune"]
-[deployment.int8]
-calibration_batches = 1
-max_drop = 1.0
-"""
-
-
-def test_serial_and_xdist_runs_give_bit_identical_accuracies(grid, tmp_path):
-    """Every build is seeded from its case: which worker builds what, in which order, and
-    whether a base was built or loaded in this process do not change a single accuracy."""
-    def accuracies():
-        return {e["case"]: (e["records"][0]["metrics"]["accuracy"],
-                            [(h["train_loss"], h["test_accuracy"]) for h in e["records"][0]["metrics"]["epochs"]])
-                for e in latest_records(tmp_path)}
-
-    wanted = ["-k", "not speed and not light"]
-    serial_run = grid(*wanted, profile_text=REPRODUCIBLE, cache="serial")
-    assert serial_run.ret == 0 and serial_run.parseoutcomes()["passed"] == 8
-    serial = accuracies()
-    xdist_run = grid(*wanted, "-n", "2", profile_text=REPRODUCIBLE, cache="xdist")
-    assert xdist_run.ret == 0 and xdist_run.parseoutcomes()["passed"] == 8
-    assert set(serial) >= {"tiny-mobilenet_v2-kd_prune", "tiny-mobilenet_v2-kd_prune_int8"}
-    assert accuracies() == serial
 
 
 MODELS = """
