@@ -290,6 +290,35 @@ def test_compiled_fp32_and_pt2e_int8_track_eager_at_every_batch_size():
         assert torch.corrcoef(torch.stack([reference.flatten(), quantized.flatten()]))[0, 1] > 0.95
 
 
+class TwoConvs(nn.Module):
+    """A model class of its own: Dynamo's compile cache is per class's forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers = small_convnet()
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+def test_every_instance_of_a_class_is_compiled_not_only_the_first_eight():
+    """Dynamo's default stops compiling a function after 8 compilations and runs it eager,
+    silently: a process that compiles every base of one architecture (batch 1, then
+    another batch size) would time eager PyTorch under the compiled label."""
+    from torch._dynamo.utils import counters
+
+    from mnv2core.deploy.compiled import compile_fp32
+    example, batch = torch.rand(1, 3, 16, 16), torch.rand(3, 3, 16, 16)
+    for _ in range(6):  # 12 compilations of TwoConvs.forward
+        compiled_before = counters["frames"]["ok"]
+        model = TwoConvs().eval()
+        fp32, _ = compile_fp32(model, example)
+        fp32(batch)  # another batch size: compiled again (dynamic)
+        assert counters["frames"]["ok"] >= compiled_before + 2, dict(counters["frames"])
+        with torch.no_grad():
+            assert torch.allclose(fp32(batch), model(batch), atol=1e-4)
+
+
 def test_a_model_export_cannot_capture_is_one_line_naming_the_runtime():
     from mnv2core.deploy.compiled import CompileError, compile_pt2e_int8
     with pytest.raises(CompileError, match=r"^PT2E int8 failed: \w+") as error:
