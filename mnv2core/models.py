@@ -15,7 +15,10 @@ from __future__ import annotations
 import difflib
 import hashlib
 import importlib
+import importlib.metadata
 import importlib.util
+import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -210,10 +213,50 @@ def load_callable(arch: str, model: str) -> Callable[..., Any]:
 def _known_architectures(source: str) -> list[str]:
     if source == "builtin":
         return list(BUILTIN_NETWORKS)
+    return _remembered(source, lambda: _list_architectures(source))
+
+
+def _list_architectures(source: str) -> list[str]:
     if source == "timm":
         return _timm().list_models()
     from torchvision import models as tv_models
     return tv_models.list_models(module=tv_models)
+
+
+def architecture_names_file(library: str) -> Path | None:
+    """Where the architecture names of the installed ``library`` are kept between processes:
+    listing them imports the library (torchvision's models pull in torch._dynamo), 2 s of every
+    process that checks a profile, most of which (the pytest controller, --plan) never builds a
+    model. Keyed by the installed version; None when it cannot be read without importing it."""
+    try:
+        version = importlib.metadata.version(library)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "mnv2bench" / f"{library}-{version}-architectures.json"
+
+
+def _remembered(library: str, names: Callable[[], list[str]]) -> list[str]:
+    """``names()``, read from ``architecture_names_file`` when a process wrote it before
+    (written whole, or not at all: an unreadable or unwritable file only costs the listing)."""
+    path = architecture_names_file(library)
+    if path is not None:
+        try:
+            known = json.loads(path.read_text())
+            if isinstance(known, list) and known and all(isinstance(name, str) for name in known):
+                return known
+        except (OSError, ValueError):
+            pass
+    known = names()
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(f".{os.getpid()}.partial")
+            partial.write_text(json.dumps(sorted(known)))
+            os.replace(partial, path)
+        except OSError:
+            pass
+    return known
 
 
 def _timm():

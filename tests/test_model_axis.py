@@ -1,5 +1,8 @@
 """Each generic technique on several architectures (torchvision MobileNetV2 and ResNet-18,
 timm's EfficientNet-Lite0 in both paddings, the builtin CIFAR ResNet-20), tiny inputs."""
+import importlib.metadata
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -11,7 +14,7 @@ from mnv2core.deploy.int8_fx import QuantizationError, quantize_fx
 from mnv2core.deploy.onnx_runtime import export_onnx, ort_logits, ort_session
 from mnv2core.errors import ConfigError, NotApplicable
 from mnv2core.explain.gradcam import default_target_layer, grad_cam
-from mnv2core.models import ModelSpec, build_model, count_parameters, from_pretrained, preprocessing
+from mnv2core.models import ModelSpec, build_model, check_spec, count_parameters, from_pretrained, preprocessing
 
 SIZE = 32
 ARCHITECTURES = {
@@ -184,3 +187,28 @@ def test_imagenet_weights_of_a_timm_model_come_from_its_pretrained_cfg(monkeypat
     with pytest.raises(WeightsUnavailableError, match="timm tf_efficientnet_lite0 pretrained weights could not be loaded"):
         load_pretrained_state(spec, parse_weights("imagenet"))
     assert asked == ["tf_efficientnet_lite0"]
+
+
+def test_architecture_names_are_listed_once_per_library_version_then_read_by_every_process(tmp_path, monkeypatch):
+    """Listing torchvision's or timm's architectures imports the library (2 s of every process
+    that checks a profile): the list is kept per installed version, and a corrupt or
+    unwritable file costs only the listing again."""
+    from mnv2core import models
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    listed = []
+
+    def listing():
+        listed.append(1)
+        return ["resnet18", "mobilenet_v2"]
+
+    path = models.architecture_names_file("torchvision")
+    assert path.parent == tmp_path / "cache" / "mnv2bench" and importlib.metadata.version("torchvision") in path.name
+    assert models._remembered("torchvision", listing) == ["resnet18", "mobilenet_v2"] and len(listed) == 1
+    assert models._remembered("torchvision", listing) == ["mobilenet_v2", "resnet18"] and len(listed) == 1  # read back
+    with pytest.raises(ConfigError, match="unknown model 'mobilenet_v9' in torchvision; close: .*'mobilenet_v2'"):
+        check_spec(ModelSpec("m", "torchvision", "mobilenet_v9"))  # checked against the kept list
+    path.write_text('["resnet18", ')  # a half-written file from elsewhere
+    assert models._remembered("torchvision", listing) == ["resnet18", "mobilenet_v2"] and len(listed) == 2
+    assert json.loads(path.read_text()) == ["mobilenet_v2", "resnet18"]  # whole again
+    monkeypatch.setenv("XDG_CACHE_HOME", str(path))  # a file where its folder should be: nothing written
+    assert models._remembered("torchvision", listing) == ["resnet18", "mobilenet_v2"] and len(listed) == 3
