@@ -82,6 +82,7 @@ def imported_modules(module: str) -> frozenset[str]:
     return frozenset(found - {module})
 
 
+@functools.cache  # every technique's closure shares most modules: each is parsed once
 def _code(path: Path) -> bytes:
     """What of ``path`` runs: its syntax tree (no comments, no line numbers) less docstrings."""
     tree = ast.parse(_source(path))
