@@ -57,9 +57,13 @@ class VggSi:
     def train(self, job: VggJob) -> dict[str, Any]:
         dataset = job.dataset
         splits = self._splits(dataset, job.size)
-        trials = [self._trial(job, splits, lr, step) for lr in self.params["lr_candidates"]
-                  for step in lr_steps_to_search(self.params, job.cfg)]
-        best = max(trials, key=lambda t: t["val_accuracy"])  # first candidate on ties
+        candidates = [(lr, step) for lr in self.params["lr_candidates"] for step in lr_steps_to_search(self.params, job.cfg)]
+        if not candidates:
+            raise ConfigError(f"[studies.{STUDY}] lr_candidates is empty: give at least one learning rate")
+        # one candidate leaves nothing to choose: it trains without a search trial
+        trials = [self._trial(job, splits, lr, step) for lr, step in candidates] if len(candidates) > 1 else []
+        (lr, step), *_ = candidates
+        best = max(trials, key=lambda t: t["val_accuracy"], default={"lr": lr, "step_epochs": step})  # first on ties
         cfg = dataclasses.replace(job.cfg, lr=best["lr"], step_epochs=best["step_epochs"])
         torch.manual_seed(job.seed)  # the final model starts as every trial did
         model = build_model(MODEL, splits.num_classes).to(self.ctx.device)
@@ -276,9 +280,10 @@ def is_png(path) -> bool:
 
 
 def check_train(m: dict, case: Case) -> None:
-    best = max(t["val_accuracy"] for t in m["lr_search"])
-    require(any(t["lr"] == m["chosen_lr"] and t["val_accuracy"] == best for t in m["lr_search"]),
-            f"lr {m['chosen_lr']} was chosen, not the best on validation ({best})")
+    if m["lr_search"]:  # none where the profile gives one candidate
+        best = max(t["val_accuracy"] for t in m["lr_search"])
+        require(any(t["lr"] == m["chosen_lr"] and t["val_accuracy"] == best for t in m["lr_search"]),
+                f"lr {m['chosen_lr']} was chosen, not the best on validation ({best})")
     require(m["validation_images"] > 0 and is_png(m["curves_plot"]), "no validation split or curves plot")
     require(all("val_accuracy" in epoch for epoch in m["epochs"]), "training curves must be scored on validation")
 
