@@ -89,10 +89,7 @@ def test_a_grid_on_a_two_worker_cluster_builds_each_artifact_once_with_a_serial_
     assert entries == set(counts)  # ...and every entry in the store was built by this run
     timed_records = [r for r in records if r["case"] in ("digits-ultralight-light_ultra", "tiny-mobilenet_v2-train_speed")]
     assert len(timed_records) == 2 and all(r["environment"]["host"] for r in timed_records)
-
-    again = run_grid(tmp_path, GRID, "shared", cluster=dask_cluster.address)
-    assert again.returncode == 0 and "artifacts built: 0," in again.stdout, again.stdout[-3000:]
-    assert accuracies(newest_records(tmp_path / "results-shared")) == accuracies(records)
+    # a second run on the cluster builds nothing: the killed-worker test's rerun proves it
 
 
 def test_a_worker_killed_mid_build_then_the_session_interrupted_and_rerun_leave_an_intact_store_and_rebuild_nothing(
