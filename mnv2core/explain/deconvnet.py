@@ -35,30 +35,42 @@ class Reconstruction:
     box: tuple[int, int, int, int]  # (top, left, bottom, right) of its support
 
 
+class _Rectifier(torch.autograd.Function):
+    """``x.clamp(0, upper)`` whose backward is ``rule``'s: DeconvNet ``relu(gradient)``, guided
+    backpropagation ``relu(gradient)`` where the rectifier passed its input (0 < x < upper)."""
+
+    @staticmethod
+    def forward(ctx, x, upper, rule):
+        ctx.save_for_backward(x)
+        ctx.upper, ctx.rule = upper, rule
+        return x.clamp(0, upper)
+
+    @staticmethod
+    def backward(ctx, gradient):
+        (x,) = ctx.saved_tensors
+        if ctx.rule == "guided":
+            passed = (x > 0) if ctx.upper is None else (x > 0) & (x < ctx.upper)
+            gradient = gradient * passed
+        return gradient.clamp(min=0), None, None
+
+
 @contextlib.contextmanager
 def backward_rule(model: nn.Module, rule: str) -> Iterator[int]:
-    """Every ReLU (and ReLU6) module's backward replaced by ``rule`` for the block; yields how
-    many it replaced. In-place rectifiers run out of place meanwhile (a backward hook needs
-    their input)."""
+    """Every ReLU (and ReLU6) module of ``model`` runs as a rectifier whose backward is
+    ``rule``'s for the block; yields how many. The rule sits in the rectifier's own autograd
+    node, so a projection that starts at a rectifier's output passes it too (a backward hook
+    on the module would not see a gradient taken from the output a forward hook captured)."""
     if rule not in RULES:
         raise ValueError(f"rule {rule!r}; choose one of {RULES}")
-
-    def hook(module, grad_input, grad_output):
-        passed = grad_output[0] if rule == "deconvnet" else grad_input[0]
-        return (passed.clamp(min=0),)
-
     rectifiers = [m for m in model.modules() if isinstance(m, RECTIFIERS)]
-    inplace = [m for m in rectifiers if m.inplace]
-    for module in inplace:
-        module.inplace = False
-    handles = [m.register_full_backward_hook(hook) for m in rectifiers]
+    for module in rectifiers:
+        upper = float(module.max_val) if isinstance(module, nn.ReLU6) else None
+        module.forward = lambda x, upper=upper: _Rectifier.apply(x, upper, rule)
     try:
         yield len(rectifiers)
     finally:
-        for handle in handles:
-            handle.remove()
-        for module in inplace:
-            module.inplace = True
+        for module in rectifiers:
+            del module.forward  # the class's forward again
 
 
 def reconstruct(model: nn.Module, images: torch.Tensor, layer: str, count: int = 6,

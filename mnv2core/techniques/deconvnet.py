@@ -12,7 +12,7 @@ import torch
 from ..context import Artifact, Case, Context
 from ..datasets import eval_batches
 from ..deploy.twins import figure_path, test_set
-from ..explain.deconvnet import RULES, edge_share, plot_reconstructions, reconstruct
+from ..explain.deconvnet import RECTIFIERS, RULES, edge_share, plot_reconstructions, reconstruct
 from ..explain.feature_maps import pick_layers
 from ..explain.gradcam import feature_map_layers
 from ..metrics import figure, info
@@ -46,7 +46,7 @@ def measure(ctx: Context, case: Case, base: Artifact) -> dict[str, Any]:
     plot = plot_reconstructions(images, found, figure_path(ctx, case, f"{params['rule']}"),
                                 f"{params['rule']} {case.dataset} {case.model} {case.base}: strongest activations, "
                                 f"early to last layer, above their image patches")
-    rectifiers = sum(isinstance(m, (torch.nn.ReLU, torch.nn.ReLU6)) for m in model.modules())
+    rectifiers = sum(isinstance(m, RECTIFIERS) for m in model.modules())
     return {"layers": layers, "edge_share": shares, "random_edge_share": random_shares, "rectifiers": rectifiers,
             "images": len(test), "rule": params["rule"], "input_size": base.meta["input_size"], "plot": str(plot)}
 
