@@ -9,10 +9,11 @@ from pathlib import Path
 
 from .docs import write_results_page
 from .errors import ConfigError, Mnv2BenchError
+from .folders import write_json_atomic
 from .gate import Tolerances, compare, verify
 from .profiles import load_profile
 from .report import FORMATS, render_report
-from .results import build_results, load_results, read_records, write_json_atomic
+from .results import build_results, load_results, read_records
 from .techniques import catalogue
 
 

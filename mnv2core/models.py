@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError, NotApplicable
+from .folders import write_json_atomic
 from .networks import BUILTIN_NETWORKS
 from .onnx_model import OnnxNetwork, read_signature
 
@@ -250,10 +251,7 @@ def _remembered(library: str, names: Callable[[], list[str]]) -> list[str]:
     known = names()
     if path is not None:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_suffix(f".{os.getpid()}.partial")
-            partial.write_text(json.dumps(sorted(known)))
-            os.replace(partial, path)
+            write_json_atomic(path, sorted(known))
         except OSError:
             pass
     return known

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -97,22 +95,6 @@ def build_results(entries: Iterable[dict[str, Any]], *, machine_info: dict, comm
     }
 
 
-def write_json_atomic(path: Path, document: dict[str, Any]) -> None:
-    """Readers never see a half-written file: write a temp file, then rename it over."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as out:
-            json.dump(document, out, indent=1, sort_keys=False)
-            out.write("\n")
-        os.chmod(temp_name, 0o666 & ~_umask())  # mkstemp makes it private; results are shared
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-
-
 def load_results(path: Path) -> dict[str, Any]:
     """A results file, checked enough that the report and the gate can trust its shape."""
     path = Path(path)
@@ -146,12 +128,6 @@ def method_of(extra: dict[str, Any]) -> str | None:
         return extra["method"]
     base, derived, technique = extra.get("base"), extra.get("derived"), extra.get("technique")
     return derived if derived and technique == f"{base}_{derived}" else technique
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _pytest_benchmark_version() -> str:

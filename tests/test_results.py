@@ -3,7 +3,8 @@ import json
 import pytest
 from results_factory import document, entry
 
-from mnv2core.results import ResultsError, case_items, load_results, merge_entries, read_records, write_json_atomic
+from mnv2core.folders import write_json_atomic
+from mnv2core.results import ResultsError, case_items, load_results, merge_entries, read_records
 
 SCHEMA_KEYS = {"machine_info", "commit_info", "benchmarks", "datetime", "version"}
 ITEM_KEYS = {"group", "name", "fullname", "params", "param", "extra_info", "options", "stats"}
