@@ -28,8 +28,8 @@ class FeaturesClassifier(nn.Module):
 def vgg16_cifar(num_classes: int) -> FeaturesClassifier:
     """VGG16 (configuration D, with batch norm) for 32 px images: torchvision's 13 conv layers,
     initialised as torchvision initialises them, global average pooling, and a 512-512-classes
-    classifier with dropout. Built from torchvision's layer list, not its model: that one's
-    ImageNet classifier (120 M parameters, 1.2 s to initialise) would be thrown away."""
+    classifier with dropout. Built from torchvision's layer list, not its model, whose ImageNet
+    classifier (120 M parameters) would be initialised only to be thrown away."""
     from torchvision.models import vgg  # imported when used: torchvision takes 1.5 s to import
     features = vgg.make_layers(vgg.cfgs["D"], batch_norm=True)
     for conv in (m for m in features if isinstance(m, nn.Conv2d)):
