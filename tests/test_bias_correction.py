@@ -6,7 +6,14 @@ from torch.nn import functional as F
 from mnv2core.deploy import onnx_runtime
 from mnv2core.deploy.bias_correction import InputMeans, output_shift
 from mnv2core.deploy.int8_fx import quantize_fx
-from mnv2core.deploy.onnx_runtime import correct_biases, export_onnx, ort_logits, ort_session, quantize_onnx_static
+from mnv2core.deploy.onnx_runtime import (
+    correct_biases,
+    export_onnx,
+    ort_int8_session,
+    ort_logits,
+    ort_session,
+    quantize_onnx_static,
+)
 
 
 def test_output_shift_is_the_mean_change_of_a_linear_layers_output():
@@ -81,7 +88,7 @@ def test_ort_bias_correction_corrects_every_layer_and_removes_the_shift(tmp_path
     reference = ort_session(fp32)
 
     def error(path):
-        session = ort_session(path)
+        session = ort_int8_session(path)
         return mean_output_error(lambda x: ort_logits(session, x), lambda x: ort_logits(reference, x), batches)
 
     before, after = error(plain), error(corrected)

@@ -7,7 +7,7 @@ from torch import nn
 from mnv2core.deploy.attacks import fgsm
 from mnv2core.deploy.int8_fx import QuantizationError, quantize_fx
 from mnv2core.deploy.latency import measure_latencies
-from mnv2core.deploy.onnx_runtime import export_onnx, ort_logits, ort_session
+from mnv2core.deploy.onnx_runtime import export_onnx, ort_int8_session, ort_logits, ort_session
 from mnv2core.deploy.robustness import blur_kernel_size, gaussian_blur, gaussian_noise
 from mnv2core.models import build_model
 
@@ -162,7 +162,7 @@ def test_onnx_runtime_static_int8_tracks_fp32(mobilenet, tmp_path):
     int8 = quantize_onnx_static(fp32, tmp_path / "model.int8.onnx", calibration)
     assert int8.stat().st_size < fp32.stat().st_size / 2
     images = torch.rand(8, 3, 32, 32)
-    reference, quantized = ort_logits(ort_session(fp32), images), ort_logits(ort_session(int8), images)
+    reference, quantized = ort_logits(ort_session(fp32), images), ort_logits(ort_int8_session(int8), images)
     assert quantized.shape == (8, 10)
     assert torch.corrcoef(torch.stack([reference.flatten(), quantized.flatten()]))[0, 1] > 0.9
 
@@ -196,7 +196,7 @@ def test_ort_int8_weights_are_signed_symmetric_and_per_channel_a_pruned_channel_
     points = per_channel_zero_points(int8, {init.name for init in weights})
     assert [len(p) for p in points] == [8, 8, 10] and all((p == 0).all() for p in points)
     images = torch.rand(16, 3, 16, 16)
-    reference, quantized = model(images).detach(), ort_logits(ort_session(int8), images)
+    reference, quantized = model(images).detach(), ort_logits(ort_int8_session(int8), images)
     assert torch.corrcoef(torch.stack([reference.flatten(), quantized.flatten()]))[0, 1] > 0.99
 
 
@@ -247,7 +247,7 @@ def test_ort_int8_ranges_ignore_a_rare_calibration_extreme(tmp_path):
     reference = ort_logits(ort_session(fp32), images)
 
     def error(path):
-        return float((ort_logits(ort_session(path), images) - reference).abs().mean() / reference.abs().mean())
+        return float((ort_logits(ort_int8_session(path), images) - reference).abs().mean() / reference.abs().mean())
 
     assert error(ours) < 0.15 < 0.5 < error(min_max)  # measured 0.09 and 0.92
 

@@ -74,6 +74,13 @@ def int8_kernels(cpu_flags: Iterable[str] | None = None) -> Int8Kernels:
     return Int8Kernels(tuple(int8_dot_product(None if cpu_flags is None else frozenset(cpu_flags))))
 
 
+def ort_int8_session(path: Path, threads: int = 1) -> onnxruntime.InferenceSession:
+    """A session of the int8 model at ``path`` on the kernels ``int8_kernels()`` picks for this
+    CPU: the one way to open an int8 file, since a plain session on a CPU without an int8 dot
+    product runs the saturating kernels."""
+    return ort_session(path, threads, int8_kernels().session_options)
+
+
 def session_batch(session: onnxruntime.InferenceSession) -> int | None:
     """The session's fixed batch size (None: its batch axis is dynamic)."""
     size = session.get_inputs()[0].shape[0]

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..context import Artifact, Case, Context
 from ..deploy.latency import cpu_copy, time_runners
-from ..deploy.onnx_runtime import int8_kernels, ort_session, session_batch
+from ..deploy.onnx_runtime import int8_kernels, ort_int8_session, ort_session, session_batch
 from ..deploy.twins import compiled_twins, int8_model_or_reason, onnx_files, openvino_twins
 from ..errors import NotApplicable
 from ..metrics import CPU_SHARE, info, ms, speedup
@@ -49,7 +49,7 @@ def measure(ctx: Context, case: Case, base: Artifact) -> dict[str, Any]:
     fp32_path, int8_path = onnx_files(ctx, case, base)
     kernels = int8_kernels()
     session = ort_session(fp32_path, params["threads"])
-    int8_session = ort_session(int8_path, params["threads"], kernels.session_options)
+    int8_session = ort_int8_session(int8_path, params["threads"])
     ort = {"ort_fp32": lambda images: session.run(None, {"images": images.numpy()}),
            "ort_int8": lambda images: int8_session.run(None, {"images": images.numpy()})}
     batch_sizes, batches_skipped = timed_batches(params["batch_sizes"], session_batch(session))

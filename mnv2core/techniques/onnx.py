@@ -8,7 +8,7 @@ import torch
 from ..context import Artifact, Case, Context
 from ..datasets import eval_batches
 from ..deploy.latency import cpu_copy
-from ..deploy.onnx_runtime import int8_kernels, ort_logits, ort_session
+from ..deploy.onnx_runtime import int8_kernels, ort_int8_session, ort_logits, ort_session
 from ..deploy.twins import onnx_files, test_set
 from ..metrics import accuracy, info
 from ..registry import DEPLOYMENT, Technique, present, register, require
@@ -34,7 +34,7 @@ def int8_machine() -> dict[str, Any]:
 def measure(ctx: Context, case: Case, base: Artifact) -> dict[str, Any]:
     fp32_path, int8_path = onnx_files(ctx, case, base)
     kernels = int8_kernels()
-    session, int8_session = ort_session(fp32_path), ort_session(int8_path, config=kernels.session_options)
+    session, int8_session = ort_session(fp32_path), ort_int8_session(int8_path)
     model = cpu_copy(base.model).eval()
     test = test_set(ctx, case, base, "cpu")
     max_diff, agree, correct, int8_correct = 0.0, 0, 0, 0
