@@ -157,6 +157,8 @@ def _compare(baseline: dict[str, Any], results: dict[str, Any], tolerances: Tole
                             f"{tolerances.accuracy_points * 100:.1f}")
     elif ours != theirs:
         report.notes.append(f"this run's CPU {ours} reproduced the baseline's numbers before: gated as the baseline's own")
+    if (probe := _probe_note(baseline, results, ours != theirs)) is not None:
+        report.notes.append(probe)
     current = case_items(results)
     selected = results.get("mnv2bench", {}).get("selected")
     unselected = 0
@@ -245,6 +247,20 @@ def _int8_dot_product(document: dict[str, Any]) -> bool | None:
     """Whether the run's CPU has an int8 dot product (None: its flags are not recorded)."""
     flags = ((document.get("machine_info") or {}).get("cpu") or {}).get("flags")
     return None if flags is None else bool(set(INT8_DOT_PRODUCT_FLAGS) & set(flags))
+
+
+def _probe_note(baseline: dict[str, Any], results: dict[str, Any], other_cpu: bool) -> str | None:
+    """Which ops compute other bits in this run than in the baseline's (kernel_probe): said
+    whenever some do, and on another CPU also when none does."""
+    theirs, ours = ((d.get("mnv2bench") or {}).get("kernel_probe") or {} for d in (baseline, results))
+    shared = [name for name in ours if name in theirs]
+    differ = [name for name in shared if ours[name] != theirs[name]]
+    if differ:
+        return (f"kernel probe: {len(differ)} of {len(shared)} ops compute other bits than the baseline's run did "
+                f"({', '.join(differ)}): training drifts from there")
+    if shared and other_cpu:
+        return f"kernel probe: all {len(shared)} ops compute the bits they did on the baseline's CPU"
+    return None
 
 
 def sample_size(extra: dict[str, Any]) -> int | None:

@@ -150,6 +150,23 @@ def test_accuracies_get_the_cross_cpu_tolerance_only_when_the_cpu_model_differs(
     assert collapsed.failures == [f"{KD}: accuracy 0.6000 -> 0.1000 (-50.0 points, tolerance 30.0)"]
 
 
+def test_the_gate_names_the_ops_whose_kernels_compute_other_bits_than_the_baselines():
+    other_cpu = {**MACHINE, "cpu": {"brand_raw": "Other CPU", "count": 2}}
+    probe = {"linear": "aa", "depthwise_32px": "bb", "batch_norm": "cc"}
+
+    def notes(theirs, ours, machine=None):
+        baseline, results = document([entry(KD, 0.60)]), document([entry(KD, 0.60)], machine=machine)
+        baseline["mnv2bench"]["kernel_probe"], results["mnv2bench"]["kernel_probe"] = theirs, ours
+        return [n for n in compare(baseline, results, TOLERANCES).notes if n.startswith("kernel probe")]
+
+    drifted = {**probe, "depthwise_32px": "b0", "batch_norm": "c0", "new_op": "dd"}
+    assert notes(probe, drifted, other_cpu) == ["kernel probe: 2 of 3 ops compute other bits than the baseline's "
+                                                "run did (depthwise_32px, batch_norm): training drifts from there"]
+    assert notes(probe, probe, other_cpu) == ["kernel probe: all 3 ops compute the bits they did on the "
+                                              "baseline's CPU"]
+    assert notes(probe, probe) == [] and notes({}, probe, other_cpu) == []  # same CPU; an older baseline
+
+
 def test_one_brand_string_of_two_cpu_generations_is_two_cpus():
     """"AMD EPYC" names a Zen 3 without AVX-512 and a Zen 4 with it: their int8 kernels differ."""
     wide = Tolerances(accuracy_points=0.015, cross_cpu_accuracy_points=0.04)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from mnv2core import kernel_probe
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = """
 description = "tiny"
@@ -247,13 +249,14 @@ def test_grid_under_xdist_repeats_the_serial_run_bit_for_bit_and_a_worse_run_fai
     # the portable kernels are pinned before torch loads, in the controller and every worker
     assert all(r["environment"]["kernels"] == {"profile": "portable", "cpu_capability": "AVX2",
                                                "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
-                                               "MKL_CBWR": "AVX2"} for r in records if "environment" in r)
+                                               "MKL_CBWR": "COMPATIBLE"} for r in records if "environment" in r)
     # xdist switches pytest-benchmark off: the harness's own timer gives the same figures
     timed = next(r for r in records if r["case"] == TIMED)
     assert timed["environment"]["latency_timer"] == "harness" and timed["metrics"]["latency"]["eager_fp32_b1_ms"] > 0
     document = json.loads(bench.read_text())
     assert {b["param"] for b in document["benchmarks"]} == GRID_CASES
     assert document == json.loads((tmp_path / "results" / "latest.json").read_text())
+    assert set(document["mnv2bench"]["kernel_probe"]) == set(kernel_probe.OPS)  # the controller's, pinned as well
 
     # A baseline 10 points better than this run, gated on a slice (-k full_ft, warm, serial):
     # every selected accuracy is a regression, and the cases left out are not gated
