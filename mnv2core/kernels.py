@@ -1,10 +1,10 @@
 """Which math kernels torch runs on the CPU. ``native`` lets ATen, oneDNN and MKL pick by the
 CPU's ISA (AVX-512, AMX...): fastest, but each ISA rounds differently, and a short training on
-little data amplifies that into points of accuracy between CPUs. ``portable`` pins ATen and
-oneDNN to their AVX2 kernels, which every x86-64 CPU this project runs on has, and MKL to its
-COMPATIBLE branch (the one branch it honours on AMD CPUs too: asked for AVX2 there, it runs
-its AUTO dispatch), so that a profile's numbers can be compared across CPUs (at about a third
-more conv time). ``kernel_probe`` says which ops still compute other bits on another CPU.
+little data amplifies that into points of accuracy between CPUs. ``portable`` pins all three
+to their AVX2 kernels, which every x86-64 CPU this project runs on has, so that a profile's
+numbers can be compared across them (at about a third more conv time). MKL honours its AVX2
+branch on Intel CPUs only (on AMD it dispatches as AUTO); ``kernel_probe`` records which bits
+each training op computes, so two runs can be told apart op by op.
 
 The pins are environment variables read when torch loads its libraries, so they are set
 before torch is imported: by the root conftest.py (the pytest controller and every xdist
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 KINDS = ("native", "portable")
-PORTABLE = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "COMPATIBLE"}
+PORTABLE = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"}
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 CHOSEN = "MNV2BENCH_KERNELS_CHOSEN"  # the controller's choice, inherited by its workers
 
