@@ -58,4 +58,3 @@ def _digest(op: Callable, input_shape: tuple, weight_shape: tuple, channels_last
     for tensor in (out, x.grad, w.grad):
         digest.update(tensor.detach().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
-
