@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torchvision.models import vgg16
 
-from mnv2core.explain.deconvnet import backward_rule, edge_magnitude, edge_share, reconstruct
+from mnv2core.explain.deconvnet import backward_rule, edge_magnitude, edge_share, flat_share, reconstruct
 
 
 def projected(rule, x, upstream):
@@ -97,3 +97,19 @@ def test_first_layer_edge_detectors_reconstruct_onto_the_inputs_edges_more_than_
         return sum(edge_share(item, images) for item in found) / len(found)
 
     assert share(True) > share(False) + 0.05
+
+
+def test_flat_share_is_0_for_edge_detectors_1_for_flat_filters_and_about_a_ninth_for_random_ones():
+    sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+
+    def first_conv(weight: torch.Tensor) -> nn.Module:
+        conv = nn.Conv2d(3, weight.shape[0], 3)
+        with torch.no_grad():
+            conv.weight.copy_(weight)
+        return nn.Sequential(conv, nn.ReLU(), nn.Conv2d(weight.shape[0], 4, 1))
+
+    assert flat_share(first_conv(torch.stack([sobel, sobel.T]).unsqueeze(1).expand(2, 3, 3, 3))) == 0.0
+    assert flat_share(first_conv(torch.rand(8, 3, 1, 1).expand(8, 3, 3, 3))) == pytest.approx(1.0)
+    torch.manual_seed(0)
+    assert 0.08 < flat_share(first_conv(torch.randn(256, 3, 3, 3))) < 0.14
+    assert flat_share(nn.Sequential(nn.Conv2d(3, 8, 1))) is None and flat_share(nn.Linear(3, 2)) is None

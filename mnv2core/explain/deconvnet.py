@@ -134,6 +134,19 @@ def edge_share(reconstruction: Reconstruction, images: torch.Tensor) -> float:
     return float((magnitude * (edges > EDGE * edges.max())).sum() / total)
 
 
+def flat_share(model: nn.Module) -> float | None:
+    """Of the model's first convolution (with a window wider than one pixel), the share of each
+    filter's energy in its mean over the window, averaged over its filters: 0 for edge detectors
+    (zero-sum filters), 1 for filters that see only flat brightness or colour, about 1/(k*k)
+    for white noise such as a random init. None without such a convolution."""
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if first is None or first.weight.shape[2] * first.weight.shape[3] == 1:
+        return None
+    weights = first.weight.detach().float().flatten(2)  # (out, in, window)
+    flat = weights.mean(2, keepdim=True).pow(2).sum((1, 2)) * weights.shape[2]
+    return float((flat / weights.pow(2).sum((1, 2)).clamp_min(1e-12)).mean())
+
+
 def plot_reconstructions(images: torch.Tensor, found: dict[str, list[Reconstruction]], path, title: str):
     """Per layer, a row of reconstructions, each with the image patch it came from beneath it."""
     import matplotlib

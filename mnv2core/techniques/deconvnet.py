@@ -1,7 +1,8 @@
 """DeconvNet reconstructions of a base model (and guided backpropagation beside them): the
 strongest activations of an early, a middle and the last conv layer over a test sample,
 projected back to pixel space, in one figure beside their image patches; and how much of
-each reconstruction lies on the input's edges, against a random-init twin's."""
+each reconstruction lies on the input's edges, against a random-init twin's, and how much of
+its first filters' energy is flat brightness or colour rather than edges."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,7 +13,7 @@ import torch
 from ..context import Artifact, Case, Context
 from ..datasets import eval_batches
 from ..deploy.twins import figure_path, test_set
-from ..explain.deconvnet import RECTIFIERS, RULES, edge_share, plot_reconstructions, reconstruct
+from ..explain.deconvnet import RECTIFIERS, RULES, edge_share, flat_share, plot_reconstructions, reconstruct
 from ..explain.feature_maps import pick_layers
 from ..explain.gradcam import feature_map_layers
 from ..metrics import figure, info
@@ -25,6 +26,9 @@ METRICS = (
     info("edge_share.*", "fraction", "share of the reconstructions' magnitude on the input's edges, per layer"),
     info("random_edge_share.*", "fraction", "the same for a random-init twin of the model: what the "
                                             "architecture alone shows"),
+    info("flat_share", "fraction", "of the first conv's filters, the share of their energy in their mean: "
+                                   "brightness and colour, where edge detectors have none"),
+    info("random_flat_share", "fraction", "the same for the random-init twin (about 1/9 for 3x3 filters)"),
     info("rectifiers", "count", "ReLU modules whose backward the rule replaced"),
     info("images", "count"), info("rule", "text"),
     figure("plot", "the strongest activations' reconstructions beside their image patches", on_page=True),
@@ -47,7 +51,8 @@ def measure(ctx: Context, case: Case, base: Artifact) -> dict[str, Any]:
                                 f"{params['rule']} {case.dataset} {case.model} {case.base}: strongest activations, "
                                 f"early to last layer, above their image patches")
     rectifiers = sum(isinstance(m, RECTIFIERS) for m in model.modules())
-    return {"layers": layers, "edge_share": shares, "random_edge_share": random_shares, "rectifiers": rectifiers,
+    return {"layers": layers, "edge_share": shares, "random_edge_share": random_shares,
+            "flat_share": flat_share(model), "random_flat_share": flat_share(twin), "rectifiers": rectifiers,
             "images": len(test), "rule": params["rule"], "input_size": base.meta["input_size"], "plot": str(plot)}
 
 
@@ -56,16 +61,25 @@ def _mean_share(found, images) -> float:
 
 
 def check(m: dict, case: Case) -> None:
-    require(m["layers"] and all(0 <= v <= 1 for v in [*m["edge_share"].values(), *m["random_edge_share"].values()]),
-            f"edge shares outside [0, 1]: {m['edge_share']}, {m['random_edge_share']}")
+    shares = [*m["edge_share"].values(), *m["random_edge_share"].values(),
+              *(v for v in (m["flat_share"], m["random_flat_share"]) if v is not None)]
+    require(m["layers"] and all(0 <= v <= 1 + 1e-6 for v in shares),
+            f"shares outside [0, 1]: {m['edge_share']}, {m['random_edge_share']}, {m['flat_share']}")
     require(Path(m["plot"]).read_bytes()[:4] == b"\x89PNG", f"{m['plot']} is not a PNG")
 
 
 def rows(found) -> list[dict]:
     return [{"model": base, "rule": m["rule"], "layer": layer, "edge share": f"{share:.3f}",
-             "random-init twin": f"{m['random_edge_share'][layer]:.3f}", "rectifiers": m["rectifiers"],
+             "random-init twin": f"{m['random_edge_share'][layer]:.3f}", **_flat(m), "rectifiers": m["rectifiers"],
              "figure": m["plot"]}
             for base, m in found for layer, share in m.get("edge_share", {}).items()]
+
+
+def _flat(m: dict) -> dict[str, str]:
+    """The first conv's flat share beside its twin's, where the record has it."""
+    if m.get("flat_share") is None:
+        return {}
+    return {"first conv flat share (twin)": f"{m['flat_share']:.2f} ({m['random_flat_share']:.2f})"}
 
 
 class DeconvnetParameters(Parameters):
